@@ -1,0 +1,3 @@
+from ark_lattice.cli.app import main
+
+main()

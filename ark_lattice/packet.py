@@ -1,0 +1,191 @@
+"""Knowledge packets (DESIGN §4): immutable, signed by their author, addressed by content.
+
+A packet is three byte strings: the canonical CBOR header, the author's Ed25519 signature over it
+(purpose ``packet``), and the raw body. The header commits to the body by its SHA-256, and the packet
+id is ``SHA-256(header ‖ signature)``, so the id commits to everything and a relayed packet is still
+verifiably the author's. Bodies stay raw bytes everywhere: on disk and on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ark_lattice.encoding import Purpose, canonical, decode, sha256
+from ark_lattice.errors import Malformed, UsageError
+from ark_lattice.identity import Identity, NodeId
+
+__all__ = [
+    "Packet",
+    "PacketHeader",
+    "KINDS",
+    "MAX_BODY",
+    "MAX_HEADER",
+    "MAX_DEPENDS",
+    "HEADER_VERSION",
+    "check_topic",
+]
+
+HEADER_VERSION = 1
+MAX_BODY = 1 << 20  # 1 MiB: a packet must fit in one transfer frame
+MAX_HEADER = 4096
+MAX_DEPENDS = 32
+MAX_META = 16
+KINDS = frozenset(
+    {"note", "document", "alert", "model_update", "model", "policy_bundle", "proposal", "approval"}
+)
+_TOPIC = re.compile(r"[a-z0-9][a-z0-9._/-]{0,127}")
+_META_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
+        raise Malformed(
+            f"bad topic {topic!r}: 1-128 characters of a-z 0-9 . _ / -, starting with a letter or digit"
+        )
+    return topic
+
+
+@dataclass(frozen=True)
+class PacketHeader:
+    topic: str
+    kind: str
+    author: NodeId
+    created_at: int  # hybrid logical clock, see hlc.py
+    body_hash: bytes
+    body_size: int
+    depends: tuple[bytes, ...] = ()
+    supersedes: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def check(self) -> None:
+        """Raise :class:`Malformed` unless every field is in range."""
+        check_topic(self.topic)
+        if self.kind not in KINDS:
+            raise Malformed(f"unknown packet kind {self.kind!r}")
+        if not isinstance(self.created_at, int) or not 0 <= self.created_at < 1 << 64:
+            raise Malformed("created_at must be a 64-bit hybrid logical timestamp")
+        if not _is_hash(self.body_hash):
+            raise Malformed("body_hash must be 32 bytes")
+        if not isinstance(self.body_size, int) or not 0 <= self.body_size <= MAX_BODY:
+            raise Malformed(f"body_size must be between 0 and {MAX_BODY}")
+        if len(self.depends) > MAX_DEPENDS or not all(_is_hash(d) for d in self.depends):
+            raise Malformed(f"depends must be at most {MAX_DEPENDS} packet ids")
+        if len(set(self.depends)) != len(self.depends):
+            raise Malformed("depends lists a packet id twice")
+        if self.supersedes is not None and not _is_hash(self.supersedes):
+            raise Malformed("supersedes must be a packet id")
+        if not isinstance(self.meta, dict) or len(self.meta) > MAX_META:
+            raise Malformed(f"meta must be a map of at most {MAX_META} entries")
+        for k, v in self.meta.items():
+            if not isinstance(k, str) or not _META_KEY.fullmatch(k):
+                raise Malformed(f"bad meta key {k!r}")
+            if not isinstance(v, (str, int, float, bool)) or (isinstance(v, str) and len(v) > 256):
+                raise Malformed(f"meta value for {k!r} must be a short string or a number")
+
+    def encode(self) -> bytes:
+        return canonical(
+            [
+                HEADER_VERSION,
+                self.topic,
+                self.kind,
+                self.author.key,
+                self.created_at,
+                self.body_hash,
+                self.body_size,
+                list(self.depends),
+                self.supersedes,
+                self.meta,
+            ]
+        )
+
+    @classmethod
+    def parse(cls, data: bytes) -> PacketHeader:
+        raw = decode(data, max_size=MAX_HEADER, what="packet header")
+        if not isinstance(raw, list) or len(raw) != 10 or raw[0] != HEADER_VERSION:
+            raise Malformed("packet header has the wrong shape or version")
+        _, topic, kind, author, created_at, body_hash, body_size, depends, supersedes, meta = raw
+        if not isinstance(depends, list) or not isinstance(author, bytes):
+            raise Malformed("packet header has the wrong shape")
+        header = cls(
+            topic=topic,
+            kind=kind,
+            author=NodeId(author),
+            created_at=created_at,
+            body_hash=body_hash,
+            body_size=body_size,
+            depends=tuple(depends),
+            supersedes=supersedes,
+            meta=meta,
+        )
+        header.check()
+        if header.encode() != data:
+            raise Malformed("packet header is not in canonical form")
+        return header
+
+
+@dataclass(frozen=True)
+class Packet:
+    """A verified packet. Build one with :meth:`create` or :meth:`from_parts`, never directly."""
+
+    id: bytes
+    header: PacketHeader
+    header_bytes: bytes
+    signature: bytes
+    body: bytes = field(repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        author: Identity,
+        *,
+        topic: str,
+        kind: str,
+        body: bytes,
+        created_at: int,
+        depends: tuple[bytes, ...] = (),
+        supersedes: bytes | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Packet:
+        if len(body) > MAX_BODY:
+            raise UsageError(f"the body is {len(body)} bytes, over the packet limit of {MAX_BODY}")
+        header = PacketHeader(
+            topic=topic,
+            kind=kind,
+            author=author.node_id,
+            created_at=created_at,
+            body_hash=sha256(body),
+            body_size=len(body),
+            depends=tuple(depends),
+            supersedes=supersedes,
+            meta=dict(meta or {}),
+        )
+        try:
+            header.check()
+        except Malformed as exc:  # our own operator's input, not a peer's
+            raise UsageError(str(exc)) from None
+        header_bytes = header.encode()
+        signature = author.sign(Purpose.PACKET, header_bytes)
+        return cls(sha256(header_bytes, signature), header, header_bytes, signature, body)
+
+    @classmethod
+    def from_parts(cls, header_bytes: bytes, signature: bytes, body: bytes) -> Packet:
+        """Parse and fully verify a packet received from anywhere (peer, disk, backup)."""
+        if not isinstance(header_bytes, bytes) or not isinstance(signature, bytes):
+            raise Malformed("packet parts must be byte strings")
+        if not isinstance(body, bytes) or len(body) > MAX_BODY:
+            raise Malformed(f"packet body must be at most {MAX_BODY} bytes")
+        header = PacketHeader.parse(header_bytes)
+        if header.body_size != len(body) or header.body_hash != sha256(body):
+            raise Malformed("packet body does not match the hash in its header")
+        header.author.verify(Purpose.PACKET, header_bytes, signature)
+        return cls(sha256(header_bytes, signature), header, header_bytes, signature, body)
+
+    @property
+    def hex_id(self) -> str:
+        return self.id.hex()
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == 32
