@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import nacl.signing
 import nacl.utils
 
 from ark_lattice.encoding import signing_input
+from ark_lattice.privatefile import write_private
 from ark_lattice.errors import BadPassphrase, BadSignature, IdentityError, Malformed, NotInitialised
 
 __all__ = ["NodeId", "Identity", "verify_signature", "KEY_FILE_FORMAT"]
@@ -150,13 +150,7 @@ class Identity:
                 "salt": _b64(salt),
                 "box": _b64(bytes(box)),
             }
-        data = (json.dumps(doc, indent=2) + "\n").encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_private(path, (json.dumps(doc, indent=2) + "\n").encode())
 
     @staticmethod
     def is_sealed(path: Path) -> bool:

@@ -182,6 +182,15 @@ class Packet:
         header.author.verify(Purpose.PACKET, header_bytes, signature)
         return cls(sha256(header_bytes, signature), header, header_bytes, signature, body)
 
+    @classmethod
+    def from_store(cls, packet_id: bytes, header_bytes: bytes, signature: bytes, body: bytes) -> Packet:
+        """Rebuild a packet read from our own ledger without re-checking its signature.
+
+        Only for reads of packets that were verified on the way in; ``ledger verify`` is the
+        place that re-checks every signature and id.
+        """
+        return cls(packet_id, PacketHeader.parse(header_bytes), header_bytes, signature, body)
+
     @property
     def hex_id(self) -> str:
         return self.id.hex()

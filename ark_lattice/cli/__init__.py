@@ -1,0 +1,1 @@
+"""The ``ark-lattice`` command tree: one Typer sub-app per command group, joined in app.py."""

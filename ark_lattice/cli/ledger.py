@@ -1,0 +1,128 @@
+"""``ark-lattice ledger``: read, verify, anchor and back up the tamper-evident ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ark_lattice.cli.context import Application, open_node, run
+
+app = typer.Typer(help="Inspect and prove the integrity of the ledger.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
+    kind: Annotated[Optional[str], typer.Option(help="Only events of this kind.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show the newest ledger events."""
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.events(limit=limit, kind=kind)
+
+    events = run(go())
+    if json_:
+        application.print_json([e.to_json() for e in events])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"newest {len(events)} event(s)")
+    for col in ("seq", "time", "kind", "subject", "data"):
+        table.add_column(col)
+    for e in events:
+        when = datetime.fromtimestamp(e.ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        data = ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items())
+        table.add_row(str(e.seq), when, e.kind, e.subject[:16], data)
+    application.console.print(table)
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Recompute every hash, link, signature and checkpoint; exit non-zero naming the first bad entry."""
+    from ark_lattice import ledger
+
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await ledger.verify(node.store, node.node_id)
+
+    report = run(go())
+    if json_:
+        application.print_json(report.to_json())
+        return
+    application.console.print(
+        f"ledger OK: {report.events} events, {report.packets} packets, {report.peers} peers, "
+        f"{report.checkpoints} checkpoints; root {report.root.hex()[:16]} ({report.seconds:.2f} s)"
+    )
+
+
+@app.command("anchor")
+def anchor(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Sign a checkpoint (RFC 6962 root, C2SP tlog-checkpoint note) over the ledger so far."""
+    from ark_lattice import ledger
+
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application, unlock=True) as node:
+            return await ledger.anchor(node.store, node.identity)
+
+    checkpoint, new = run(go())
+    doc = {"size": checkpoint.size, "root": checkpoint.root_hash.hex(), "new": new}
+    if json_:
+        application.print_json(doc)
+        return
+    state = "new checkpoint" if new else "unchanged since the last checkpoint"
+    application.console.print(f"{state}: {checkpoint.size} events, root {checkpoint.root_hash.hex()}")
+
+
+@app.command("backup")
+def backup(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Where to write the copy (must not exist).")],
+    json_: JsonOption = False,
+) -> None:
+    """Copy the ledger with SQLite's online backup API, then verify the copy."""
+    from ark_lattice import ledger
+    from ark_lattice.errors import UsageError
+    from ark_lattice.store.store import Store
+
+    application: Application = ctx.obj
+    target = Path(path).expanduser().absolute()
+    if target.exists():
+        raise UsageError(f"{target} already exists; choose a new path")
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent} is not a directory")
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            await node.store.backup_to(target)
+            node_id = node.node_id
+        try:
+            async with await Store.open(target) as copy:
+                return await ledger.verify(copy, node_id)
+        except BaseException:
+            target.unlink(missing_ok=True)  # never leave a copy that did not verify
+            raise
+
+    report = run(go())
+    if json_:
+        application.print_json({"path": str(target), **report.to_json()})
+        return
+    application.console.print(f"backup written to {target} and verified ({report.events} events)")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()[:16]
+    return str(value)

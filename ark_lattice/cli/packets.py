@@ -1,0 +1,147 @@
+"""``ark-lattice packets``: publish, list, show and promote knowledge packets."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ark_lattice.cli.context import Application, open_node, run
+
+app = typer.Typer(help="Publish and browse knowledge packets.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command("publish")
+def publish(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Body file, or - for stdin.")],
+    topic: Annotated[str, typer.Option(help="Topic, e.g. notes/field or public/alerts.")],
+    kind: Annotated[str, typer.Option(help="Packet kind.")] = "note",
+    depends: Annotated[
+        Optional[list[str]], typer.Option("--depends", help="Id (or prefix) this packet builds on.")
+    ] = None,
+    supersedes: Annotated[Optional[str], typer.Option(help="Id of the version this replaces.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Sign a packet with this node's key and store it in the ledger."""
+    from ark_lattice.errors import UsageError
+
+    application: Application = ctx.obj
+    if source == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        try:
+            body = Path(source).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+
+    async def go() -> Any:
+        async with await open_node(application, unlock=True) as node:
+            deps = [await node.store.resolve_packet(d) for d in depends or []]
+            sup = await node.store.resolve_packet(supersedes) if supersedes else None
+            return await node.publish(
+                topic=topic, kind=kind, body=body, depends=deps, supersedes=sup
+            )
+
+    packet = run(go())
+    from ark_lattice.cli.livenode import nudge
+
+    nudge(application, "packets_changed")
+    if json_:
+        application.print_json({"id": packet.hex_id, "topic": topic, "size": len(body)})
+    else:
+        application.console.print(packet.hex_id)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    topic: Annotated[Optional[str], typer.Option(help="Only this topic.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many, newest first.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """List stored packets, newest first."""
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.list_packets(topic=topic, limit=limit)
+
+    rows = run(go())
+    if json_:
+        application.print_json([r.to_json() for r in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} packet(s)")
+    for col in ("id", "topic", "kind", "author", "created", "size", "state"):
+        table.add_column(col)
+    for r in rows:
+        h = r.packet.header
+        table.add_row(
+            r.packet.hex_id[:16],
+            h.topic,
+            h.kind,
+            h.author.short,
+            _hlc_time(h.created_at),
+            str(h.body_size),
+            "quarantined" if r.quarantined else "",
+        )
+    application.console.print(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    packet_id: Annotated[str, typer.Argument(metavar="ID", help="Packet id or unique prefix.")],
+    body: Annotated[bool, typer.Option("--body", help="Write the raw body to stdout.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Show one packet's header, or its raw body with --body."""
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.get_packet(await node.store.resolve_packet(packet_id))
+
+    stored = run(go())
+    if body:
+        sys.stdout.buffer.write(stored.packet.body)
+        sys.stdout.flush()
+        return
+    doc = stored.to_json()
+    if json_:
+        application.print_json(doc)
+        return
+    for key, value in doc.items():
+        application.console.print(f"{key:<12} {value}")
+
+
+@app.command("promote")
+def promote(
+    ctx: typer.Context,
+    packet_id: Annotated[str, typer.Argument(metavar="ID", help="Packet id or unique prefix.")],
+) -> None:
+    """Move a quarantined packet (from a sandbox peer) into the shared set."""
+    application: Application = ctx.obj
+
+    async def go() -> bytes:
+        async with await open_node(application) as node:
+            pid = await node.store.resolve_packet(packet_id)
+            await node.store.promote(pid)
+            return pid
+
+    pid = run(go())
+    application.console.print(f"promoted {pid.hex()}")
+
+
+def _hlc_time(stamp: int) -> str:
+    from ark_lattice.hlc import unpack
+
+    ms, _ = unpack(stamp)
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,142 @@
+"""``ark-lattice peers``: the peers this node knows and the tier each one has."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ark_lattice.cli.context import Application, open_node, run
+
+app = typer.Typer(help="List peers and set their trust tiers.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """List known peers with their tiers."""
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.list_peers()
+
+    peers = run(go())
+    if json_:
+        application.print_json([p.to_json() for p in peers])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(peers)} peer(s)")
+    for col in ("id", "name", "tier", "endpoints", "strikes"):
+        table.add_column(col)
+    for p in peers:
+        table.add_row(p.id[:16], p.name, p.tier.value, " ".join(p.endpoints), str(p.strikes))
+    application.console.print(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    json_: JsonOption = False,
+) -> None:
+    """Show one peer."""
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.get_peer(await node.store.resolve_peer(peer_id))
+
+    peer = run(go())
+    doc = peer.to_json()
+    from ark_lattice.cli.livenode import peer_session
+
+    doc["session"] = peer_session(application, peer.id)
+    if json_:
+        application.print_json(doc)
+        return
+    for key, value in doc.items():
+        application.console.print(f"{key:<13} {value}")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    node_id: Annotated[str, typer.Argument(metavar="NODE_ID", help="The peer's full node ID.")],
+    tier: Annotated[str, typer.Option(help="Trust tier to give it.")] = "unknown",
+    endpoint: Annotated[
+        Optional[list[str]], typer.Option("--endpoint", help="ws://HOST:PORT where it listens.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A name to remember it by.")] = "",
+) -> None:
+    """Pin a peer by its node ID before it is ever seen (out-of-band trust)."""
+    from ark_lattice.identity import NodeId
+    from ark_lattice.errors import UsageError, Malformed
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    try:
+        nid = str(NodeId.parse(node_id))
+    except Malformed as exc:
+        raise UsageError(str(exc)) from None
+    level = TrustTier.parse(tier)
+
+    async def go() -> bool:
+        async with await open_node(application) as node:
+            if nid == node.config.node_id:
+                raise UsageError("that is this node's own ID")
+            async with node.store.transaction():
+                added = await node.store.add_peer(nid, tier=level, endpoints=endpoint or (), name=name)
+                if not added:
+                    await node.store.set_tier(nid, level, reason="operator")
+            return added
+
+    added = run(go())
+    application.console.print(f"{'added' if added else 'updated'} peer {nid[:16]} as {level.value}")
+
+
+@app.command("trust-tier")
+def trust_tier(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="core|sandbox|external|unknown|blocked")],
+) -> None:
+    """Set a peer's trust tier (recorded in the ledger)."""
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    level = TrustTier.parse(tier)
+
+    async def go() -> tuple[str, Any]:
+        async with await open_node(application) as node:
+            pid = await node.store.resolve_peer(peer_id)
+            return pid, await node.store.set_tier(pid, level, reason="operator")
+
+    pid, old = run(go())
+    from ark_lattice.cli.livenode import nudge
+
+    nudge(application, "peers_changed")
+    application.console.print(f"peer {pid[:16]}: {old.value} -> {level.value}")
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+) -> None:
+    """Forget a peer (its packets stay; the removal is recorded in the ledger)."""
+    application: Application = ctx.obj
+
+    async def go() -> str:
+        async with await open_node(application) as node:
+            pid = await node.store.resolve_peer(peer_id)
+            await node.store.remove_peer(pid)
+            return pid
+
+    pid = run(go())
+    from ark_lattice.cli.livenode import nudge
+
+    nudge(application, "peers_changed")
+    application.console.print(f"removed peer {pid[:16]}")

@@ -1,0 +1,153 @@
+"""The local node as one object: its home, config, identity and store.
+
+The CLI and the runtime both go through here, so "create a node" and "publish a packet" mean the
+same thing whether typed by an operator or done by a running node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import nacl.utils
+
+from ark_lattice.errors import AlreadyExists, ConfigError, NotInitialised
+from ark_lattice.home import Config, Home
+from ark_lattice.identity import Identity, NodeId
+from ark_lattice.packet import Packet
+from ark_lattice.privatefile import write_private
+from ark_lattice.store.events import EventKind
+from ark_lattice.store.store import Store
+
+__all__ = ["LocalNode", "FEDERATION_KEY_SIZE"]
+
+FEDERATION_KEY_SIZE = 32
+
+
+class LocalNode:
+    def __init__(
+        self, home: Home, config: Config, store: Store, identity: Identity | None = None
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.store = store
+        self._identity = identity
+
+    @property
+    def node_id(self) -> NodeId:
+        return NodeId.parse(self.config.node_id)
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise RuntimeError("this LocalNode was opened without its key (unlock=False)")
+        return self._identity
+
+    @classmethod
+    async def open(
+        cls,
+        home: Home,
+        *,
+        unlock: bool = False,
+        passphrase: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> LocalNode:
+        """Open an existing node; ``unlock`` loads the signing key (needed only to sign)."""
+        config = home.load_config()
+        if not home.key_path.exists():
+            raise NotInitialised(f"no node identity in {home.root}; run `ark-lattice init`")
+        identity = Identity.load(home.key_path, passphrase) if unlock else None
+        if identity is not None and str(identity.node_id) != config.node_id:
+            raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
+        store = await Store.open(home.ledger_path, clock=clock)
+        return cls(home, config, store, identity)
+
+    @classmethod
+    async def init(
+        cls,
+        home: Home,
+        *,
+        name: str | None = None,
+        passphrase: str | None = None,
+        federation_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> LocalNode:
+        """Create identity, config, federation key and ledger; refuse if a node already exists."""
+        if home.key_path.exists() or home.config_path.exists():
+            raise AlreadyExists(f"a node already exists in {home.root}; nothing was changed")
+        if federation_key is not None and len(federation_key) != FEDERATION_KEY_SIZE:
+            raise ConfigError(f"a federation key is {FEDERATION_KEY_SIZE} bytes")
+        home.create()
+        created = [home.key_path, home.federation_key_path, home.config_path, home.ledger_path]
+        try:
+            identity = Identity.generate()
+            identity.save(home.key_path, passphrase)
+            write_private(home.federation_key_path, federation_key or nacl.utils.random(32))
+            config = Config(
+                node_id=str(identity.node_id),
+                name=name or f"node-{identity.node_id.short}",
+                created_at=int(clock()),
+            )
+            home.write_config(config)
+            store = await Store.open(home.ledger_path, clock=clock)
+            try:
+                await store.append_event(
+                    EventKind.NODE_INITIALISED,
+                    config.node_id,
+                    {"name": config.name, "sealed": passphrase is not None},
+                )
+            except BaseException:
+                await store.close()
+                raise
+        except BaseException:
+            # Half a node is worse than none: `init` would refuse to run again.
+            for path in created:
+                for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                    p.unlink(missing_ok=True)
+            raise
+        return cls(home, config, store, identity)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> LocalNode:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def federation_key(self) -> bytes:
+        try:
+            key = self.home.federation_key_path.read_bytes()
+        except FileNotFoundError:
+            raise NotInitialised(f"no federation key in {self.home.root}") from None
+        if len(key) != FEDERATION_KEY_SIZE:
+            raise ConfigError(f"{self.home.federation_key_path} is not a 32-byte federation key")
+        return key
+
+    async def publish(
+        self,
+        *,
+        topic: str,
+        kind: str,
+        body: bytes,
+        depends: Sequence[bytes] = (),
+        supersedes: bytes | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Packet:
+        """Sign a new packet and store it; returns once it is durable in the ledger."""
+        created_at = await self.store.next_timestamp(self.store.now_ms())
+        packet = Packet.create(
+            self.identity,
+            topic=topic,
+            kind=kind,
+            body=body,
+            created_at=created_at,
+            depends=tuple(depends),
+            supersedes=supersedes,
+            meta=meta,
+        )
+        await self.store.put_packets([packet])
+        return packet
+

@@ -1,0 +1,1 @@
+"""Protocol cores: pure, sans-I/O state machines that take bytes in and give bytes out."""

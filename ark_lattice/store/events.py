@@ -1,0 +1,79 @@
+"""Ledger events: the entries of the append-only hash chain (DESIGN §8).
+
+Each entry commits to the one before it: ``hash = SHA-256(domain ‖ CBOR[seq, ts, kind, subject,
+data, prev])``, so changing, inserting or deleting any entry breaks every link after it. The entry
+hashes are also the leaves of the RFC 6962 Merkle tree that checkpoints sign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from ark_lattice.encoding import Purpose, canonical, sha256, signing_input
+
+__all__ = ["Event", "EventKind", "GENESIS_PREV", "entry_hash"]
+
+GENESIS_PREV = bytes(32)
+
+
+class EventKind:
+    """Every kind of state change the ledger records."""
+
+    NODE_INITIALISED = "node.initialised"
+    PACKET_STORED = "packet.stored"
+    PACKET_PROMOTED = "packet.promoted"
+    PEER_ADDED = "peer.added"
+    PEER_TIER_CHANGED = "peer.tier_changed"
+    PEER_REMOVED = "peer.removed"
+    PEER_STRIKE = "peer.strike"
+    PROTOCOL_ERROR = "protocol.error"
+    CHECKPOINT = "checkpoint"
+    POLICY_SET = "policy.set"
+    POLICY_DECISION = "policy.decision"
+
+
+def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:
+    return sha256(signing_input(Purpose.LEDGER_EVENT, canonical([seq, ts, kind, subject, data, prev])))
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    ts: int
+    kind: str
+    subject: str
+    data: bytes
+    prev: bytes
+    hash: bytes
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The decoded data map (for display; verification works on the raw bytes)."""
+        try:
+            value = cbor2.loads(self.data)
+        except Exception:
+            return {"undecodable": self.data.hex()}
+        return value if isinstance(value, dict) else {"value": value}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "subject": self.subject,
+            "data": _jsonable(self.fields),
+            "hash": self.hash.hex(),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,576 @@
+"""The store: one SQLite file (WAL) that is the single source of truth of a node (DESIGN §2, §8).
+
+One writer connection per process, owned here. Writes happen in ``async with store.transaction()``,
+which starts ``BEGIN IMMEDIATE`` so the chain head is read and extended under SQLite's write lock:
+the CLI and a running node can write at the same time without ever forking the hash chain. Nested
+transactions become savepoints; a rollback never hides the original error. Every state change is
+recorded as a ledger event in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ark_lattice.encoding import canonical
+from ark_lattice.errors import AmbiguousId, LedgerError, NotFound, UsageError
+from ark_lattice.hlc import HybridClock
+from ark_lattice.packet import Packet
+from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
+from ark_lattice.store.schema import MIGRATIONS
+from ark_lattice.tiers import TrustTier
+
+__all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
+
+LOCAL_SOURCE = "local"
+BUSY_TIMEOUT_MS = 15_000
+
+NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    id: str
+    tier: TrustTier
+    name: str
+    endpoints: tuple[str, ...]
+    manifest: bytes | None
+    manifest_seq: int | None
+    first_seen: int
+    last_seen: int | None
+    strikes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tier": self.tier.value,
+            "name": self.name,
+            "endpoints": list(self.endpoints),
+            "manifest_seq": self.manifest_seq,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "strikes": self.strikes,
+        }
+
+
+@dataclass(frozen=True)
+class StoredPacket:
+    packet: Packet
+    source: str
+    received_at: int
+    quarantined: bool
+
+    def to_json(self, *, body: bool = False) -> dict[str, Any]:
+        h = self.packet.header
+        doc: dict[str, Any] = {
+            "id": self.packet.hex_id,
+            "topic": h.topic,
+            "kind": h.kind,
+            "author": str(h.author),
+            "created_at": h.created_at,
+            "size": h.body_size,
+            "depends": [d.hex() for d in h.depends],
+            "supersedes": h.supersedes.hex() if h.supersedes else None,
+            "meta": h.meta,
+            "source": self.source,
+            "received_at": self.received_at,
+            "quarantined": self.quarantined,
+        }
+        if body:
+            doc["body"] = self.packet.body.decode("utf-8", errors="replace")
+        return doc
+
+
+_PACKET_COLUMNS = "id, header, signature, body, source, received_at, quarantined"
+_PEER_COLUMNS = (
+    "id, tier, name, endpoints, manifest, manifest_seq, first_seen, last_seen, strikes"
+)
+
+
+class Store:
+    """Async access to a node's ledger database. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
+        self._conn = conn
+        self.path = path
+        self._clock = clock
+        self._depth: contextvars.ContextVar[int] = contextvars.ContextVar("depth", default=0)
+        # One connection is shared by all tasks of the process: the lock keeps one task's
+        # statements out of another's transaction.
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
+        store = cls(conn, path, clock)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a transaction acknowledged to a caller survives power loss, not only kill -9.
+            await conn.execute("PRAGMA synchronous = FULL")
+            await store._migrate()
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise LedgerError(f"the ledger {path} is unreadable: {exc}") from None
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A write transaction; nested calls in the same task become savepoints."""
+        depth = self._depth.get()
+        if depth:
+            name = f"sp{depth}"
+            await self._conn.execute(f"SAVEPOINT {name}")
+            token = self._depth.set(depth + 1)
+            try:
+                yield
+            except BaseException:
+                await self._conn.execute(f"ROLLBACK TO {name}")
+                await self._conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                await self._conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth.reset(token)
+            return
+        async with self._lock:
+            await self._execute_write("BEGIN IMMEDIATE")
+            token = self._depth.set(1)
+            try:
+                yield
+            except BaseException:
+                try:
+                    await self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # keep the original error; SQLite may have rolled back already
+                raise
+            else:
+                await self._execute_write("COMMIT")
+            finally:
+                self._depth.reset(token)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def append_events(self, new: Sequence[NewEvent]) -> list[Event]:
+        """Extend the hash chain; call inside :meth:`transaction` to join a larger change."""
+        async with self.transaction():
+            async with self._conn.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+            ) as cur:
+                row = await cur.fetchone()
+            seq, prev = (row[0], row[1]) if row else (0, GENESIS_PREV)
+            ts = self.now_ms()
+            out = []
+            for kind, subject, data in new:
+                seq += 1
+                payload = canonical(data)
+                h = entry_hash(seq, ts, kind, subject, payload, prev)
+                out.append(Event(seq, ts, kind, subject, payload, prev, h))
+                prev = h
+            await self._conn.executemany(
+                "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
+                [(e.seq, e.ts, e.kind, e.subject, e.data, e.prev, e.hash) for e in out],
+            )
+            return out
+
+    async def append_event(self, kind: str, subject: str, data: dict[str, Any]) -> Event:
+        return (await self.append_events([(kind, subject, data)]))[0]
+
+    async def event_count(self) -> int:
+        return await self._scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+
+    async def events(
+        self, *, limit: int | None = None, kind: str | None = None, subject: str | None = None
+    ) -> list[Event]:
+        """The newest events first."""
+        where, args = _where(("kind", kind), ("subject", subject))
+        sql = f"SELECT seq, ts, kind, subject, data, prev, hash FROM events{where} ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        async with self._conn.execute(sql, args) as cur:
+            return [Event(*r) for r in await cur.fetchall()]
+
+    async def iter_events(self, batch: int = 5000) -> AsyncIterator[Event]:
+        """Every event in chain order, read in batches so a large ledger streams."""
+        after = 0
+        while True:
+            async with self._conn.execute(
+                "SELECT seq, ts, kind, subject, data, prev, hash FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, batch),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield Event(*r)
+            after = rows[-1][0]
+
+    # -- packets ----------------------------------------------------------------------------
+
+    async def next_timestamp(self, now_ms: int) -> int:
+        """The next hybrid-logical timestamp, shared by every process on this ledger."""
+        async with self.transaction():
+            last = await self._scalar("SELECT value FROM meta WHERE key = 'hlc'")
+            clock = HybridClock(int(last or 0))
+            stamp = clock.tick(now_ms)
+            await self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('hlc', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (stamp,),
+            )
+            return stamp
+
+    async def put_packets(
+        self, packets: Iterable[Packet], *, source: str = LOCAL_SOURCE, quarantined: bool = False
+    ) -> list[Packet]:
+        """Store verified packets not held yet, each with its ledger event; returns the new ones."""
+        packets = list(packets)
+        if not packets:
+            return []
+        async with self.transaction():
+            held = await self.held_ids([p.id for p in packets])
+            fresh: dict[bytes, Packet] = {}
+            for p in packets:
+                if p.id not in held:
+                    fresh.setdefault(p.id, p)
+            if not fresh:
+                return []
+            now = self.now_ms()
+            await self._conn.executemany(
+                "INSERT INTO packets (id, created_at, topic, kind, author, header, signature, body,"
+                " source, received_at, quarantined) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        p.id,
+                        p.header.created_at,
+                        p.header.topic,
+                        p.header.kind,
+                        str(p.header.author),
+                        p.header_bytes,
+                        p.signature,
+                        p.body,
+                        source,
+                        now,
+                        int(quarantined),
+                    )
+                    for p in fresh.values()
+                ],
+            )
+            await self.append_events(
+                [
+                    (
+                        EventKind.PACKET_STORED,
+                        p.hex_id,
+                        {"id": p.id, "source": source, "quarantined": quarantined},
+                    )
+                    for p in fresh.values()
+                ]
+            )
+        return list(fresh.values())
+
+    async def held_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        held: set[bytes] = set()
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT id FROM packets WHERE id IN ({marks})", chunk
+            ) as cur:
+                held.update(r[0] for r in await cur.fetchall())
+        return held
+
+    async def get_packet(self, packet_id: bytes) -> StoredPacket:
+        async with self._conn.execute(
+            f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id = ?", (packet_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"no packet {packet_id.hex()}")
+        return _stored_packet(row)
+
+    async def get_packets(self, ids: Sequence[bytes]) -> list[StoredPacket]:
+        out = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id IN ({marks})", chunk
+            ) as cur:
+                out.extend(_stored_packet(r) for r in await cur.fetchall())
+        return out
+
+    async def resolve_packet(self, prefix: str) -> bytes:
+        """The packet id that ``prefix`` (hex) names, or a clear error."""
+        text = prefix.strip().lower()
+        if not text or any(c not in "0123456789abcdef" for c in text) or len(text) > 64:
+            raise UsageError(f"{prefix!r} is not a packet id (hex)")
+        lo = bytes.fromhex(text.ljust(64, "0"))
+        hi = bytes.fromhex(text.ljust(64, "f"))
+        async with self._conn.execute(
+            "SELECT id FROM packets WHERE id BETWEEN ? AND ? LIMIT 2", (lo, hi)
+        ) as cur:
+            rows = await cur.fetchall()
+        if not rows:
+            raise NotFound(f"no packet matches {prefix!r}")
+        if len(rows) > 1:
+            raise AmbiguousId(f"{prefix!r} matches several packets; give more characters")
+        return rows[0][0]
+
+    async def list_packets(
+        self, *, topic: str | None = None, limit: int | None = None
+    ) -> list[StoredPacket]:
+        where, args = _where(("topic", topic))
+        sql = f"SELECT {_PACKET_COLUMNS} FROM packets{where} ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        async with self._conn.execute(sql, args) as cur:
+            return [_stored_packet(r) for r in await cur.fetchall()]
+
+    async def packet_count(self, *, quarantined: bool | None = None) -> int:
+        if quarantined is None:
+            return await self._scalar("SELECT COUNT(*) FROM packets")
+        return await self._scalar(
+            "SELECT COUNT(*) FROM packets WHERE quarantined = ?", (int(quarantined),)
+        )
+
+    async def promote(self, packet_id: bytes) -> None:
+        """Move a quarantined (sandbox) packet into the shared set."""
+        async with self.transaction():
+            stored = await self.get_packet(packet_id)
+            if not stored.quarantined:
+                raise UsageError(f"packet {packet_id.hex()[:16]} is not in quarantine")
+            await self._conn.execute("UPDATE packets SET quarantined = 0 WHERE id = ?", (packet_id,))
+            await self.append_event(EventKind.PACKET_PROMOTED, packet_id.hex(), {"id": packet_id})
+
+    # -- peers ------------------------------------------------------------------------------
+
+    async def add_peer(
+        self,
+        node_id: str,
+        *,
+        tier: TrustTier = TrustTier.UNKNOWN,
+        endpoints: Sequence[str] = (),
+        name: str = "",
+    ) -> bool:
+        """Record a peer on first contact; returns False if it was known (endpoints merged)."""
+        async with self.transaction():
+            existing = await self._peer_row(node_id)
+            if existing is not None:
+                merged = list(dict.fromkeys([*existing.endpoints, *endpoints]))
+                await self._conn.execute(
+                    "UPDATE peers SET endpoints = ?, name = CASE WHEN ? = '' THEN name ELSE ? END "
+                    "WHERE id = ?",
+                    (json.dumps(merged), name, name, node_id),
+                )
+                return False
+            await self._conn.execute(
+                "INSERT INTO peers (id, tier, name, endpoints, first_seen) VALUES (?,?,?,?,?)",
+                (node_id, tier.value, name, json.dumps(list(endpoints)), self.now_ms()),
+            )
+            await self.append_event(EventKind.PEER_ADDED, node_id, {"tier": tier.value})
+            return True
+
+    async def set_tier(self, node_id: str, tier: TrustTier, *, reason: str) -> TrustTier:
+        """Change a peer's tier with its reason in the ledger; returns the old tier."""
+        async with self.transaction():
+            peer = await self.get_peer(node_id)
+            if peer.tier != tier:
+                await self._conn.execute(
+                    "UPDATE peers SET tier = ?, strikes = CASE WHEN ? = 'blocked' THEN strikes "
+                    "ELSE 0 END WHERE id = ?",
+                    (tier.value, tier.value, node_id),
+                )
+                await self.append_event(
+                    EventKind.PEER_TIER_CHANGED,
+                    node_id,
+                    {"old": peer.tier.value, "new": tier.value, "reason": reason},
+                )
+            return peer.tier
+
+    async def remove_peer(self, node_id: str) -> None:
+        async with self.transaction():
+            await self.get_peer(node_id)
+            await self._conn.execute("DELETE FROM peers WHERE id = ?", (node_id,))
+            await self.append_event(EventKind.PEER_REMOVED, node_id, {})
+
+    async def get_peer(self, node_id: str) -> PeerRecord:
+        peer = await self._peer_row(node_id)
+        if peer is None:
+            raise NotFound(f"no peer {node_id}")
+        return peer
+
+    async def find_peer(self, node_id: str) -> PeerRecord | None:
+        return await self._peer_row(node_id)
+
+    async def resolve_peer(self, prefix: str) -> str:
+        """The full node id that ``prefix`` names (dashes and case ignored), or a clear error."""
+        text = prefix.strip().replace("-", "").lower()
+        if not text:
+            raise UsageError("give a peer id or a prefix of one")
+        async with self._conn.execute(
+            "SELECT id FROM peers WHERE substr(id, 1, ?) = ? LIMIT 2", (len(text), text)
+        ) as cur:
+            rows = await cur.fetchall()
+        if not rows:
+            raise NotFound(f"no peer matches {prefix!r}")
+        if len(rows) > 1:
+            raise AmbiguousId(f"{prefix!r} matches several peers; give more characters")
+        return rows[0][0]
+
+    async def list_peers(self) -> list[PeerRecord]:
+        async with self._conn.execute(
+            f"SELECT {_PEER_COLUMNS} FROM peers ORDER BY tier, id"
+        ) as cur:
+            return [_peer_record(r) for r in await cur.fetchall()]
+
+    async def peer_count(self) -> int:
+        return await self._scalar("SELECT COUNT(*) FROM peers")
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    async def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
+        async with self.transaction():
+            await self._conn.execute(
+                "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?,?,?,?)",
+                (size, root, note, self.now_ms()),
+            )
+            await self.append_event(EventKind.CHECKPOINT, str(size), {"size": size, "root": root})
+
+    async def checkpoints(self) -> list[tuple[int, bytes, str]]:
+        async with self._conn.execute(
+            "SELECT size, root, note FROM checkpoints ORDER BY size"
+        ) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    # -- raw reads for verification ---------------------------------------------------------
+
+    async def iter_rows(self, sql: str, batch: int = 2000) -> AsyncIterator[tuple]:
+        async with self._conn.execute(sql) as cur:
+            while rows := await cur.fetchmany(batch):
+                for r in rows:
+                    yield tuple(r)
+
+    async def backup_to(self, target: Path) -> None:
+        """Copy the live database with SQLite's online backup API (consistent under writes)."""
+        dest = sqlite3.connect(target)
+        try:
+            await self._conn.backup(dest)
+        finally:
+            dest.close()
+
+    # -- private ----------------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)"
+        )
+        async with self._conn.execute("SELECT name FROM schema_migrations") as cur:
+            applied = {r[0] for r in await cur.fetchall()}
+        known = {name for name, _ in MIGRATIONS}
+        if applied - known:
+            raise LedgerError(
+                f"the ledger {self.path} was written by a newer ark-lattice "
+                f"(migrations {sorted(applied - known)}); upgrade to open it"
+            )
+        for name, sql in MIGRATIONS:
+            if name in applied:
+                continue
+            async with self.transaction():
+                if await self._scalar("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)):
+                    continue  # another process applied it while we waited for the lock
+                for statement in _statements(sql):
+                    await self._conn.execute(statement)
+                await self._conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                    (name, self.now_ms()),
+                )
+
+    async def _execute_write(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                raise LedgerError("the disk is full; nothing was written") from None
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise LedgerError("the ledger stayed locked by another process; try again") from None
+            raise LedgerError(f"the ledger refused a write: {exc}") from None
+
+    async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def _peer_row(self, node_id: str) -> PeerRecord | None:
+        async with self._conn.execute(
+            f"SELECT {_PEER_COLUMNS} FROM peers WHERE id = ?", (node_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _peer_record(row) if row else None
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script into statements (executescript would commit the migration's transaction)."""
+    out, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in pending.splitlines()
+    ):
+        raise ValueError("a migration ends with an incomplete statement")
+    return out
+
+
+def _where(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    for column, value in pairs:
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _stored_packet(row: Sequence[Any]) -> StoredPacket:
+    pid, header, signature, body, source, received_at, quarantined = row
+    # Signatures were checked when the packet was stored and `ledger verify` re-checks them all;
+    # reading trusts them so that listings stay cheap.
+    return StoredPacket(Packet.from_store(pid, header, signature, body), source, received_at, bool(quarantined))
+
+
+def _peer_record(row: Sequence[Any]) -> PeerRecord:
+    pid, tier, name, endpoints, manifest, mseq, first, last, strikes = row
+    return PeerRecord(
+        pid, TrustTier(tier), name, tuple(json.loads(endpoints)), manifest, mseq, first, last, strikes
+    )
