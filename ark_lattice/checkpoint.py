@@ -7,9 +7,9 @@ A checkpoint (https://c2sp.org/tlog-checkpoint) commits to a log's Merkle tree h
     <tree size in decimal, no leading zeroes>
     <base64 of the 32-byte root hash>
 
-It travels as a signed note (https://c2sp.org/signed-note): the text, a blank line, then one line
-per signature, ``"— <key name> <base64(key ID || signature)>"`` (U+2014 em dash). Ed25519 signs the
-note text itself, final newline included, and the 4-byte key ID is
+It travels as a signed note (https://c2sp.org/signed-note): the text, a blank line, then one
+line per signature, ``"— <key name> <base64(key ID || signature)>"`` (U+2014 em dash). Ed25519
+signs the note text itself, final newline included, and the 4-byte key ID is
 ``SHA-256(key name || 0x0A || 0x01 || public key)[:4]`` (signature type 0x01). Witnesses co-sign by
 appending their own line (:func:`add_signature`), and a verifier ignores signatures from keys it
 does not know, so the same text can carry the log's signature and several witnesses'.
@@ -143,7 +143,7 @@ class NoteSignature:
         return self.key_name == key_name and self.key_id == key_id(key_name, node_id.key)
 
     def verify(self, text: bytes, node_id: NodeId) -> None:
-        """Raise :class:`BadSignature` unless this is ``node_id``'s Ed25519 signature of ``text``."""
+        """Raise :class:`BadSignature` unless this is ``node_id``'s signature on ``text``."""
         if len(self.signature) != _ED25519_SIGNATURE_SIZE:
             raise BadSignature(f"note signature by {self.key_name} is not an Ed25519 signature")
         try:

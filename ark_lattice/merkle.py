@@ -7,9 +7,9 @@ The tree hash is RFC 6962 §2.1 (restated in RFC 9162 §2.1.1) with SHA-256::
     MTH(D[n])    = SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n]))
                    where k is the largest power of two smaller than n
 
-Proofs are generated as RFC 6962 §2.1.1 (PATH) and §2.1.2 (PROOF/SUBPROOF) define them and checked
-with the verification algorithms of RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency), so they
-interoperate with Certificate Transparency and the transparency-dev/C2SP tlog ecosystem.
+Proofs are generated as RFC 6962 §2.1.1 (PATH) and §2.1.2 (PROOF/SUBPROOF) define them and
+checked with the verification algorithms of RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2
+(consistency), so they interoperate with Certificate Transparency and the C2SP tlog ecosystem.
 
 Everything here works on *leaf hashes* (``leaf_hash(entry)``), never on entries, so callers choose
 what a leaf is. The generators take any ``Sequence`` of leaf hashes (a list, or a lazy view over a
@@ -102,7 +102,7 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes
 ) -> None:
-    """Check that ``leaf`` (a leaf hash) is leaf ``index`` of the tree of ``size`` with ``root_hash``.
+    """Check that leaf hash ``leaf`` is leaf ``index`` of the tree of ``size`` with ``root_hash``.
 
     Raises :class:`VerificationError` if it is not, :class:`Malformed` if the inputs are ill-formed.
     """
@@ -115,7 +115,7 @@ def verify_inclusion(
 
 
 def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
-    """The root hash an inclusion proof implies (RFC 9162 §2.1.3.2, steps 1–5 without the compare).
+    """The root an inclusion proof implies (RFC 9162 §2.1.3.2 steps 1–5, without the compare).
 
     Raises :class:`VerificationError` if the proof cannot belong to a tree of ``size`` at all.
     """
@@ -148,7 +148,7 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
-    """Proof that the first ``old_size`` leaves are a prefix of all ``leaf_hashes`` (RFC 6962 §2.1.2).
+    """Proof that the first ``old_size`` leaves prefix all of ``leaf_hashes`` (RFC 6962 §2.1.2).
 
     Empty when ``old_size`` is 0 or the whole tree, as there is nothing to prove.
     """
@@ -235,9 +235,9 @@ def verify_consistency(
 class CompactRange:
     """The roots of the perfect subtrees covering leaves ``[0, size)``: enough to extend a tree.
 
-    A leaf count with binary digits ``2**a + 2**b + …`` (``a > b > …``) is covered by one perfect
-    subtree per set bit, left to right from the largest; appending a leaf merges equal-sized
-    subtrees like a binary counter carries (transparency-dev calls this a compact range). So
+    A leaf count ``2**a + 2**b + …`` (``a > b > …``) is covered by one perfect subtree per set
+    bit, left to right from the largest; appending a leaf merges equal-sized subtrees as a
+    binary counter carries (transparency-dev calls this a compact range). So
     ``append`` costs amortised ``O(1)`` hashing and the state is at most 64 hashes, which the ledger
     can store beside a checkpoint and resume from with ``CompactRange(size, hashes)``.
     """

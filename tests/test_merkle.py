@@ -1,10 +1,11 @@
-"""RFC 6962 Merkle tree hash and proofs, checked against the published Certificate Transparency vectors.
+"""RFC 6962 Merkle trees and proofs, checked against the published Certificate Transparency vectors.
 
 The 8-leaf tree, its roots, node hashes, inclusion paths and consistency proofs come from
 transparency-dev/merkle (testonly/constants.go and proof/verify_test.go, where inclusion vectors
-number leaves from 1), which carry over the RFC 6962 reference data of google/certificate-transparency
-(python/ct/crypto/merkle_test.py). That file also gives the node-hash vector and the inclusion proof
-of a real CT log entry (leaf 848049 of a tree of 3630887 leaves) used below.
+number leaves from 1), which carry over the RFC 6962 reference data of
+google/certificate-transparency (python/ct/crypto/merkle_test.py). That file also gives the
+node-hash vector and the inclusion proof of a real CT log entry (leaf 848049 of a tree of 3630887
+leaves) used below.
 """
 
 from __future__ import annotations
@@ -507,9 +508,8 @@ def test_every_consistency_proof_verifies_and_tampering_fails(leaves, data):
     forked[old_size - 1] = leaf_hash(b"rewritten" + forked[old_size - 1])
     if old_size < size:
         with pytest.raises(VerificationError):
-            verify_consistency(
-                old_size, size, old_root, reference_root(forked), consistency_proof(forked, old_size)
-            )
+            forked_proof = consistency_proof(forked, old_size)
+            verify_consistency(old_size, size, old_root, reference_root(forked), forked_proof)
 
 
 @settings(max_examples=100, deadline=None)

@@ -22,6 +22,9 @@ def start(
     bind: Annotated[Optional[str], typer.Option(help="Address to listen on (default: all).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port to listen on (0 picks a free one).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Node name, on first run only.")] = None,
+    anchor_interval: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between signed ledger checkpoints.")
+    ] = 300.0,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run."""
     from ark_lattice.node import LocalNode
@@ -38,7 +41,10 @@ def start(
         _setup_logging(home.log_dir)
         fed = node.config.federation
         runtime = NodeRuntime(
-            node, bind=bind or fed.bind, port=fed.port if port is None else port
+            node,
+            bind=bind or fed.bind,
+            port=fed.port if port is None else port,
+            anchor_interval=anchor_interval,
         )
         await runtime.run()
 

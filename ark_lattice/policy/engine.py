@@ -222,45 +222,32 @@ class Policy:
         plan = self._plans.get(hook)
         if plan is None:
             raise UsageError(f"unknown policy hook {hook!r}; choose one of {_HOOK_NAMES}")
-        values = plan.prepare(inputs)
+        variables = plan.variables(inputs)
         try:
-            context: cel.Context | None = cel.Context({n: values[n] for n in plan.needed})
-            failure = ""
-        except Exception as exc:  # e.g. a string holding a lone surrogate: cannot enter CEL
-            context, failure = None, _one_line(exc)
+            context = cel.Context(variables)
+        except Exception as exc:  # e.g. a string holding a lone surrogate cannot enter CEL
+            return plan.settle_failure(_one_line(exc))
         fired: list[str] = []
-        errors: list[FailedCondition] = []
-        allowed_by = denied_by = None
-        for rule, deny in plan.rules:
-            if context is None:
-                result: Any = failure
-            else:
-                try:
-                    result = rule.program.execute(context)
-                except Exception as exc:  # CEL raises TypeError, OverflowError, RuntimeError, ...
-                    result = _one_line(exc)
+        failed: list[FailedCondition] | None = None
+        for program, rule_id, deny in plan.checks:
+            try:
+                result = program.execute(context)
+            except Exception as exc:  # cel raises TypeError, OverflowError, RuntimeError, ...
+                result = _one_line(exc)
             if result is True:
-                fired.append(rule.id)
-                if deny:
-                    denied_by = denied_by or rule.id
-                else:
-                    allowed_by = allowed_by or rule.id
-                continue
-            if result is False:
-                continue
-            if not isinstance(result, str):
-                result = f"the condition returned {_cel_type(result)}, not bool"
-            errors.append(FailedCondition(rule.id, result))
-            if deny:  # fail closed: a deny rule that cannot be evaluated matches
-                fired.append(rule.id)
-                denied_by = denied_by or rule.id
-        return Decision(
-            allowed=denied_by is None and allowed_by is not None,
-            hook=plan.hook,
-            fired=tuple(fired),
-            reason=_reason(plan.hook, allowed_by, denied_by, errors),
-            errors=tuple(errors),
-        )
+                fired.append(rule_id)
+            elif result is not False:
+                if not isinstance(result, str):
+                    result = f"the condition returned {_cel_type(result)}, not bool"
+                if failed is None:
+                    failed = []
+                failed.append(FailedCondition(rule_id, result))
+                if deny:  # fail closed: a deny rule that cannot be evaluated matches
+                    fired.append(rule_id)
+        if failed is None:
+            decision = plan.cache.get(tuple(fired))
+            return decision if decision is not None else plan.settle(tuple(fired), ())
+        return plan.settle(tuple(fired), tuple(failed))
 
     def rate_limits_for(self, hook: Hook | str) -> tuple[RateLimit, ...]:
         return tuple(limit for limit in self.rate_limits if hook in limit.hooks)
@@ -290,9 +277,8 @@ def bench_decisions(
     plan = policy._plans.get(hook)
     if plan is None:
         raise UsageError(f"unknown policy hook {hook!r}; choose one of {_HOOK_NAMES}")
-    values = plan.prepare(inputs)
-    variables = {name: values[name] for name in plan.needed}
-    programs = [rule.program for rule, _ in plan.rules]
+    variables = plan.variables(inputs)
+    programs = [program for program, _, _ in plan.checks]
 
     def engine() -> None:
         decide = policy.decide
@@ -355,50 +341,35 @@ _SCOPE_NAMES = ", ".join(s.value for s in Scope)
 _DIRECTION = {Hook.INBOUND_PACKET: "inbound", Hook.OUTBOUND_PACKET: "outbound"}
 
 
-def _as_string(name: str, value: Any) -> str:
-    if type(value) is str:
-        return value
-    if not isinstance(value, str):
-        raise UsageError(f"policy input {name} must be a string, not {type(value).__name__}")
-    return str(value)  # a StrEnum (TrustTier, Hook) becomes its plain value
+_PYTHON_TYPE = {"string": str, "int": int, "double": float, "bool": bool}
+_INPUT_TYPES = {v.name: _PYTHON_TYPE[v.type] for v in VARIABLES.values() if v.name != "hook"}
+_INPUT_NAMES = frozenset(_INPUT_TYPES)
+_DECISION_CACHE_SIZE = 1024
 
 
-def _as_int(name: str, value: Any) -> int:
-    if type(value) is not int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"policy input {name} must be an int, not {type(value).__name__}")
-        value = int(value)
-    # Saturate instead of letting cel turn a huge int into a uint or double, which would make
-    # every comparison with an int literal a type error.
-    if value > _INT64_MAX:
-        return _INT64_MAX
-    if value < _INT64_MIN:
-        return _INT64_MIN
-    return value
-
-
-def _as_double(name: str, value: Any) -> float:
-    if type(value) is float:
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"policy input {name} must be a number, not {type(value).__name__}")
+def _coerce(name: str, value: Any) -> Any:
+    """``value`` as the Python type of variable ``name``, or UsageError; the slow path of
+    :meth:`_Plan.variables`, for values whose type is not exactly the expected one."""
+    expected = _INPUT_TYPES.get(name)
+    if expected is None:
+        raise UsageError(_unknown_input(name))
+    if isinstance(value, bool) or not isinstance(value, expected if expected is not float else (int, float)):
+        what = {str: "a string", int: "an int", float: "a number", bool: "a bool"}[expected]
+        raise UsageError(f"policy input {name} must be {what}, not {type(value).__name__}")
+    if expected is str:
+        return str(value)  # a StrEnum (TrustTier, Hook) becomes its plain value
+    if expected is int:
+        return _saturate(int(value))
     try:
         return float(value)
     except OverflowError:
         return math.copysign(math.inf, value)
 
 
-def _as_bool(name: str, value: Any) -> bool:
-    if type(value) is not bool:
-        raise UsageError(f"policy input {name} must be a bool, not {type(value).__name__}")
-    return value
-
-
-_CONVERT = {
-    v.name: {"string": _as_string, "int": _as_int, "double": _as_double, "bool": _as_bool}[v.type]
-    for v in VARIABLES.values()
-}
-del _CONVERT["hook"]  # set by the engine, never by the caller
+def _saturate(value: int) -> int:
+    # Saturate instead of letting cel turn a huge int into a uint or double, which would make every
+    # comparison with an int literal a type error.
+    return _INT64_MAX if value > _INT64_MAX else _INT64_MIN if value < _INT64_MIN else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,33 +377,83 @@ class _Plan:
     """What :meth:`Policy.decide` needs for one hook, prepared once at load."""
 
     hook: Hook
-    rules: tuple[tuple[Rule, bool], ...]  # (rule, is_deny) in file order
-    needed: tuple[str, ...]  # variables the hook's conditions reference: only these enter CEL
-    base: dict[str, Any]  # zero values, with hook and direction filled in
+    checks: tuple[tuple[cel.Program, str, bool], ...]  # (program, rule id, is deny), file order
+    deny_ids: frozenset[str]
+    needed: frozenset[str]  # variables the hook's conditions read: only these enter CEL
+    reads: tuple[tuple[str, type], ...]  # (name, Python type) of the needed caller-set variables
+    zero: dict[str, Any]  # the needed variables at their zero values (hook and direction set)
+    derive_public: bool  # is_public_topic is needed, so derive it from topic when not passed
+    cache: dict[tuple[str, ...], Decision]  # error-free decisions by fired rules: they repeat
 
     @classmethod
     def build(cls, hook: Hook, rules: Iterable[Rule]) -> _Plan:
-        mine = tuple((r, r.effect is Effect.DENY) for r in rules if hook in r.hooks)
+        mine = [rule for rule in rules if hook in rule.hooks]
         needed: set[str] = set()
-        for rule, _ in mine:
+        for rule in mine:
             needed.update(_free_variables(rule.program, rule.condition))
-        base = {v.name: v.zero for v in VARIABLES.values()}
-        base["hook"] = hook.value
-        base["direction"] = _DIRECTION.get(hook, "")
-        return cls(hook, mine, tuple(sorted(needed & VARIABLES.keys())), base)
+        needed &= VARIABLES.keys()
+        # is_public_topic is derived from topic, which must then be read even if no rule names it.
+        derived = {"topic"} if "is_public_topic" in needed else set()
+        zero = {name: VARIABLES[name].zero for name in sorted(needed)}
+        if "hook" in zero:
+            zero["hook"] = hook.value
+        if "direction" in zero:
+            zero["direction"] = _DIRECTION.get(hook, "")
+        return cls(
+            hook=hook,
+            checks=tuple((r.program, r.id, r.effect is Effect.DENY) for r in mine),
+            deny_ids=frozenset(r.id for r in mine if r.effect is Effect.DENY),
+            needed=frozenset(needed),
+            reads=tuple((n, _INPUT_TYPES[n]) for n in sorted(needed | derived) if n in _INPUT_TYPES),
+            zero=zero,
+            derive_public="is_public_topic" in needed,
+            cache={},
+        )
 
-    def prepare(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
-        values = self.base.copy()
-        if inputs:
-            convert = _CONVERT
-            for name, value in inputs.items():
-                to_type = convert.get(name)
-                if to_type is None:
-                    raise UsageError(_unknown_input(name))
-                values[name] = to_type(name, value)
-            if "is_public_topic" not in inputs:
-                values["is_public_topic"] = values["topic"].startswith(PUBLIC_TOPIC_PREFIX)
+    def variables(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The CEL variables for one decision: the needed ones, from ``inputs`` or at their zero
+        values. Unknown input names are refused; only the inputs read are type-checked, since
+        checking the rest would cost more than the decision itself."""
+        values = self.zero.copy()
+        if not inputs:
+            return values
+        if not inputs.keys() <= _INPUT_NAMES:
+            raise UsageError(_unknown_input(min(inputs.keys() - _INPUT_NAMES, key=str)))
+        for name, expected in self.reads:
+            if name in inputs:
+                value = inputs[name]
+                if type(value) is not expected:
+                    value = _coerce(name, value)
+                elif expected is int and not _INT64_MIN <= value <= _INT64_MAX:
+                    value = _saturate(value)
+                values[name] = value
+        if self.derive_public and "is_public_topic" not in inputs:
+            values["is_public_topic"] = values.get("topic", "").startswith(PUBLIC_TOPIC_PREFIX)
         return values
+
+    def settle(self, fired: tuple[str, ...], failed: tuple[FailedCondition, ...]) -> Decision:
+        if not failed:
+            decision = self.cache.get(fired)
+            if decision is not None:
+                return decision
+        denied_by = next((i for i in fired if i in self.deny_ids), None)
+        allowed_by = next((i for i in fired if i not in self.deny_ids), None)
+        decision = Decision(
+            allowed=denied_by is None and allowed_by is not None,
+            hook=self.hook,
+            fired=fired,
+            reason=_reason(self.hook, allowed_by, denied_by, failed),
+            errors=failed,
+        )
+        if not failed and len(self.cache) < _DECISION_CACHE_SIZE:
+            self.cache[fired] = decision  # frozen, so one object can answer many requests
+        return decision
+
+    def settle_failure(self, message: str) -> Decision:
+        """Nothing could be evaluated (the inputs could not enter CEL): every rule failed."""
+        failed = tuple(FailedCondition(rule_id, message) for _, rule_id, _ in self.checks)
+        fired = tuple(rule_id for _, rule_id, deny in self.checks if deny)
+        return self.settle(fired, failed)
 
 
 def _unknown_input(name: object) -> str:
@@ -442,7 +463,7 @@ def _unknown_input(name: object) -> str:
 
 
 def _reason(
-    hook: Hook, allowed_by: str | None, denied_by: str | None, errors: list[FailedCondition]
+    hook: Hook, allowed_by: str | None, denied_by: str | None, errors: tuple[FailedCondition, ...]
 ) -> str:
     failed = {e.rule for e in errors}
     if denied_by is not None:

@@ -1,16 +1,16 @@
-"""The encrypted channel after the handshake: XChaCha20-Poly1305 frames with counter nonces (DESIGN §6).
+"""The encrypted channel after the handshake: XChaCha20-Poly1305 frames, counter nonces (DESIGN §6).
 
 Each direction has its own key (from the handshake's Split) and its own 64-bit frame counter. The
-24-byte nonce of frame ``n`` is 16 zero bytes followed by ``n`` as 8 big-endian bytes; the counter is
-never sent, both sides keep it in step. So a replayed, reordered, dropped, truncated or altered frame
-is decrypted under the wrong nonce or fails its tag, and either way fails authentication. After the
-first failure the channel is closed for good: the two counters can no longer be trusted to agree,
-and a peer that sends a bad frame has nothing more to say.
+24-byte nonce of frame ``n`` is 16 zero bytes followed by ``n`` as 8 big-endian bytes; the counter
+is never sent, both sides keep it in step. So a replayed, reordered, dropped, truncated or altered
+frame is decrypted under the wrong nonce or fails its tag, and either way fails authentication.
+After the first failure the channel is closed for good: the two counters can no longer be trusted
+to agree, and a peer that sends a bad frame has nothing more to say.
 
 A fresh key per session and direction makes counter nonces safe (a nonce is never reused under a
 key); XChaCha20's 24-byte nonce leaves room that a random-nonce scheme would need, but here it is
-just the AEAD DESIGN §6 names. The whole frame is the AEAD output; the transport (a WebSocket binary
-message) gives its length.
+just the AEAD DESIGN §6 names. The whole frame is the AEAD output; the transport (a WebSocket
+binary message) gives its length.
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ class SecureChannel:
             )
         if len(frame) < TAG_SIZE:
             self._closed = True
-            raise RemoteProtocolError("malformed", f"frame is {len(frame)} bytes, shorter than a tag")
+            raise RemoteProtocolError(
+                "malformed", f"frame is {len(frame)} bytes, shorter than a tag"
+            )
         if self._recv_counter >= _COUNTER_LIMIT:
             self._closed = True
             raise LocalProtocolError("receive counter exhausted: this session must end")

@@ -1,25 +1,25 @@
 """The session handshake: ``Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b`` with identity-bound payloads.
 
-This is a sans-I/O core: :class:`Initiator` and :class:`Responder` take handshake messages in and give
-handshake messages out; they never touch a socket, a clock or a global random source (the ephemeral
-key, or the ``random_bytes`` function that makes it, is an argument). See docs/protocol.md, section
-"Handshake", for the wire format and the security argument; in short::
+A sans-I/O core: :class:`Initiator` and :class:`Responder` take handshake messages in and give
+handshake messages out; they never touch a socket, a clock or a global random source (the
+ephemeral key, or the ``random_bytes`` function that makes it, is an argument). docs/protocol.md,
+section "Handshake", has the wire format and the security argument; in short::
 
-    -> e                      msg1   48 bytes   initiator's ephemeral key (+ empty payload's tag)
-    <- e, ee, s, es           msg2  197 bytes   responder's static key and identity proof
-    -> s, se, psk             msg3  165 bytes   initiator's static key, identity proof, federation key
+    -> e                  msg1   48 bytes   initiator's ephemeral key (+ empty payload's tag)
+    <- e, ee, s, es       msg2  197 bytes   responder's static key and identity proof
+    -> s, se, psk         msg3  165 bytes   initiator's static key and identity proof, PSK mixed
 
-The Noise layer (:class:`CipherState`, :class:`SymmetricState`, :class:`HandshakeState`) follows the
-Noise Protocol Framework, revision 34 (https://noiseprotocol.org/noise.html) sections 5 and 9, and is
-checked against the cacophony test vectors. Primitives all come from libsodium (``nacl.bindings``) and
-``hashlib``/``hmac``; none is implemented here.
+The Noise layer (:class:`CipherState`, :class:`SymmetricState`, :class:`HandshakeState`) follows
+the Noise Protocol Framework, revision 34 (https://noiseprotocol.org/noise.html), sections 5 and
+9, and is checked against the cacophony test vectors. Every primitive comes from libsodium
+(``nacl.bindings``) or ``hashlib``/``hmac``; none is implemented here.
 
-Identity binding (as libp2p's Noise handshake does): the Noise static key of a node is the X25519 form
-of its Ed25519 identity key, and the payload of msg2 (responder) and msg3 (initiator) is
-``canonical([ed25519_public_key, signature])`` where ``signature`` is the sender's
-``Identity.sign(Purpose.HANDSHAKE, h || role)``; ``h`` is the Noise handshake hash just before the
-payload is encrypted (it commits to the protocol name, the prologue, both ephemeral keys and every
-token so far, so it is unique to this session) and ``role`` is ``b"R"`` for the responder and ``b"I"``
+Identity binding, as in libp2p's Noise handshake: a node's Noise static key is the X25519 form of
+its Ed25519 identity key, and the payload of msg2 (responder) and msg3 (initiator) is
+``canonical([ed25519_public_key, signature])`` with ``signature`` the sender's
+``Identity.sign(Purpose.HANDSHAKE, h || role)``. ``h`` is the Noise handshake hash just before the
+payload is encrypted: it commits to the protocol name, the prologue, both ephemeral keys and every
+token so far, so it is unique to the session. ``role`` is ``b"R"`` for the responder and ``b"I"``
 for the initiator. The receiver checks that the Ed25519 key converts to the static key Noise just
 authenticated and that the signature verifies, so a signature can be reused neither in another
 session nor in the other role.
@@ -62,7 +62,7 @@ __all__ = [
     "HandshakeState",
 ]
 
-# -- Noise parameters (Noise rev 34 §12: 25519, ChaChaPoly, BLAKE2b) ---------------------------------
+# -- Noise parameters (Noise rev 34 §12: 25519, ChaChaPoly, BLAKE2b) -------------------------------
 
 DHLEN = 32  # §12.1: X25519 public keys and shared secrets are 32 bytes
 HASHLEN = 64  # §12.5: BLAKE2b-512
@@ -72,7 +72,7 @@ PSKLEN = 32  # §9.1: a PSK is 32 bytes
 _MAX_NONCE = 2**64 - 1  # §5.1: nonce 2^64-1 is reserved, never used to encrypt
 _MAX_NOISE_MESSAGE = 65535  # §3: Noise messages are at most 65535 bytes
 
-# -- ark-lattice handshake constants -----------------------------------------------------------------
+# -- ark-lattice handshake constants ---------------------------------------------------------------
 
 PROTOCOL_NAME = b"Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"ark-lattice/v%d" % PROTOCOL_VERSION
@@ -107,10 +107,10 @@ class HandshakeResult:
 class Initiator:
     """The dialling side: ``start()`` gives msg1, ``receive(msg2)`` gives msg3, then ``result``.
 
-    ``ephemeral`` fixes the ephemeral X25519 private key (tests, vectors); otherwise it is drawn from
-    ``random_bytes`` (default ``os.urandom``), which a deterministic simulator replaces with a seeded
-    generator. ``expected_peer``, when the dialler knows whom it calls, makes the handshake fail
-    before msg3 if the responder is anyone else, so our identity is never sent to an impostor.
+    ``ephemeral`` fixes the ephemeral X25519 private key (tests, vectors); otherwise it is drawn
+    from ``random_bytes`` (default ``os.urandom``), which a deterministic simulator replaces with a
+    seeded generator. ``expected_peer``, when the dialler knows whom it calls, makes the handshake
+    fail before msg3 if the responder is anyone else, so our identity is never sent to an impostor.
     """
 
     def __init__(
@@ -154,10 +154,13 @@ class Initiator:
         payload, h = self._noise.read_message(message)
         peer = _verify_identity(payload, h, ROLE_RESPONDER, self._noise.remote_static)
         if self._expected_peer is not None and peer != self._expected_peer:
+            expected = self._expected_peer.short
             raise RemoteProtocolError(
-                "handshake_failed", f"expected peer {self._expected_peer.short}, reached {peer.short}"
+                "handshake_failed", f"expected peer {expected}, reached {peer.short}"
             )
-        reply = self._noise.write_message(lambda h: _identity_payload(self._identity, h, ROLE_INITIATOR))
+        reply = self._noise.write_message(
+            lambda h: _identity_payload(self._identity, h, ROLE_INITIATOR)
+        )
         self._result = _result(self._noise, peer, initiator=True)
         self._state = "done"
         return reply
@@ -168,7 +171,7 @@ class Initiator:
 
 
 class Responder:
-    """The accepting side: ``receive(msg1)`` gives msg2, ``receive(msg3)`` gives None, then ``result``.
+    """The accepting side: ``receive(msg1)`` gives msg2, ``receive(msg3)`` None, then ``result``.
 
     Arguments are as for :class:`Initiator`.
     """
@@ -197,7 +200,7 @@ class Responder:
         return self._result
 
     def receive(self, message: bytes) -> bytes | None:
-        """Process msg1 and return msg2; then process msg3 and return None (the handshake is done)."""
+        """Process msg1 and return msg2; then process msg3 and return None (handshake done)."""
         if self._state == "wait_msg1":
             self._state = "failed"
             _check_size(message, MSG1_SIZE, "msg1")
@@ -220,12 +223,12 @@ class Responder:
         raise LocalProtocolError(f"responder called out of order (state {self._state!r})")
 
 
-# -- the Noise Protocol Framework, revision 34 -------------------------------------------------------
+# -- the Noise Protocol Framework, revision 34 -----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class HandshakePattern:
-    """A Noise handshake pattern without pre-messages (§7): its name and the tokens of each message."""
+    """A Noise handshake pattern without pre-messages (§7): its name and each message's tokens."""
 
     name: str
     messages: tuple[tuple[str, ...], ...]
@@ -242,7 +245,7 @@ XXPSK3 = HandshakePattern("XXpsk3", (("e",), ("e", "ee", "s", "es"), ("s", "se",
 
 
 class CipherState:
-    """§5.1 CipherState with the ChaChaPoly cipher (§12.3): IETF ChaCha20-Poly1305, 12-byte nonce."""
+    """§5.1 CipherState with the ChaChaPoly cipher (§12.3): IETF ChaCha20-Poly1305."""
 
     __slots__ = ("_k", "_n")
 
@@ -341,10 +344,10 @@ class SymmetricState:
 class HandshakeState:
     """§5.3 HandshakeState for patterns without pre-messages, with the §9 PSK rules.
 
-    ``s`` and ``e`` are X25519 private keys; ``e`` may be fixed in advance (test vectors), else it is
-    made from ``random_bytes`` when the ``e`` token is written. ``write_message`` takes the payload or
-    a function of the handshake hash at the payload (for payloads that sign it); ``read_message``
-    returns the payload and that same hash. Any failure leaves the state unusable.
+    ``s`` and ``e`` are X25519 private keys; ``e`` may be fixed in advance (test vectors), else it
+    is made from ``random_bytes`` when the ``e`` token is written. ``write_message`` takes the
+    payload, or a function of the handshake hash at the payload (for payloads that sign it);
+    ``read_message`` returns the payload and that same hash. Any failure leaves the state unusable.
     """
 
     def __init__(
@@ -366,7 +369,8 @@ class HandshakeState:
             raise LocalProtocolError("a Noise PSK is 32 bytes")
         self._pattern = pattern
         self._initiator = initiator
-        self._symmetric = SymmetricState(b"Noise_%s_25519_ChaChaPoly_BLAKE2b" % pattern.name.encode())
+        name = b"Noise_%s_25519_ChaChaPoly_BLAKE2b" % pattern.name.encode()
+        self._symmetric = SymmetricState(name)
         self._symmetric.mix_hash(prologue)
         self._s = _keypair(s) if s is not None else None
         self._e = _keypair(e) if e is not None else None
@@ -453,7 +457,7 @@ class HandshakeState:
         return payload, h
 
     def split(self) -> tuple[CipherState, CipherState]:
-        """The transport ciphers: the first for initiator-to-responder, the second for the reverse."""
+        """The transport ciphers: first initiator-to-responder, then responder-to-initiator."""
         if not self.complete or self._failed:
             raise LocalProtocolError("split before the handshake completed")
         return self._symmetric.split()
@@ -485,7 +489,7 @@ class HandshakeState:
         return _dh(local[0], remote)
 
 
-# -- private helpers ---------------------------------------------------------------------------------
+# -- private helpers -------------------------------------------------------------------------------
 
 
 def _new_noise(
@@ -514,7 +518,9 @@ def _check_size(message: bytes, expected: int, what: str) -> None:
     if not isinstance(message, (bytes, bytearray, memoryview)):
         raise LocalProtocolError(f"{what} must be bytes")
     if len(message) != expected:
-        raise RemoteProtocolError("malformed", f"{what} is {len(message)} bytes, expected {expected}")
+        raise RemoteProtocolError(
+            "malformed", f"{what} is {len(message)} bytes, expected {expected}"
+        )
 
 
 def _identity_payload(identity: Identity, h: bytes, role: bytes) -> bytes:
@@ -523,7 +529,7 @@ def _identity_payload(identity: Identity, h: bytes, role: bytes) -> bytes:
 
 
 def _verify_identity(payload: bytes, h: bytes, role: bytes, remote_static: bytes | None) -> NodeId:
-    """Check the identity payload against the Noise static key just learned; return the peer's ID."""
+    """Check the identity payload against the Noise static key just learned; return the peer."""
     try:
         value = decode(payload, max_size=_IDENTITY_PAYLOAD_SIZE, what="handshake identity payload")
     except Malformed as exc:
@@ -544,7 +550,9 @@ def _verify_identity(payload: bytes, h: bytes, role: bytes, remote_static: bytes
     except CryptoError:
         raise RemoteProtocolError("malformed", "identity key is not an Ed25519 point") from None
     if remote_static is None or not hmac.compare_digest(static_from_identity, remote_static):
-        raise RemoteProtocolError("bad_signature", "identity key does not match the Noise static key")
+        raise RemoteProtocolError(
+            "bad_signature", "identity key does not match the Noise static key"
+        )
     peer = NodeId(public_key)
     try:
         peer.verify(Purpose.HANDSHAKE, h + role, signature)
@@ -558,7 +566,7 @@ def _result(noise: HandshakeState, peer: NodeId, *, initiator: bool) -> Handshak
     k1, k2 = to_responder.key, to_initiator.key
     assert k1 is not None and k2 is not None
     send, recv = (k1, k2) if initiator else (k2, k1)
-    return HandshakeResult(peer=peer, send_key=send, recv_key=recv, handshake_hash=noise.handshake_hash)
+    return HandshakeResult(peer, send_key=send, recv_key=recv, handshake_hash=noise.handshake_hash)
 
 
 def _keypair(private: bytes) -> tuple[bytes, bytes]:

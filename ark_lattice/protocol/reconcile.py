@@ -98,36 +98,40 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 class ItemSet:
     """An immutable, sorted snapshot of ``(timestamp, id)`` items with O(1) range fingerprints.
 
-    Duplicate items collapse into one (it is a set). Timestamps must be in ``0 .. 2**64 - 2``
-    (``2**64 - 1`` is the protocol's infinity) and ids exactly 32 bytes, else ``ValueError``.
-    Positions (``start``/``stop``) are indexes into the sorted order.
+    Duplicate items collapse into one (it is a set). Timestamps must be integers in
+    ``0 .. 2**64 - 2`` (``2**64 - 1`` is the protocol's infinity) and ids exactly 32 bytes, else
+    ``ValueError``. Positions (``start``/``stop``) are indexes into the sorted order.
     """
 
     __slots__ = ("_keys", "_prefix")
 
     def __init__(self, items: Iterable[tuple[int, bytes]] = ()) -> None:
-        keys = sorted(set(items))
-        # Validate after sorting: the extreme timestamps are at the ends, so only ids need a full pass.
-        if keys:
-            low, high = keys[0][0], keys[-1][0]
-            if not (isinstance(low, int) and isinstance(high, int) and 0 <= low and high < INFINITY):
-                raise ValueError(f"item timestamps must be integers in 0..{INFINITY - 1}")
-            for key in keys:
-                ident = key[1]
-                if type(ident) is not bytes or len(ident) != ID_SIZE or type(key[0]) is not int:
-                    raise ValueError(f"item {key!r} is not (int timestamp, {ID_SIZE}-byte id)")
-        self._keys: list[tuple[int, bytes]] = keys
+        # Each item becomes one 40-byte key, big-endian timestamp then id, whose byte order is the
+        # protocol's (timestamp, id) order: sorting and bisecting flat bytes is about twice as fast
+        # as tuples, and a bound padded to 40 bytes compares against keys the same way.
+        try:
+            keys = sorted({ts.to_bytes(8, "big") + bytes(ident) for ts, ident in items})
+        except (AttributeError, OverflowError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"items must be (timestamp in 0..{INFINITY - 1}, {ID_SIZE}-byte id) pairs: {exc}"
+            ) from None
+        if keys and keys[-1][:8] == _INFINITY_TS:
+            raise ValueError(f"timestamp {INFINITY} is reserved for the protocol's infinity bound")
+        if any(len(key) != _KEY_SIZE for key in keys):
+            raise ValueError(f"every item id must be exactly {ID_SIZE} bytes")
+        self._keys: list[bytes] = keys
         # Prefix sums of the ids as integers make any range sum one subtraction; reduced mod 2**256
         # only when fingerprinted, which is cheaper than reducing a million times here.
         self._prefix: list[int] = list(
-            accumulate((int.from_bytes(key[1], "little") for key in keys), initial=0)
+            accumulate((int.from_bytes(key[8:], "little") for key in keys), initial=0)
         )
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        return iter(self._keys)
+        """The items as ``(timestamp, id)`` in protocol order."""
+        return ((int.from_bytes(key[:8], "big"), key[8:]) for key in self._keys)
 
     def __repr__(self) -> str:
         return f"ItemSet(<{len(self._keys)} items>)"
@@ -142,12 +146,12 @@ class ItemSet:
         digest = hashlib.sha256(total.to_bytes(ID_SIZE, "little") + _varint(stop - start)).digest()
         return digest[:FINGERPRINT_SIZE]
 
-    def _lower_bound(self, bound: tuple[int, bytes], start: int) -> int:
-        # Bounds are kept zero-padded to 32 bytes so plain tuple order matches negentropy's Bound < Item.
+    def _lower_bound(self, bound: bytes, start: int) -> int:
+        # The first position at or after ``start`` whose item is >= ``bound`` (a 40-byte key).
         return bisect_left(self._keys, bound, start)
 
-    def _ids(self, start: int, stop: int) -> list[bytes]:
-        return [key[1] for key in self._keys[start:stop]]
+    def _id_list(self, start: int, stop: int) -> bytes:
+        return b"".join([key[8:] for key in self._keys[start:stop]])
 
 
 class Round(NamedTuple):
@@ -279,23 +283,29 @@ def sync_in_memory(
 
 
 # --- private: message processing shared by both sides ---------------------------------------
+#
+# Items and bounds are both 40-byte keys (8-byte big-endian timestamp, then the id, a bound's id
+# prefix zero-padded), so ``bound <= item`` is one bytes comparison; a bound also carries the length
+# of the id prefix it is sent with.
 
 _MODE_SKIP = 0
 _MODE_FINGERPRINT = 1
 _MODE_ID_LIST = 2
 
+_KEY_SIZE = 8 + ID_SIZE
+_INFINITY_TS = INFINITY.to_bytes(8, "big")
+_ZERO_ID = bytes(ID_SIZE)
+_ZERO_BOUND = bytes(_KEY_SIZE)
+#: Above every item, since no item may have the infinity timestamp.
+_INFINITY_BOUND = _INFINITY_TS + _ZERO_ID
 #: A u64 needs at most ceil(64 / 7) = 10 base-128 digits; capping the length keeps a hostile varint
 #: from building a huge integer.
 _MAX_VARINT_BYTES = 10
 #: negentropy stops filling a frame 200 bytes short of the limit, leaving room for the closing
-#: bound + mode + fingerprint (at most 1 + 1 + 33 + 1 + 16 bytes) — cpp/negentropy.h exceededFrameSizeLimit.
+#: bound + mode + fingerprint and one id list header (cpp/negentropy.h exceededFrameSizeLimit).
 _FRAME_HEADROOM = 200
 #: negentropy refuses frame limits under 4 KiB: below that a split range (16 fingerprints) may not fit.
 _MIN_FRAME_SIZE_LIMIT = 4096
-
-_ZERO_ID = bytes(ID_SIZE)
-_ZERO_BOUND = (0, _ZERO_ID)
-_INFINITY_BOUND = (INFINITY, _ZERO_ID)
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
@@ -340,8 +350,8 @@ class _Reader:
         pos = self._pos
         end = min(len(data), pos + _MAX_VARINT_BYTES)
         if pos < end and data[pos] == 0x80:
-            # The spec requires the fewest digits; a leading zero digit is a different encoding of
-            # the same number, which we refuse so every value has one wire form.
+            # The spec requires the fewest digits; a leading zero digit is a second encoding of the
+            # same number, refused so every value has exactly one wire form.
             raise _malformed(f"non-minimal varint in {what}")
         value = 0
         while pos < end:
@@ -366,30 +376,29 @@ class _Writer:
     def __init__(self) -> None:
         self.last_timestamp = 0
 
-    def bound(self, bound: tuple[int, bytes], prefix_len: int) -> bytes:
-        timestamp, ident = bound
+    def bound(self, bound: bytes, prefix_len: int) -> bytes:
+        timestamp = int.from_bytes(bound[:8], "big")
         if timestamp == INFINITY:
-            self.last_timestamp = INFINITY
             encoded = _SMALL_VARINTS[0]
         else:
+            # Bounds are written in ascending order, so the delta is never negative.
             encoded = _varint(timestamp - self.last_timestamp + 1)
-            self.last_timestamp = timestamp
-        return encoded + _SMALL_VARINTS[prefix_len] + ident[:prefix_len]
+        self.last_timestamp = timestamp
+        return encoded + _SMALL_VARINTS[prefix_len] + bound[8 : 8 + prefix_len]
 
 
-def _minimal_bound(prev: tuple[int, bytes], curr: tuple[int, bytes]) -> tuple[tuple[int, bytes], int]:
+def _minimal_bound(prev: bytes, curr: bytes) -> tuple[bytes, int]:
     """The shortest bound ``b`` with ``prev < b <= curr`` (cpp/negentropy.h getMinimalBound)."""
-    if curr[0] != prev[0]:
-        return (curr[0], _ZERO_ID), 0
-    # Length of the common prefix from the highest differing bit of the two ids read big-endian.
-    diff = int.from_bytes(curr[1], "big") ^ int.from_bytes(prev[1], "big")
-    shared = (ID_SIZE * 8 - diff.bit_length()) // 8
-    keep = shared + 1
-    return (curr[0], curr[1][:keep] + bytes(ID_SIZE - keep)), keep
+    if curr[:8] != prev[:8]:
+        return curr[:8] + _ZERO_ID, 0
+    # Bytes of common id prefix, from the highest differing bit of the two ids read big-endian.
+    diff = int.from_bytes(curr[8:], "big") ^ int.from_bytes(prev[8:], "big")
+    keep = (ID_SIZE * 8 - diff.bit_length()) // 8 + 1
+    return curr[: 8 + keep] + bytes(ID_SIZE - keep), keep
 
 
 class _Party:
-    """The message processing both sides share; negentropy's reconcileAux and splitRange."""
+    """The message processing both sides share: negentropy's reconcileAux and splitRange."""
 
     __slots__ = ("items", "frame_size_limit", "buckets", "max_message_size", "initiator")
 
@@ -405,7 +414,9 @@ class _Party:
         if not isinstance(items, ItemSet):
             raise TypeError("items must be an ItemSet")
         if frame_size_limit != 0 and frame_size_limit < _MIN_FRAME_SIZE_LIMIT:
-            raise ValueError(f"frame_size_limit must be 0 (no limit) or at least {_MIN_FRAME_SIZE_LIMIT}")
+            raise ValueError(
+                f"frame_size_limit must be 0 (no limit) or at least {_MIN_FRAME_SIZE_LIMIT}"
+            )
         if buckets < 2:
             raise ValueError("buckets must be at least 2")
         if max_message_size < 1:
@@ -417,16 +428,15 @@ class _Party:
         self.initiator = initiator
 
     def initial_message(self) -> bytes:
-        writer = _Writer()
-        return bytes((NEGENTROPY_VERSION,)) + self._split(
-            writer, 0, len(self.items), _INFINITY_BOUND, 0
-        )
+        split = self._split(_Writer(), 0, len(self.items), _INFINITY_BOUND, 0)
+        return _SMALL_VARINTS[NEGENTROPY_VERSION] + split
 
-    def process(
-        self, message: bytes, have: list[bytes] | None, need: list[bytes] | None
-    ) -> bytes:
+    def process(self, message: bytes, have: list[bytes] | None, need: list[bytes] | None) -> bytes:
+        """Answer one message; ``have``/``need`` are filled on the initiator, ``None`` on the responder."""
         if len(message) > self.max_message_size:
-            raise _malformed(f"message of {len(message)} bytes is over the limit of {self.max_message_size}")
+            raise _malformed(
+                f"message of {len(message)} bytes is over the limit of {self.max_message_size}"
+            )
         reader = _Reader(bytes(message))
         version = reader.take(1, "the version byte")[0]
         if not 0x60 <= version <= 0x6F:
@@ -437,34 +447,34 @@ class _Party:
                 raise RemoteProtocolError(
                     "unsupported-version", f"peer speaks negentropy version 0x{version:02x}"
                 )
-            return bytes(out)
+            return bytes(out)  # the spec's downgrade hint: our highest version, alone
 
         items = self.items
         keys = items._keys
         size = len(keys)
+        frame_size_limit = self.frame_size_limit
         writer = _Writer()
         last_timestamp_in = 0
         prev_bound, prev_len = _ZERO_BOUND, 0
         prev_index = 0
-        # A run of settled ranges is sent as one Skip, written lazily when the next open range starts.
+        # A run of settled ranges is sent as one Skip, written only when the next open range starts.
         skip = False
 
         while reader.remaining:
             chunk = bytearray()
 
-            # Decode the range's upper bound (timestamp delta + zero-padded id prefix).
             encoded = reader.varint("a bound timestamp")
             if encoded == 0:
                 timestamp = INFINITY
             else:
-                # Saturate at infinity as negentropy does rather than wrap around.
+                # Saturate at infinity, as negentropy does, rather than wrap around.
                 timestamp = min(last_timestamp_in + encoded - 1, INFINITY)
             last_timestamp_in = timestamp
             prefix_len = reader.varint("a bound id length")
             if prefix_len > ID_SIZE:
                 raise _malformed(f"bound id prefix of {prefix_len} bytes is over {ID_SIZE}")
             prefix = reader.take(prefix_len, "a bound id prefix")
-            curr_bound = (timestamp, prefix + bytes(ID_SIZE - prefix_len))
+            curr_bound = timestamp.to_bytes(8, "big") + prefix + bytes(ID_SIZE - prefix_len)
             if curr_bound < prev_bound:
                 raise _malformed("range bounds are not in ascending order")
             mode = reader.varint("a range mode")
@@ -476,54 +486,60 @@ class _Party:
                 skip = True
             elif mode == _MODE_FINGERPRINT:
                 theirs = reader.take(FINGERPRINT_SIZE, "a fingerprint")
-                if theirs != items.fingerprint(lower, upper):
+                if theirs == items.fingerprint(lower, upper):
+                    skip = True
+                else:
                     if skip:
                         skip = False
                         chunk += writer.bound(prev_bound, prev_len)
                         chunk += _SMALL_VARINTS[_MODE_SKIP]
                     chunk += self._split(writer, lower, upper, curr_bound, prefix_len)
-                else:
-                    skip = True
             elif mode == _MODE_ID_LIST:
                 count = reader.varint("an id count")
                 if count * ID_SIZE > reader.remaining:
-                    raise _malformed(f"id list of {count} ids runs past the end of the message")
+                    raise _malformed(f"a list of {count} ids runs past the end of the message")
                 blob = reader.take(count * ID_SIZE, "an id list")
                 if have is not None and need is not None:
-                    # Initiator: the range is settled here; split it into have and need.
-                    their_ids = dict.fromkeys(blob[i : i + ID_SIZE] for i in range(0, len(blob), ID_SIZE))
+                    # Initiator: this settles the range; ours minus theirs is have, the rest need.
+                    their_ids = dict.fromkeys(
+                        blob[i : i + ID_SIZE] for i in range(0, len(blob), ID_SIZE)
+                    )
                     for key in keys[lower:upper]:
-                        if key[1] in their_ids:
-                            del their_ids[key[1]]
+                        ident = key[8:]
+                        if ident in their_ids:
+                            del their_ids[ident]
                         else:
-                            have.append(key[1])
+                            have.append(ident)
                     need.extend(their_ids)
                     skip = True
                 else:
-                    # Responder: answer with all our ids in the range, truncated at the frame limit.
+                    # Responder: answer with all our ids in the range (their list is not needed:
+                    # the initiator does the comparison), cut short at the frame limit.
                     if skip:
                         skip = False
                         out += writer.bound(prev_bound, prev_len)
                         out += _SMALL_VARINTS[_MODE_SKIP]
                     end_bound, end_len = curr_bound, prefix_len
-                    if self.frame_size_limit:
-                        room = self.frame_size_limit - _FRAME_HEADROOM - len(out)
+                    if frame_size_limit:
+                        # negentropy adds ids while the frame is within the headroom, checked
+                        # before each id; this is the same count without the loop.
+                        room = frame_size_limit - _FRAME_HEADROOM - len(out)
                         fits = room // ID_SIZE + 1 if room >= 0 else 0
                         if fits < upper - lower:
                             upper = lower + fits
-                            # Close the list exactly at the first id left out (a full-length bound),
-                            # so the remainder fingerprint below starts there.
+                            # End the list at the first id left out, with a full-length bound, so
+                            # the remainder fingerprint below starts exactly there.
                             end_bound, end_len = keys[upper], ID_SIZE
                     out += writer.bound(end_bound, end_len)
                     out += _SMALL_VARINTS[_MODE_ID_LIST]
                     out += _varint(upper - lower)
-                    out += b"".join(items._ids(lower, upper))
+                    out += items._id_list(lower, upper)
             else:
                 raise _malformed(f"unknown range mode {mode}")
 
-            if self._over_frame_limit(len(out) + len(chunk)):
-                # Out of room: drop this range's answer and hand the peer one fingerprint of all we
-                # hold from here on; it will reopen that remainder in the next round.
+            if frame_size_limit and len(out) + len(chunk) > frame_size_limit - _FRAME_HEADROOM:
+                # Out of room: drop this range's answer and send one fingerprint of everything we
+                # hold from here to infinity; the peer reopens that remainder next round.
                 out += writer.bound(_INFINITY_BOUND, 0)
                 out += _SMALL_VARINTS[_MODE_FINGERPRINT]
                 out += items.fingerprint(upper, size)
@@ -535,18 +551,10 @@ class _Party:
 
         return bytes(out)
 
-    def _over_frame_limit(self, n: int) -> bool:
-        return bool(self.frame_size_limit) and n > self.frame_size_limit - _FRAME_HEADROOM
-
     def _split(
-        self,
-        writer: _Writer,
-        lower: int,
-        upper: int,
-        upper_bound: tuple[int, bytes],
-        upper_len: int,
+        self, writer: _Writer, lower: int, upper: int, upper_bound: bytes, upper_len: int
     ) -> bytes:
-        """Encode ``lower..upper`` as one id list if small, else as ``buckets`` fingerprinted ranges."""
+        """``lower..upper`` as one id list if small, else as ``buckets`` fingerprinted ranges."""
         items = self.items
         keys = items._keys
         count = upper - lower
@@ -557,7 +565,7 @@ class _Party:
                     writer.bound(upper_bound, upper_len),
                     _SMALL_VARINTS[_MODE_ID_LIST],
                     _varint(count),
-                    *items._ids(lower, upper),
+                    items._id_list(lower, upper),
                 )
             )
         parts = []

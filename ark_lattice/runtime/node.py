@@ -21,10 +21,14 @@ log = logging.getLogger("ark_lattice.node")
 
 
 class NodeRuntime:
-    def __init__(self, node: LocalNode, *, bind: str, port: int) -> None:
+    def __init__(
+        self, node: LocalNode, *, bind: str, port: int, anchor_interval: float = 300.0
+    ) -> None:
         self.node = node
         self.bind = bind
         self.port = port
+        self.anchor_interval = anchor_interval
+        self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._stopping = asyncio.Event()
         self._server: Any = None
@@ -73,16 +77,39 @@ class NodeRuntime:
             self._server.close()
             raise
         self.started_at = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
         log.info("node %s listening on %s", self.node.node_id.short, self.listen_url)
 
     async def stop(self) -> None:
         log.info("stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         await self._control.close()
         await self.node.close()
         log.info("stopped")
+
+    async def _anchor_periodically(self) -> None:
+        """Sign a checkpoint whenever the ledger has grown, every ``anchor_interval`` seconds."""
+        from ark_lattice import ledger
+        from ark_lattice.errors import ArkLatticeError
+
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.anchor_interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                checkpoint, new = await ledger.anchor(self.node.store, self.node.identity)
+            except ArkLatticeError as exc:
+                log.warning("could not anchor the ledger: %s", exc)
+                continue
+            if new:
+                log.info("anchored the ledger at %d events", checkpoint.size)
 
     async def _accept(self, connection: Any) -> None:
         # Sessions arrive with the sync protocol; until then, refuse politely.

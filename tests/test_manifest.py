@@ -1,0 +1,43 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from ark_lattice.errors import BadSignature, Expired, Malformed, Rollback
+from ark_lattice.identity import Identity
+from ark_lattice.manifest import PeerManifest, SignedManifest
+
+ME = Identity.generate()
+
+
+def manifest(seq=1, issued=1000, expires=2000):
+    return PeerManifest(ME.node_id, "alpha", seq, issued, expires, ("ws://127.0.0.1:7467",), ("sync",))
+
+
+def test_signed_manifest_round_trips():
+    signed = manifest().sign(ME)
+    back = SignedManifest.from_bytes(signed.to_bytes())
+    assert back.manifest == signed.manifest
+    back.check_fresh(now=1500, held_seq=1)
+
+
+def test_bad_signature_expired_and_rollback_are_refused():
+    signed = manifest(seq=5).sign(ME)
+    tampered = SignedManifest(signed.manifest, signed.payload, bytes(64))
+    with pytest.raises(BadSignature):
+        SignedManifest.from_bytes(tampered.to_bytes())
+    with pytest.raises(Expired):
+        signed.check_fresh(now=2000)
+    with pytest.raises(Rollback):
+        signed.check_fresh(now=1500, held_seq=6)
+
+
+def test_only_the_described_node_can_sign():
+    with pytest.raises(ValueError):
+        manifest().sign(Identity.generate())
+
+
+@given(st.binary(max_size=400))
+def test_parser_only_raises_verification_errors(data):
+    try:
+        SignedManifest.from_bytes(data)
+    except (Malformed, BadSignature):
+        pass
