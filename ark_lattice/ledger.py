@@ -68,10 +68,16 @@ async def anchor(store: Store, identity: Identity) -> tuple[Checkpoint, bool]:
     """
     async with store.transaction():
         tree = merkle.CompactRange()
+        last_kind = None
         async for event in store.iter_events():
             tree.append(merkle.leaf_hash(event.hash))
+            last_kind = event.kind
         existing = await store.checkpoints()
-        if existing and existing[-1][0] == tree.size:
+        # The checkpoint's own event is the one entry a new checkpoint would add: not growth.
+        if existing and (
+            existing[-1][0] == tree.size
+            or (existing[-1][0] == tree.size - 1 and last_kind == EventKind.CHECKPOINT)
+        ):
             size, root, note = existing[-1]
             return Checkpoint(checkpoint_origin(identity.node_id), size, root), False
         checkpoint = Checkpoint(checkpoint_origin(identity.node_id), tree.size, tree.root())

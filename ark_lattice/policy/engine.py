@@ -583,7 +583,7 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(self.line(where), "limits must be a table, written [limits]")
         self._no_unknown_keys(table, _LIMIT_KEYS, where, "[limits]")
-        strikes = table.get("strikes_to_block", Limits.strikes_to_block)
+        strikes = table.get("strikes_to_block", Limits().strikes_to_block)
         if type(strikes) is not int or strikes < 0:
             raise self.fail(self.line((*where, "strikes_to_block")),
                             f"strikes_to_block must be an integer ≥ 0, not {strikes!r}")

@@ -64,7 +64,7 @@ import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, groupby, islice
 from typing import NamedTuple
 
 from ark_lattice.errors import LocalProtocolError, RemoteProtocolError
@@ -110,11 +110,15 @@ class ItemSet:
         # protocol's (timestamp, id) order: sorting and bisecting flat bytes is about twice as fast
         # as tuples, and a bound padded to 40 bytes compares against keys the same way.
         try:
-            keys = sorted({ts.to_bytes(8, "big") + bytes(ident) for ts, ident in items})
+            keys = sorted([ts.to_bytes(8, "big") + bytes(ident) for ts, ident in items])
         except (AttributeError, OverflowError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"items must be (timestamp in 0..{INFINITY - 1}, {ID_SIZE}-byte id) pairs: {exc}"
             ) from None
+        # Sorting a list and then dropping adjacent duplicates is about twice as fast as sorting a
+        # set, whose scattered order costs cache misses; duplicates are rare, so check before copying.
+        if any(map(bytes.__eq__, keys, islice(keys, 1, None))):
+            keys = [key for key, _ in groupby(keys)]
         if keys and keys[-1][:8] == _INFINITY_TS:
             raise ValueError(f"timestamp {INFINITY} is reserved for the protocol's infinity bound")
         if any(len(key) != _KEY_SIZE for key in keys):
