@@ -63,8 +63,8 @@ class Config:
 
 
 class Home:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
 
     @classmethod
     def resolve(cls, option: str | os.PathLike[str] | None = None) -> Home:

@@ -112,7 +112,8 @@ class NodeProcess:
         return self.status["listen"]
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.home.parent / f"{self.home.name}.out").read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

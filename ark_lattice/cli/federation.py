@@ -38,15 +38,18 @@ def start(
             node = await LocalNode.open(home, unlock=True, passphrase=application.unlock_passphrase())
         else:
             node = await LocalNode.init(home, name=name)
-        _setup_logging(home.log_dir)
-        fed = node.config.federation
-        runtime = NodeRuntime(
-            node,
-            bind=bind or fed.bind,
-            port=fed.port if port is None else port,
-            anchor_interval=anchor_interval,
-        )
-        await runtime.run()
+        try:
+            _setup_logging(home.log_dir)
+            fed = node.config.federation
+            runtime = NodeRuntime(
+                node,
+                bind=bind or fed.bind,
+                port=fed.port if port is None else port,
+                anchor_interval=anchor_interval,
+            )
+            await runtime.run()
+        finally:
+            await node.close()
 
     run(go())
 

@@ -1,4 +1,4 @@
-"""The policy engine (DESIGN §9): TOML rules with CEL conditions, compiled once, decided per request.
+"""The policy engine (DESIGN §9): TOML rules with CEL conditions, compiled once, decided often.
 
 A request on hook H is allowed only if some ``allow`` rule for H matches and no ``deny`` rule for H
 matches. A condition that fails at evaluation (a type error, an overflow, a result that is not a
@@ -9,9 +9,10 @@ Conditions see one flat set of variables, the same on every hook (:data:`VARIABL
 hook does not supply takes the variable's documented zero value, so every condition can be
 evaluated on every hook. A condition naming anything else is refused when the file is loaded.
 
-The engine is pure: it reads no clock and no file except in :meth:`Policy.from_file`; the caller
-passes ``now`` and the other inputs. Conditions get the CEL core library of ``cel-rust`` only (no
-Python-callback extensions), which keeps a decision in the microseconds.
+The engine is pure: it reads no clock, and no file except in :meth:`Policy.from_file`; the caller
+passes ``now`` and the other inputs (only :func:`bench_decisions` times itself). Conditions get the
+core library of ``cel-rust`` only (no Python-callback extensions), which keeps a decision in the
+microseconds.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ __all__ = [
 ]
 
 POLICY_VERSION = 1
-PUBLIC_TOPIC_PREFIX = "public/"  # DESIGN §5: external peers may query only topics policy marks public
+# DESIGN §5: external peers may query only the topics policy marks public.
+PUBLIC_TOPIC_PREFIX = "public/"
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1  # CEL int is 64-bit signed
 
 
@@ -94,22 +96,22 @@ VARIABLES: Mapping[str, Variable] = {
     for v in (
         Variable("hook", "string", "", "the hook being decided: inbound_packet, outbound_packet, "
                  "query, tier_change or governance (set by the engine)"),
-        Variable("direction", "string", "", "inbound (a peer sends or asks us) or outbound (we send "
-                 "or ask); defaults to the packet hook's direction, else empty"),
+        Variable("direction", "string", "", "inbound (a peer sends or asks us) or outbound (we "
+                 "send or ask); defaults to the packet hook's direction, else empty"),
         Variable("now", "int", 0, "the decision time, Unix seconds (passed in by the caller)"),
         Variable("self_id", "string", "", "our own node ID (base32)"),
         Variable("peer_id", "string", "", "the remote peer's node ID (base32); for governance the "
                  "proposal's author"),
-        Variable("peer_tier", "string", "", "the remote peer's trust tier: core, sandbox, external, "
-                 "unknown or blocked"),
+        Variable("peer_tier", "string", "", "the remote peer's trust tier: core, sandbox, "
+                 "external, unknown or blocked"),
         Variable("strikes", "int", 0, "strikes currently counted against the peer"),
         Variable("rate_peer", "double", 0.0, "recent packets per second from (or to) this peer"),
         Variable("rate_topic", "double", 0.0, "recent packets per second on this topic"),
         Variable("topic", "string", "", "the packet's or query's topic"),
         Variable("is_public_topic", "bool", False, "the topic starts with \"public/\" "
                  "(derived from topic unless passed)"),
-        Variable("kind", "string", "", "the packet kind: note, document, alert, model_update, model, "
-                 "policy_bundle, proposal, approval"),
+        Variable("kind", "string", "", "the packet kind: note, document, alert, model_update, "
+                 "model, policy_bundle, proposal, approval"),
         Variable("author", "string", "", "the packet author's node ID (base32)"),
         Variable("size", "int", 0, "the packet body's size in bytes"),
         Variable("age_s", "int", 0, "now minus the packet's created time, seconds (negative if "
@@ -120,7 +122,8 @@ VARIABLES: Mapping[str, Variable] = {
                  "governance"),
         Variable("proposal_kind", "string", "", "governance: what the proposal changes: "
                  "policy_bundle or tier_change"),
-        Variable("approvals", "int", 0, "governance: distinct core approvals held for the proposal"),
+        Variable("approvals", "int", 0, "governance: distinct core approvals held for the "
+                 "proposal"),
     )
 }
 
@@ -217,8 +220,12 @@ class Policy:
         return cls.load(DEFAULT_POLICY_TEXT, source="default.toml")
 
     def decide(self, hook: Hook | str, inputs: Mapping[str, Any] | None = None) -> Decision:
-        """Decide one request. Raises UsageError only for an unknown hook, an unknown input name or
-        an input of the wrong Python type; anything that goes wrong in a condition fails closed."""
+        """Decide one request on ``hook`` from ``inputs`` (variable name → value; see VARIABLES).
+
+        Raises UsageError only for an unknown hook, an unknown input name, or an input of the wrong
+        Python type among those the hook's conditions read; anything that goes wrong inside a
+        condition fails closed and is reported in the decision.
+        """
         plan = self._plans.get(hook)
         if plan is None:
             raise UsageError(f"unknown policy hook {hook!r}; choose one of {_HOOK_NAMES}")
@@ -332,15 +339,13 @@ DEFAULT_POLICY_TEXT: str = (
 )
 
 
-# --- private: deciding -----------------------------------------------------------------------------
+# --- private: deciding ----------------------------------------------------------------------------
 
 _HOOK_NAMES = ", ".join(h.value for h in Hook)
 _HOOK_VALUES = frozenset(h.value for h in Hook)
 _EFFECT_NAMES = ", ".join(e.value for e in Effect)
 _SCOPE_NAMES = ", ".join(s.value for s in Scope)
 _DIRECTION = {Hook.INBOUND_PACKET: "inbound", Hook.OUTBOUND_PACKET: "outbound"}
-
-
 _PYTHON_TYPE = {"string": str, "int": int, "double": float, "bool": bool}
 _INPUT_TYPES = {v.name: _PYTHON_TYPE[v.type] for v in VARIABLES.values() if v.name != "hook"}
 _INPUT_NAMES = frozenset(_INPUT_TYPES)
@@ -353,7 +358,8 @@ def _coerce(name: str, value: Any) -> Any:
     expected = _INPUT_TYPES.get(name)
     if expected is None:
         raise UsageError(_unknown_input(name))
-    if isinstance(value, bool) or not isinstance(value, expected if expected is not float else (int, float)):
+    accepted = (int, float) if expected is float else expected
+    if isinstance(value, bool) or not isinstance(value, accepted):
         what = {str: "a string", int: "an int", float: "a number", bool: "a bool"}[expected]
         raise UsageError(f"policy input {name} must be {what}, not {type(value).__name__}")
     if expected is str:
@@ -363,7 +369,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         return float(value)
     except OverflowError:
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 def _saturate(value: int) -> int:
@@ -404,7 +410,7 @@ class _Plan:
             checks=tuple((r.program, r.id, r.effect is Effect.DENY) for r in mine),
             deny_ids=frozenset(r.id for r in mine if r.effect is Effect.DENY),
             needed=frozenset(needed),
-            reads=tuple((n, _INPUT_TYPES[n]) for n in sorted(needed | derived) if n in _INPUT_TYPES),
+            reads=tuple((n, _INPUT_TYPES[n]) for n in sorted((needed | derived) - {"hook"})),
             zero=zero,
             derive_public="is_public_topic" in needed,
             cache={},
@@ -468,13 +474,15 @@ def _reason(
     failed = {e.rule for e in errors}
     if denied_by is not None:
         if denied_by in failed:
-            return f"denied by rule {denied_by!r}, whose condition could not be evaluated (fail closed)"
+            return f"denied by rule {denied_by!r}, whose condition failed to evaluate (fail closed)"
         return f"denied by rule {denied_by!r}"
     if allowed_by is not None:
         return f"allowed by rule {allowed_by!r}"
     if errors:
         names = ", ".join(repr(e.rule) for e in errors)
-        return f"denied by default: no allow rule for {hook} matched ({names} could not be evaluated)"
+        return (
+            f"denied by default: no allow rule for {hook} matched ({names} could not be evaluated)"
+        )
     return f"denied by default: no allow rule for {hook} matched"
 
 
@@ -491,20 +499,31 @@ def _cel_type(value: Any) -> str:
 
 
 # Names a comprehension macro binds (`[..].exists(x, x > 1)`): cel reports them as variables.
-_BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+_BOUND = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
+)
 
 
 def _free_variables(program: cel.Program, source: str) -> set[str]:
     return set(program.variables()) - set(_BOUND.findall(source))
 
 
-# --- private: loading ------------------------------------------------------------------------------
+# --- private: loading -----------------------------------------------------------------------------
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
 _CEL_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
+_CEL_EXPECTING = re.compile(r" expecting \{[^}]*\}")  # the parser's whole token list: noise
 
+# The functions and macros of the CEL specification's standard definitions, plus cel-rust's
+# optional-value helpers: a call to any other name cannot work.
+_CEL_FUNCTIONS = frozenset(
+    "size contains startsWith endsWith matches int uint double string bytes bool dyn type "
+    "duration timestamp getDate getDayOfMonth getDayOfWeek getDayOfYear getFullYear getHours "
+    "getMilliseconds getMinutes getMonth getSeconds has all exists exists_one map filter max min "
+    "optional hasValue value or orValue".split()
+)
 _TOP_KEYS = {"version", "limits", "rate_limit", "rule"}
 _RULE_KEYS = {"id", "effect", "hooks", "condition", "description"}
 _RATE_KEYS = {"id", "scope", "hooks", "rate", "burst"}
@@ -575,7 +594,9 @@ class _Loader:
     def _tables(self, doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
         entries = doc.get(name, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise self.fail(self.line((name,)), f"{name} must be an array of tables, written [[{name}]]")
+            raise self.fail(
+                self.line((name,)), f"{name} must be an array of tables, written [[{name}]]"
+            )
         return entries
 
     def _limits(self, table: Any) -> Limits:
@@ -603,7 +624,8 @@ class _Loader:
         ident = table["id"]
         if not isinstance(ident, str) or not _ID.fullmatch(ident):
             raise self.fail(self.line((*where, "id")), f"{kind} id {ident!r} must be 1 to 64 "
-                            "letters, digits, '_', '.', ':' or '-', starting with a letter or digit")
+                            "letters, digits, '_', '.', ':' or '-', starting with a letter or "
+                            "digit")
         if ident in self.ids:
             raise self.fail(self.line((*where, "id")), f"duplicate id {ident!r}; rule and "
                             "rate_limit ids must be unique")
@@ -683,12 +705,15 @@ class _Loader:
             line = self.line(key)
             match = _CEL_AT.search(str(exc))
             if not match:
-                raise self.fail(line, f"condition of {label} is not valid CEL: {_one_line(exc)}") from None
+                raise self.fail(
+                    line, f"condition of {label} is not valid CEL: {_one_line(exc)}"
+                ) from None
             cel_line, column, what = int(match.group(1)), match.group(2), match.group(3).strip()
             # A '''...''' condition starting on the line after the key: TOML drops that newline.
             line += cel_line - 1 + (key in self.block_values)
-            raise self.fail(line, f"condition of {label} is not valid CEL at column {column}: "
-                            f"{what.removeprefix('Syntax error: ')}") from None
+            what = _CEL_EXPECTING.sub("", what.removeprefix("Syntax error: "))
+            raise self.fail(line, f"condition of {label} is not valid CEL (column {column} of the "
+                            f"expression): {what}") from None
 
     def _trial(self, program: cel.Program, hooks: tuple[Hook, ...], line: int, label: str) -> None:
         """Evaluate on the zero inputs of each hook: catches a misspelt function and a condition
@@ -700,7 +725,9 @@ class _Loader:
                 result = program.execute(values)
             except RuntimeError as exc:
                 match = re.search(r"Undefined variable or function: '([^']*)'", str(exc))
-                if match:
+                # cel reports a standard function called with unsupported argument types the same
+                # way (string(true)), so only a name outside standard CEL is surely unknown.
+                if match and match.group(1) not in _CEL_FUNCTIONS:
                     raise self.fail(line, f"condition of {label} calls unknown function "
                                     f"{match.group(1)}()") from None
                 continue
@@ -710,7 +737,7 @@ class _Loader:
                 raise self.fail(line, f"condition of {label} returns {_cel_type(result)}, not bool")
 
 
-# --- private: where things are in the TOML text ----------------------------------------------------
+# --- private: where things are in the TOML text ---------------------------------------------------
 
 _BARE = r"[A-Za-z0-9_-]+"
 _KEY_PART = rf"""(?:{_BARE}|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
@@ -732,7 +759,8 @@ def _key_path(dotted: str) -> tuple[str, ...]:
 def _locate(text: str) -> tuple[dict[tuple[Any, ...], int], set[tuple[Any, ...]]]:
     """Map each table and key of a valid TOML document to its line; tomllib keeps no positions.
 
-    Paths are as in the parsed document, with the index for arrays of tables: ``("rule", 2, "hooks")``.
+    Paths are as in the parsed document, with an index for arrays of tables:
+    ``("rule", 2, "hooks")``.
     Also returns the keys whose value is a multi-line string opening with a newline. Only headers
     and keys at the start of a line outside strings and brackets count, so a ``[[rule]]`` inside a
     multi-line string or array is not taken for a table.
@@ -807,7 +835,8 @@ def _string_end(text: str, i: int) -> int:
                     j = k + 1
                     continue
             end = k + 3
-            while end < len(text) and text[end] == quote and end - k < 5:  # up to 2 quotes of content
+            # Up to two quotes just before the closing delimiter belong to the content.
+            while end < len(text) and text[end] == quote and end - k < 5:
                 end += 1
             return end
     j = i + 1

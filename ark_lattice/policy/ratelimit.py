@@ -40,7 +40,7 @@ class TokenBuckets:
         self._buckets: dict[Hashable, list[float]] = {}
 
     def take(self, key: Hashable, now: float, cost: float = 1) -> bool:
-        """Take ``cost`` tokens from ``key``'s bucket at time ``now``; False (taking none) if short."""
+        """Take ``cost`` tokens from ``key``'s bucket at ``now``; False, taking none, if short."""
         if cost < 0:
             raise UsageError(f"a rate-limited request cannot cost {cost!r} tokens")
         bucket = self._buckets.pop(key, None)
@@ -64,7 +64,7 @@ class TokenBuckets:
 
     def prune(self, now: float) -> int:
         """Drop every bucket that is full again at ``now``; returns how many went."""
-        full = [key for key, bucket in self._buckets.items() if self._level(bucket, now) >= self.burst]
+        full = [k for k, bucket in self._buckets.items() if self._level(bucket, now) >= self.burst]
         for key in full:
             del self._buckets[key]
         return len(full)
@@ -83,7 +83,7 @@ class TokenBuckets:
 
     def _forget_idle(self, now: float) -> None:
         # Amortised sweep: look at the two least recently used buckets on every take, so idle
-        # keys drain away without a full scan (two, so the dict shrinks faster than one take grows it).
+        # keys drain away without a full scan (two, so the sweep outpaces one new key per take).
         for _ in range(2):
             oldest = next(iter(self._buckets), None)
             if oldest is None or self._level(self._buckets[oldest], now) < self.burst:
@@ -98,7 +98,10 @@ class RateLimiter:
 
     def __init__(self, limits: Iterable[RateLimit], *, max_keys: int = MAX_KEYS) -> None:
         self.limits = tuple(limits)
-        pairs = [(limit, TokenBuckets(limit.rate, limit.burst, max_keys=max_keys)) for limit in self.limits]
+        pairs = [
+            (limit, TokenBuckets(limit.rate, limit.burst, max_keys=max_keys))
+            for limit in self.limits
+        ]
         self._by_hook: dict[str, tuple[tuple[RateLimit, TokenBuckets], ...]] = {
             hook.value: tuple(pair for pair in pairs if hook in pair[0].hooks) for hook in Hook
         }

@@ -111,6 +111,10 @@ class Initiator:
     from ``random_bytes`` (default ``os.urandom``), which a deterministic simulator replaces with a
     seeded generator. ``expected_peer``, when the dialler knows whom it calls, makes the handshake
     fail before msg3 if the responder is anyone else, so our identity is never sent to an impostor.
+
+    The PSK only enters at msg3, so the initiator has key confirmation (the responder holds the
+    federation key) only once the responder's first channel frame opens; the session is not up
+    before that.
     """
 
     def __init__(

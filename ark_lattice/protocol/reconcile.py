@@ -110,7 +110,7 @@ class ItemSet:
         # protocol's (timestamp, id) order: sorting and bisecting flat bytes is about twice as fast
         # as tuples, and a bound padded to 40 bytes compares against keys the same way.
         try:
-            keys = sorted([ts.to_bytes(8, "big") + bytes(ident) for ts, ident in items])
+            keys = sorted([ts.to_bytes(8, "big") + ident for ts, ident in items])
         except (AttributeError, OverflowError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"items must be (timestamp in 0..{INFINITY - 1}, {ID_SIZE}-byte id) pairs: {exc}"
@@ -173,10 +173,11 @@ class Initiator:
     """The side that opens a reconciliation and learns the difference (negentropy's client).
 
     ``initiate()`` once, then feed each reply to ``reconcile()`` until it returns a round whose
-    ``message`` is ``None``; ``have``/``need`` of all rounds together are the whole difference.
+    ``message`` is ``None``; ``have``/``need`` of all rounds together are the whole difference,
+    each id reported once.
     """
 
-    __slots__ = ("_party", "_initiated")
+    __slots__ = ("_party", "_initiated", "_reported")
 
     def __init__(
         self,
@@ -188,6 +189,10 @@ class Initiator:
     ) -> None:
         self._party = _Party(items, frame_size_limit, buckets, max_message_size, initiator=True)
         self._initiated = False
+        # When a frame limit cuts a message, the remainder is reopened whole, so ranges settled in
+        # an earlier round can come back and their ids would be reported twice (negentropy itself
+        # returns them again); remembering what was reported costs memory only in the difference.
+        self._reported: set[bytes] = set()
 
     def initiate(self) -> bytes:
         """The opening message: the whole set as ``buckets`` fingerprints (or one id list)."""
@@ -203,6 +208,11 @@ class Initiator:
         have: list[bytes] = []
         need: list[bytes] = []
         reply = self._party.process(message, have, need)
+        reported = self._reported
+        have = [ident for ident in have if ident not in reported]
+        reported.update(have)
+        need = [ident for ident in need if ident not in reported]
+        reported.update(need)
         # A reply with no ranges means nothing is left open on our side: the exchange is over.
         return Round(None if len(reply) == 1 else reply, have, need)
 
@@ -401,6 +411,14 @@ def _minimal_bound(prev: bytes, curr: bytes) -> tuple[bytes, int]:
     return curr[: 8 + keep] + bytes(ID_SIZE - keep), keep
 
 
+def _largest_split(buckets: int) -> int:
+    """Upper bound on the bytes one range's answer takes, preceded by a Skip, plus the version byte."""
+    bound = 10 + 1 + ID_SIZE  # the longest timestamp varint, prefix length, full id
+    fingerprints = buckets * (bound + 1 + FINGERPRINT_SIZE)
+    id_list = bound + 1 + len(_varint(2 * buckets)) + (2 * buckets - 1) * ID_SIZE
+    return 1 + (bound + 1) + max(fingerprints, id_list)
+
+
 class _Party:
     """The message processing both sides share: negentropy's reconcileAux and splitRange."""
 
@@ -423,6 +441,10 @@ class _Party:
             )
         if buckets < 2:
             raise ValueError("buckets must be at least 2")
+        if frame_size_limit and _largest_split(buckets) > frame_size_limit - _FRAME_HEADROOM:
+            # A split that cannot fit in an otherwise empty frame would be dropped every round and
+            # the exchange would never progress; negentropy's fixed 16 buckets need ~1 KiB.
+            raise ValueError(f"{buckets} buckets do not fit in a frame of {frame_size_limit} bytes")
         if max_message_size < 1:
             raise ValueError("max_message_size must be positive")
         self.items = items
@@ -465,7 +487,10 @@ class _Party:
         skip = False
 
         while reader.remaining:
+            # This range's answer goes to ``chunk`` and is only kept if it fits the frame; the
+            # writer's state and the pending Skip are saved so dropping the answer can undo them.
             chunk = bytearray()
+            skip_before, writer_mark = skip, writer.last_timestamp
 
             encoded = reader.varint("a bound timestamp")
             if encoded == 0:
@@ -542,11 +567,25 @@ class _Party:
                 raise _malformed(f"unknown range mode {mode}")
 
             if frame_size_limit and len(out) + len(chunk) > frame_size_limit - _FRAME_HEADROOM:
-                # Out of room: drop this range's answer and send one fingerprint of everything we
-                # hold from here to infinity; the peer reopens that remainder next round.
+                # Out of room: close the message with one fingerprint of everything we hold from
+                # the end of what was sent to infinity; the peer reopens that remainder next round.
+                if chunk:
+                    # This range's answer is dropped, so the remainder starts where the range did.
+                    # negentropy v1 sends fingerprint(upper..) here and loses the pending Skip, so
+                    # the remainder fingerprint never matches and ranges it had already settled
+                    # are reopened, reporting their ids twice; the range we send is the same shape
+                    # on the wire, only its fingerprint is of the items it really spans.
+                    writer.last_timestamp = writer_mark
+                    if skip_before:
+                        out += writer.bound(prev_bound, prev_len)
+                        out += _SMALL_VARINTS[_MODE_SKIP]
+                    remainder = lower
+                else:
+                    # Only a responder's cut id list gets here: it is in ``out`` and ends at ``upper``.
+                    remainder = upper
                 out += writer.bound(_INFINITY_BOUND, 0)
                 out += _SMALL_VARINTS[_MODE_FINGERPRINT]
-                out += items.fingerprint(upper, size)
+                out += items.fingerprint(remainder, size)
                 break
             out += chunk
 

@@ -75,6 +75,7 @@ class NodeRuntime:
             await self._control.start()
         except BaseException:
             self._server.close()
+            await self._server.wait_closed()
             raise
         self.started_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
@@ -89,7 +90,6 @@ class NodeRuntime:
             self._server.close()
             await self._server.wait_closed()
         await self._control.close()
-        await self.node.close()
         log.info("stopped")
 
     async def _anchor_periodically(self) -> None:

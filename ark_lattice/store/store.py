@@ -124,9 +124,11 @@ class Store:
             # FULL: a transaction acknowledged to a caller survives power loss, not only kill -9.
             await conn.execute("PRAGMA synchronous = FULL")
             await store._migrate()
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
             await conn.close()
-            raise LedgerError(f"the ledger {path} is unreadable: {exc}") from None
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise LedgerError(f"the ledger {path} is unreadable: {exc}") from None
+            raise
         return store
 
     async def close(self) -> None:
