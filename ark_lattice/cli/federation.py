@@ -25,6 +25,9 @@ def start(
     anchor_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between signed ledger checkpoints.")
     ] = 300.0,
+    sync_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between reconciliations with each peer.")
+    ] = 60.0,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run."""
     from ark_lattice.node import LocalNode
@@ -46,6 +49,7 @@ def start(
                 bind=bind or fed.bind,
                 port=fed.port if port is None else port,
                 anchor_interval=anchor_interval,
+                sync_interval=sync_interval,
             )
             await runtime.run()
         finally:
@@ -94,9 +98,15 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
                 conn["state"],
                 str(conn["packets_in"]),
                 str(conn["packets_out"]),
-                str(conn.get("last_sync") or "-"),
+                _ago(conn.get("last_sync")),
             )
         c.print(table)
+
+
+def _ago(when: float | None) -> str:
+    import time
+
+    return "-" if not when else f"{time.time() - when:.0f} s ago"
 
 
 def _setup_logging(log_dir: Any) -> None:
@@ -113,3 +123,69 @@ def _setup_logging(log_dir: Any) -> None:
     root.handlers[:] = [console, rotating]
     root.setLevel(logging.INFO)
     root.propagate = False
+
+
+@app.command("add-peer")
+def add_peer(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(metavar="URL", help="ws://HOST:PORT of the peer.")],
+) -> None:
+    """Remember a peer's address and connect now if the node runs."""
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+    from ark_lattice.federation_url import check_peer_url
+
+    application: Application = ctx.obj
+    url = check_peer_url(url)
+    try:
+        request(application, "add_peer", {"url": url})
+        application.console.print(f"connecting to {url}")
+        return
+    except NodeNotRunning:
+        pass
+
+    async def go() -> None:
+        async with await open_node(application) as node:
+            await node.store.add_endpoint(url, source="operator")
+
+    run(go())
+    application.console.print(f"remembered {url}; the node connects to it when it starts")
+
+
+@app.command("auto-sync")
+def auto_sync(
+    ctx: typer.Context,
+    start: Annotated[
+        Optional[bool], typer.Option("--start/--stop", help="Turn periodic reconciliation on or off.")
+    ] = None,
+    interval: Annotated[
+        Optional[float], typer.Option(min=1.0, help="Seconds between reconciliations.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Turn periodic reconciliation with connected peers on or off (on a running node)."""
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import UsageError
+
+    application: Application = ctx.obj
+    if start is None and interval is None:
+        raise UsageError("say --start or --stop (and optionally --interval S)")
+    status = request(application, "status")
+    enabled = status["auto_sync"] if start is None else start
+    result = request(application, "auto_sync", {"enabled": enabled, "interval": interval})
+    if json_:
+        application.print_json(result)
+    else:
+        state = "on" if result["auto_sync"] else "off"
+        application.console.print(f"auto-sync {state}, every {result['interval']:g} s")
+
+
+@app.command("sync")
+def sync(ctx: typer.Context) -> None:
+    """Reconcile now with every peer this node connected to."""
+    from ark_lattice.cli.livenode import request
+
+    application: Application = ctx.obj
+    result = request(application, "sync_now")
+    application.console.print(f"started {result['started']} reconciliation(s)")

@@ -145,3 +145,26 @@ def _hlc_time(stamp: int) -> str:
 
     ms, _ = unpack(stamp)
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("query")
+def query(
+    ctx: typer.Context,
+    peer: Annotated[str, typer.Option(help="Peer id or prefix (an external or core peer).")],
+    topic: Annotated[str, typer.Option(help="Topic to ask for (public/… for external peers).")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many packets.")] = 100,
+    save: Annotated[bool, typer.Option("--save", help="Store the answers in the ledger.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Ask a connected peer a read-only query; answers are shown, and stored only with --save."""
+    from ark_lattice.cli.livenode import request
+
+    application: Application = ctx.obj
+    result = request(application, "query", {"peer": peer, "topic": topic, "limit": limit, "save": save})
+    if json_:
+        application.print_json(result)
+        return
+    for p in result["packets"]:
+        application.console.print(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {p['body'][:60]!r}")
+    note = " (saved)" if result["saved"] else ""
+    application.console.print(f"{len(result['packets'])} packet(s){note}")

@@ -1,18 +1,23 @@
-"""The session handshake: ``Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b`` with identity-bound payloads.
+"""The session handshake: ``Noise_XXpsk0_25519_ChaChaPoly_BLAKE2b`` with identity-bound payloads.
 
 A sans-I/O core: :class:`Initiator` and :class:`Responder` take handshake messages in and give
 handshake messages out; they never touch a socket, a clock or a global random source (the
-ephemeral key, or the ``random_bytes`` function that makes it, is an argument). docs/protocol.md,
-section "Handshake", has the wire format and the security argument; in short::
+ephemeral key, or the ``random_bytes`` function that makes it, is an argument).
+docs/protocol-handshake.md has the wire format and the security argument; in short::
 
-    -> e                  msg1   48 bytes   initiator's ephemeral key (+ empty payload's tag)
+    -> psk, e             msg1   48 bytes   PSK mixed in, initiator's ephemeral key (+ tag)
     <- e, ee, s, es       msg2  197 bytes   responder's static key and identity proof
-    -> s, se, psk         msg3  165 bytes   initiator's static key and identity proof, PSK mixed
+    -> s, se              msg3  165 bytes   initiator's static key and identity proof
+
+The federation key is the PSK and enters first (the ``psk0`` modifier, Noise §9), so the tag of
+msg1 already proves it: a responder refuses a msg1 made without it before it makes a key pair,
+computes a DH or signs anything, so a node outside the federation never sees its identity.
 
 The Noise layer (:class:`CipherState`, :class:`SymmetricState`, :class:`HandshakeState`) follows
 the Noise Protocol Framework, revision 34 (https://noiseprotocol.org/noise.html), sections 5 and
-9, and is checked against the cacophony test vectors. Every primitive comes from libsodium
-(``nacl.bindings``) or ``hashlib``/``hmac``; none is implemented here.
+9, and is checked against published test vectors (cacophony's for XX, snow's for XXpsk0+psk3)
+and, for XXpsk0 itself, against an independent implementation. Every primitive comes from
+libsodium (``nacl.bindings``) or ``hashlib``/``hmac``; none is implemented here.
 
 Identity binding, as in libp2p's Noise handshake: a node's Noise static key is the X25519 form of
 its Ed25519 identity key, and the payload of msg2 (responder) and msg3 (initiator) is
@@ -56,7 +61,7 @@ __all__ = [
     "ROLE_RESPONDER",
     "HandshakePattern",
     "XX",
-    "XXPSK3",
+    "XXPSK0",
     "CipherState",
     "SymmetricState",
     "HandshakeState",
@@ -74,7 +79,7 @@ _MAX_NOISE_MESSAGE = 65535  # §3: Noise messages are at most 65535 bytes
 
 # -- ark-lattice handshake constants ---------------------------------------------------------------
 
-PROTOCOL_NAME = b"Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
+PROTOCOL_NAME = b"Noise_XXpsk0_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"ark-lattice/v%d" % PROTOCOL_VERSION
 FEDERATION_KEY_SIZE = PSKLEN
 ROLE_INITIATOR = b"I"
@@ -82,7 +87,7 @@ ROLE_RESPONDER = b"R"
 
 # canonical([32-byte key, 64-byte signature]) is 0x82, 0x58 0x20 + key, 0x58 0x40 + signature.
 _IDENTITY_PAYLOAD_SIZE = 1 + 2 + 32 + 2 + 64
-MSG1_SIZE = DHLEN + TAGLEN  # e, then the empty payload's tag (psk mode keys the cipher after e)
+MSG1_SIZE = DHLEN + TAGLEN  # e, then the empty payload's tag (the psk token keys the cipher)
 MSG2_SIZE = DHLEN + (DHLEN + TAGLEN) + (_IDENTITY_PAYLOAD_SIZE + TAGLEN)  # e, enc(s), enc(payload)
 MSG3_SIZE = (DHLEN + TAGLEN) + (_IDENTITY_PAYLOAD_SIZE + TAGLEN)  # enc(s), enc(payload)
 #: The largest handshake message; a driver can refuse any bigger frame before calling ``receive``.
@@ -112,9 +117,9 @@ class Initiator:
     seeded generator. ``expected_peer``, when the dialler knows whom it calls, makes the handshake
     fail before msg3 if the responder is anyone else, so our identity is never sent to an impostor.
 
-    The PSK only enters at msg3, so the initiator has key confirmation (the responder holds the
-    federation key) only once the responder's first channel frame opens; the session is not up
-    before that.
+    The PSK enters at msg1, so msg2 authenticates only if the responder holds the federation key:
+    the initiator has key confirmation once ``receive(msg2)`` returns, and sends its identity (in
+    msg3) only to a member of the federation.
     """
 
     def __init__(
@@ -143,7 +148,7 @@ class Initiator:
         return self._result
 
     def start(self) -> bytes:
-        """Return msg1 (``-> e``)."""
+        """Return msg1 (``-> psk, e``)."""
         self._expect("start")
         self._state = "failed"  # until proven otherwise
         message = self._noise.write_message(b"")
@@ -151,7 +156,7 @@ class Initiator:
         return message
 
     def receive(self, message: bytes) -> bytes:
-        """Process msg2 (``<- e, ee, s, es``) and return msg3 (``-> s, se, psk``)."""
+        """Process msg2 (``<- e, ee, s, es``) and return msg3 (``-> s, se``)."""
         self._expect("sent_msg1")
         self._state = "failed"
         _check_size(message, MSG2_SIZE, "msg2")
@@ -177,7 +182,8 @@ class Initiator:
 class Responder:
     """The accepting side: ``receive(msg1)`` gives msg2, ``receive(msg3)`` None, then ``result``.
 
-    Arguments are as for :class:`Initiator`.
+    Arguments are as for :class:`Initiator`. A msg1 made without our federation key fails its tag
+    check in ``receive`` (``handshake_failed``) before we make a key pair, compute a DH or sign.
     """
 
     def __init__(
@@ -244,8 +250,8 @@ class HandshakePattern:
 
 #: §7.5 interactive pattern XX.
 XX = HandshakePattern("XX", (("e",), ("e", "ee", "s", "es"), ("s", "se")))
-#: §9.4 XX with the psk3 modifier: the PSK is mixed in at the end of the third message.
-XXPSK3 = HandshakePattern("XXpsk3", (("e",), ("e", "ee", "s", "es"), ("s", "se", "psk")))
+#: §9 XX with the psk0 modifier: the PSK is mixed in at the start of the first message.
+XXPSK0 = HandshakePattern("XXpsk0", (("psk", "e"), ("e", "ee", "s", "es"), ("s", "se")))
 
 
 class CipherState:
@@ -508,7 +514,7 @@ def _new_noise(
     if ephemeral is not None and (not isinstance(ephemeral, bytes) or len(ephemeral) != DHLEN):
         raise LocalProtocolError(f"an ephemeral private key is {DHLEN} bytes")
     return HandshakeState(
-        XXPSK3,
+        XXPSK0,
         initiator=initiator,
         prologue=PROLOGUE,
         s=identity.curve25519_private,

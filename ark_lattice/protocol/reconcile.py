@@ -9,9 +9,9 @@ production form of Doug Hoyte's negentropy protocol v1
 (https://github.com/hoytech/negentropy, ``docs/negentropy-protocol-v1.md``; the message processing
 below follows ``cpp/negentropy.h`` step by step).
 
-How it works. A message is a version byte followed by *ranges* that tile the whole ordered space
-from ``(0, 0…0)`` to infinity; each range carries only its exclusive upper bound (the lower bound is
-the previous range's upper bound) and one of three payloads:
+How it works. A message is a version byte followed by *ranges* that tile the whole ordered
+space from ``(0, 0…0)`` to infinity; each range carries only its exclusive upper bound (the lower
+bound is the previous range's upper bound) and one of three payloads:
 
 - ``Skip``: the sender needs nothing more about this range;
 - ``Fingerprint``: a 16-byte digest of the sender's items in the range;
@@ -25,7 +25,8 @@ pinned down after about ``log_16(n)`` splits, each costing ~16 fingerprints. An 
 by the responder is answered with the responder's own ``IdList`` for that range; an ``IdList``
 received by the initiator settles the range: ids only on our side go to ``have``, ids only in the
 list go to ``need``. The initiator stops (``Round.message is None``) when the responder's reply
-left nothing open. The initiator keeps no state between rounds: everything still open is in flight.
+left nothing open. Neither side keeps protocol state between rounds: everything still open is in
+the message in flight (the initiator only remembers which ids it reported, see below).
 
 Wire format (negentropy v1)::
 
@@ -36,23 +37,32 @@ Wire format (negentropy v1)::
     IdList      := Varint(count) Byte{32}*count      (mode 2)
     Bound       := Varint(encodedTimestamp) Varint(prefixLength) Byte{prefixLength}
 
-Varints are base-128, most significant digit first, high bit set on all but the last byte. A bound's
-timestamp is encoded as ``0`` for infinity (``2**64 - 1``, reserved: no item may use it) and as
-``1 + (timestamp - previous timestamp in this message)`` otherwise; its id is the shortest prefix
-(zero-padded to 32 bytes) that separates the two items it falls between. A range fingerprint is the
-first 16 bytes of ``SHA-256((sum of ids as little-endian integers mod 2**256) as 32 LE bytes ‖
-Varint(count))``; :class:`ItemSet` keeps prefix sums so every range fingerprint costs O(1).
+Varints are base-128, most significant digit first, high bit set on all but the last byte. A
+bound's timestamp is encoded as ``0`` for infinity (``2**64 - 1``, reserved: no item may use it)
+and as ``1 + (timestamp - previous timestamp in this message)`` otherwise; its id is the shortest
+prefix (zero-padded to 32 bytes) that separates the two items it falls between. A range
+fingerprint is the first 16 bytes of ``SHA-256((sum of ids as little-endian integers mod 2**256)
+as 32 LE bytes ‖ Varint(count))``; :class:`ItemSet` keeps prefix sums so every range fingerprint
+costs O(1). A sum is not collision resistant for chosen ids (ids differing in one byte collide
+easily), which is safe here only because packet ids are SHA-256 digests of their content.
 
-Frame size. When ``frame_size_limit`` is set, a party stops processing an incoming message once its
-reply would come within 200 bytes of the limit, and closes the reply with one fingerprint for all
-of its items from there to infinity, so the peer reopens that remainder next round (negentropy's
-``frameSizeLimit``). Reconciliation then takes more rounds but no message exceeds the limit.
+Frame size. When ``frame_size_limit`` is set, a party stops processing an incoming message once
+its reply would come within 200 bytes of the limit, and closes the reply with one fingerprint for
+all of its items from there to infinity, so the peer reopens that remainder next round
+(negentropy's ``frameSizeLimit``). Reconciliation then takes more rounds but no message exceeds
+the limit. Two consequences, both handled here: ranges after the cut that the initiator had
+already settled are reopened, so it could learn an id twice — :class:`Initiator` reports each id
+once. One deliberate difference from ``cpp/negentropy.h``: when it drops a range's answer it
+also drops the pending Skip before it and fingerprints the remainder from the end of the dropped
+range, so the remainder never matches and settled ranges are reopened needlessly; we write the
+pending Skip and fingerprint exactly the items the remainder spans. The message is still plain v1
+that any negentropy peer reads the same way.
 
-Untrusted input. Every incoming message is checked against ``max_message_size`` before it is read;
-any truncation, overlong or non-minimal varint, unknown mode, id prefix over 32 bytes, bound lower
-than the previous bound or id count beyond the message end raises
-``RemoteProtocolError("malformed", reason)`` — never another exception — and each byte of input is
-read once, so a hostile message cannot make the parser loop.
+Untrusted input. Every incoming message is checked against ``max_message_size`` before it is
+read; any truncation, overlong or non-minimal varint, unknown mode, id prefix over 32 bytes, bound
+lower than the previous bound or id count beyond the message end raises
+``RemoteProtocolError("malformed", reason)`` — never another exception — and each byte of input
+is read once, so a hostile message cannot make the parser loop.
 
 Sans-I/O: no sockets, no event loop, no clock. The node runtime carries the messages; the
 simulator and :func:`sync_in_memory` pass them directly.
@@ -84,14 +94,16 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
 ]
 
-#: Protocol version byte of negentropy v1; 0x60–0x6F is the range reserved for negentropy versions.
+#: Protocol version byte of negentropy v1; 0x60–0x6F is reserved for negentropy versions.
 NEGENTROPY_VERSION = 0x61
 ID_SIZE = 32
 FINGERPRINT_SIZE = 16
-#: The largest 64-bit timestamp stands for "infinity" in bounds, so no item may carry it (spec §Preparation).
+#: The largest 64-bit timestamp stands for "infinity" in bounds, so no item may carry it
+#: (negentropy-protocol-v1.md, "Preparation").
 INFINITY = 2**64 - 1
 DEFAULT_FRAME_SIZE_LIMIT = 60_000
-#: Incoming messages over this size are refused unread; a peer with the default frame limit stays far below.
+#: Incoming messages over this size are refused unread; a peer with the default frame limit
+#: stays far below it.
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 
@@ -115,8 +127,8 @@ class ItemSet:
             raise ValueError(
                 f"items must be (timestamp in 0..{INFINITY - 1}, {ID_SIZE}-byte id) pairs: {exc}"
             ) from None
-        # Sorting a list and then dropping adjacent duplicates is about twice as fast as sorting a
-        # set, whose scattered order costs cache misses; duplicates are rare, so check before copying.
+        # Sorting a list and then dropping adjacent duplicates is about twice as fast as sorting
+        # a set, whose scattered order costs cache misses; duplicates are rare, so check first.
         if any(map(bytes.__eq__, keys, islice(keys, 1, None))):
             keys = [key for key, _ in groupby(keys)]
         if keys and keys[-1][:8] == _INFINITY_TS:
@@ -267,7 +279,7 @@ def sync_in_memory(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_rounds: int = 10_000,
 ) -> Stats:
-    """Reconcile ``a`` (initiator) against ``b`` (responder) with no transport; both use the options.
+    """Reconcile ``a`` (initiator) against ``b`` (responder) in memory, both with the options.
 
     ``have`` ends up as the ids of ``a`` not in ``b``, ``need`` as those of ``b`` not in ``a``.
     ``max_rounds`` guards the loop: two honest parties always finish far sooner, so exceeding it is
@@ -318,7 +330,7 @@ _MAX_VARINT_BYTES = 10
 #: negentropy stops filling a frame 200 bytes short of the limit, leaving room for the closing
 #: bound + mode + fingerprint and one id list header (cpp/negentropy.h exceededFrameSizeLimit).
 _FRAME_HEADROOM = 200
-#: negentropy refuses frame limits under 4 KiB: below that a split range (16 fingerprints) may not fit.
+#: negentropy refuses frame limits under 4 KiB: below that one split range might not fit.
 _MIN_FRAME_SIZE_LIMIT = 4096
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
@@ -383,7 +395,7 @@ class _Reader:
 
 
 class _Writer:
-    """One outgoing message's bound encoder: timestamps are deltas from the previous bound written."""
+    """Bound encoder of one outgoing message: timestamps are deltas from the last bound written."""
 
     __slots__ = ("last_timestamp",)
 
@@ -412,7 +424,7 @@ def _minimal_bound(prev: bytes, curr: bytes) -> tuple[bytes, int]:
 
 
 def _largest_split(buckets: int) -> int:
-    """Upper bound on the bytes one range's answer takes, preceded by a Skip, plus the version byte."""
+    """Most bytes one range's answer takes, with a Skip before it and the version byte."""
     bound = 10 + 1 + ID_SIZE  # the longest timestamp varint, prefix length, full id
     fingerprints = buckets * (bound + 1 + FINGERPRINT_SIZE)
     id_list = bound + 1 + len(_varint(2 * buckets)) + (2 * buckets - 1) * ID_SIZE
@@ -445,8 +457,9 @@ class _Party:
             # A split that cannot fit in an otherwise empty frame would be dropped every round and
             # the exchange would never progress; negentropy's fixed 16 buckets need ~1 KiB.
             raise ValueError(f"{buckets} buckets do not fit in a frame of {frame_size_limit} bytes")
-        if max_message_size < 1:
-            raise ValueError("max_message_size must be positive")
+        if max_message_size < max(frame_size_limit, 1):
+            # Two parties with the same options must accept each other's largest message.
+            raise ValueError("max_message_size must be positive and at least frame_size_limit")
         self.items = items
         self.frame_size_limit = frame_size_limit
         self.buckets = buckets
@@ -458,7 +471,7 @@ class _Party:
         return _SMALL_VARINTS[NEGENTROPY_VERSION] + split
 
     def process(self, message: bytes, have: list[bytes] | None, need: list[bytes] | None) -> bytes:
-        """Answer one message; ``have``/``need`` are filled on the initiator, ``None`` on the responder."""
+        """Answer one message; the initiator passes ``have``/``need`` lists to fill."""
         if len(message) > self.max_message_size:
             raise _malformed(
                 f"message of {len(message)} bytes is over the limit of {self.max_message_size}"
@@ -581,7 +594,7 @@ class _Party:
                         out += _SMALL_VARINTS[_MODE_SKIP]
                     remainder = lower
                 else:
-                    # Only a responder's cut id list gets here: it is in ``out`` and ends at ``upper``.
+                    # Only a responder's cut id list gets here: it is in ``out``, up to ``upper``.
                     remainder = upper
                 out += writer.bound(_INFINITY_BOUND, 0)
                 out += _SMALL_VARINTS[_MODE_FINGERPRINT]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ark_lattice import __version__
 from ark_lattice.node import LocalNode
+from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.runtime.control import ControlServer
 
 __all__ = ["NodeRuntime"]
@@ -22,12 +23,22 @@ log = logging.getLogger("ark_lattice.node")
 
 class NodeRuntime:
     def __init__(
-        self, node: LocalNode, *, bind: str, port: int, anchor_interval: float = 300.0
+        self,
+        node: LocalNode,
+        *,
+        bind: str,
+        port: int,
+        anchor_interval: float = 300.0,
+        sync_interval: float = 60.0,
+        auto_sync: bool = True,
     ) -> None:
+        from ark_lattice.runtime.peering import Federation
+
         self.node = node
         self.bind = bind
         self.port = port
         self.anchor_interval = anchor_interval
+        self.federation = Federation(node, sync_interval=sync_interval, auto_sync=auto_sync)
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._stopping = asyncio.Event()
@@ -39,6 +50,10 @@ class NodeRuntime:
                 "packets_changed": self._packets_changed,
                 "peers_changed": self._peers_changed,
                 "stop": self._stop_command,
+                "add_peer": self._add_peer,
+                "auto_sync": self._auto_sync,
+                "sync_now": self._sync_now,
+                "query": self._query,
             },
         )
 
@@ -66,7 +81,14 @@ class NodeRuntime:
         from ark_lattice.errors import UsageError
 
         try:
-            self._server = await serve(self._accept, self.bind, self.port, max_size=None)
+            self._server = await serve(
+                self.federation.accept,
+                self.bind,
+                self.port,
+                max_size=MAX_FRAME,  # one encrypted frame; websockets closes with 1009 past it
+                ping_interval=None,  # heartbeats are the session's own (protocol/session.py)
+                compression=None,  # frames are ciphertext: nothing to gain
+            )
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]  # the real one when asked for port 0
@@ -78,11 +100,13 @@ class NodeRuntime:
             await self._server.wait_closed()
             raise
         self.started_at = time.monotonic()
+        await self.federation.start(self._advertised_endpoints())
         self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
         log.info("node %s listening on %s", self.node.node_id.short, self.listen_url)
 
     async def stop(self) -> None:
         log.info("stopping")
+        await self.federation.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -111,9 +135,11 @@ class NodeRuntime:
             if new:
                 log.info("anchored the ledger at %d events", checkpoint.size)
 
-    async def _accept(self, connection: Any) -> None:
-        # Sessions arrive with the sync protocol; until then, refuse politely.
-        await connection.close(code=1013, reason="sync not available yet")
+    def _advertised_endpoints(self) -> list[str]:
+        # A wildcard bind has no single address to give out; discovery adds real ones later.
+        if self.bind in ("0.0.0.0", "::", ""):
+            return []
+        return [self.listen_url]
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
         store = self.node.store
@@ -127,14 +153,50 @@ class NodeRuntime:
             "quarantined": await store.packet_count(quarantined=True),
             "peers": await store.peer_count(),
             "events": await store.event_count(),
-            "connections": [],
+            "connections": self.federation.connections(),
+            "auto_sync": self.federation.auto_sync,
+            "sync_interval": self.federation.sync_interval,
+            "isolated": self.federation.isolated,
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:
-        return None
+        await self.federation.local_packets_changed()
 
     async def _peers_changed(self, _args: dict[str, Any]) -> None:
-        return None
+        await self.federation.tiers_changed()
+
+    async def _add_peer(self, args: dict[str, Any]) -> None:
+        await self.federation.add_peer(str(args["url"]))
+
+    async def _auto_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        interval = args.get("interval")
+        self.federation.set_auto_sync(bool(args["enabled"]), float(interval) if interval else None)
+        return {"auto_sync": self.federation.auto_sync, "interval": self.federation.sync_interval}
+
+    async def _sync_now(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"started": await self.federation.sync_now()}
+
+    async def _query(self, args: dict[str, Any]) -> dict[str, Any]:
+        packets, more = await self.federation.query(str(args["peer"]), str(args["topic"]), int(args["limit"]))
+        if args.get("save"):
+            peer_id = await self.node.store.resolve_peer(str(args["peer"]))
+            await self.node.store.put_packets(packets, source=peer_id)
+        return {
+            "packets": [
+                {
+                    "id": p.hex_id,
+                    "topic": p.header.topic,
+                    "kind": p.header.kind,
+                    "author": str(p.header.author),
+                    "created_at": p.header.created_at,
+                    "size": p.header.body_size,
+                    "body": p.body.decode("utf-8", errors="replace"),
+                }
+                for p in packets
+            ],
+            "more": more,
+            "saved": bool(args.get("save")),
+        }
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()

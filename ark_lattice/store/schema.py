@@ -67,4 +67,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_endpoints",
+        """
+        -- Addresses to dial (federation add-peer, discovery); peer_id is learnt at first contact.
+        CREATE TABLE endpoints (
+            url      TEXT PRIMARY KEY,
+            peer_id  TEXT,
+            source   TEXT NOT NULL,      -- 'operator', 'mdns', 'beacon', 'manifest'
+            added_at INTEGER NOT NULL
+        );
+        CREATE INDEX packets_source ON packets (source, created_at, id);
+        """,
+    ),
 ]

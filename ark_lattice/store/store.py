@@ -458,6 +458,93 @@ class Store:
     async def peer_count(self) -> int:
         return await self._scalar("SELECT COUNT(*) FROM peers")
 
+    async def record_manifest(self, node_id: str, manifest: bytes, seq: int, name: str, endpoints: Sequence[str]) -> None:
+        """Keep the newest manifest a peer showed us (its seq guards against rollback)."""
+        async with self.transaction():
+            peer = await self.get_peer(node_id)
+            merged = list(dict.fromkeys([*peer.endpoints, *endpoints]))
+            await self._conn.execute(
+                "UPDATE peers SET manifest = ?, manifest_seq = ?, name = ?, endpoints = ?, last_seen = ?"
+                " WHERE id = ?",
+                (manifest, seq, name, json.dumps(merged), self.now_ms(), node_id),
+            )
+
+    async def add_strike(self, node_id: str, code: str, reason: str) -> int:
+        """Count a strike against a peer, with its evidence in the ledger; returns the total."""
+        async with self.transaction():
+            peer = await self.get_peer(node_id)
+            await self._conn.execute(
+                "UPDATE peers SET strikes = strikes + 1 WHERE id = ?", (node_id,)
+            )
+            await self.append_event(
+                EventKind.PEER_STRIKE, node_id, {"code": code, "reason": reason, "strikes": peer.strikes + 1}
+            )
+            return peer.strikes + 1
+
+    async def audit_protocol_error(self, subject: str, code: str, reason: str, fatal: bool) -> None:
+        await self.append_event(
+            EventKind.PROTOCOL_ERROR, subject, {"code": code, "reason": reason, "fatal": fatal}
+        )
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def add_endpoint(self, url: str, *, source: str, peer_id: str | None = None) -> bool:
+        async with self.transaction():
+            cur = await self._conn.execute(
+                "INSERT INTO endpoints (url, peer_id, source, added_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (url) DO UPDATE SET peer_id = COALESCE(excluded.peer_id, peer_id)",
+                (url, peer_id, source, self.now_ms()),
+            )
+            return cur.rowcount > 0
+
+    async def bind_endpoint(self, url: str, peer_id: str) -> None:
+        """The peer reached at ``url`` turned out to be ``peer_id``."""
+        async with self.transaction():
+            await self._conn.execute("UPDATE endpoints SET peer_id = ? WHERE url = ?", (peer_id, url))
+
+    async def endpoints(self) -> list[tuple[str, str | None]]:
+        async with self._conn.execute("SELECT url, peer_id FROM endpoints ORDER BY added_at") as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    # -- reconciliation sets ----------------------------------------------------------------
+
+    async def shareable_keys(self) -> list[tuple[int, bytes]]:
+        """(created_at, id) of every packet we may re-share: everything not in quarantine."""
+        async with self._conn.execute(
+            "SELECT created_at, id FROM packets WHERE quarantined = 0 ORDER BY created_at, id"
+        ) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def keys_from(self, node_id: str) -> list[tuple[int, bytes]]:
+        """(created_at, id) of the packets ``node_id`` itself sent us."""
+        async with self._conn.execute(
+            "SELECT created_at, id FROM packets WHERE source = ? ORDER BY created_at, id", (node_id,)
+        ) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def stored_since(self, seq: int, limit: int = 1000) -> tuple[list[StoredPacket], int]:
+        """Packets stored after ledger entry ``seq`` (for live push), and the last seq seen."""
+        async with self._conn.execute(
+            "SELECT seq, subject FROM events WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?",
+            (seq, EventKind.PACKET_STORED, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        if not rows:
+            return [], seq
+        ids = [bytes.fromhex(r[1]) for r in rows]
+        return await self.get_packets(ids), rows[-1][0]
+
+    async def next_counter(self, key: str) -> int:
+        """A counter that only grows, shared by every process on this ledger."""
+        async with self.transaction():
+            value = int(await self._scalar("SELECT value FROM meta WHERE key = ?", (key,)) or 0) + 1
+            await self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+            return value
+
     # -- checkpoints ------------------------------------------------------------------------
 
     async def add_checkpoint(self, size: int, root: bytes, note: str) -> None:

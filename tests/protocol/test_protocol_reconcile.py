@@ -24,6 +24,7 @@ from ark_lattice.protocol.reconcile import (
     ItemSet,
     Responder,
     Round,
+    _varint,
     sync_in_memory,
 )
 
@@ -83,9 +84,6 @@ def test_initiator_refuses_other_version() -> None:
     [(0, "00"), (1, "01"), (127, "7f"), (128, "8100"), (16383, "ff7f"), (16384, "818000")],
 )
 def test_varint_encoding(value: int, encoded: str) -> None:
-    # Timestamps are sent as 1 + delta, so a bound at timestamp ``value - 1`` starts with ``encoded``.
-    from ark_lattice.protocol.reconcile import _varint
-
     assert _varint(value).hex() == encoded
 
 
@@ -179,7 +177,9 @@ def test_initiator_learns_exact_difference(pairs, buckets: int, frame_size_limit
         assert stats.largest_message <= frame_size_limit
 
 
-@pytest.mark.parametrize("kind", ["empty", "identical", "disjoint", "initiator-empty", "responder-empty"])
+@pytest.mark.parametrize(
+    "kind", ["empty", "identical", "disjoint", "initiator-empty", "responder-empty"]
+)
 def test_edge_cases(kind: str) -> None:
     a = _random_items(random.Random(1), 500)
     b = _random_items(random.Random(2), 500)
@@ -282,7 +282,9 @@ def _valid_messages() -> list[bytes]:
 @settings(max_examples=300, deadline=1000)
 @given(
     index=st.integers(0, 1000),
-    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from("rid")), max_size=4),
+    edits=st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from("rid")), max_size=4
+    ),
 )
 def test_mutated_messages_raise_only_remote_protocol_error(index: int, edits: list) -> None:
     messages = _valid_messages()
@@ -335,23 +337,31 @@ def test_malformed_messages_are_named(message: bytes, reason: str) -> None:
 def test_item_set_sorts_dedupes_and_validates() -> None:
     items = [(2, b"\x01" * 32), (1, b"\x02" * 32), (2, b"\x00" * 32), (1, b"\x02" * 32)]
     assert list(ItemSet(items)) == [(1, b"\x02" * 32), (2, b"\x00" * 32), (2, b"\x01" * 32)]
-    for bad in [(INFINITY, bytes(32)), (-1, bytes(32)), (2**64, bytes(32)), (1, bytes(31)),
-                (1, "x" * 32), (1.0, bytes(32)), (1, 32)]:
+    bad_items = [
+        (INFINITY, bytes(32)),  # reserved for the infinity bound
+        (-1, bytes(32)),
+        (2**64, bytes(32)),
+        (1, bytes(31)),
+        (1, "x" * 32),
+        (1.0, bytes(32)),
+        (1, 32),
+    ]
+    for bad in bad_items:
         with pytest.raises(ValueError):
             ItemSet([bad])
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=32, max_size=32)), max_size=60),
-       st.data())
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=32, max_size=32)), max_size=60),
+    st.data(),
+)
 def test_range_fingerprint_equals_direct_computation(items, data) -> None:
     item_set = ItemSet(items)
     start = data.draw(st.integers(0, len(item_set)))
     stop = data.draw(st.integers(start, len(item_set)))
     ids = [ident for _, ident in list(item_set)[start:stop]]
     total = sum(int.from_bytes(i, "little") for i in ids) % 2**256
-    from ark_lattice.protocol.reconcile import _varint
-
     expected = hashlib.sha256(total.to_bytes(32, "little") + _varint(len(ids))).digest()[:16]
     assert item_set.fingerprint(start, stop) == expected
 
@@ -364,9 +374,20 @@ def test_local_misuse() -> None:
     initiator.initiate()
     with pytest.raises(LocalProtocolError):
         initiator.initiate()
-    for kwargs in ({"frame_size_limit": 1000}, {"buckets": 1}, {"buckets": 100, "frame_size_limit": 4096}):
+    for kwargs in (
+        {"frame_size_limit": 1000},
+        {"buckets": 1},
+        {"buckets": 100, "frame_size_limit": 4096},
+        {"max_message_size": 50_000},  # under the default frame limit of 60 000
+    ):
         with pytest.raises(ValueError):
             Responder(items, **kwargs)
+
+
+def test_sync_in_memory_stops_at_max_rounds() -> None:
+    items = _random_items(random.Random(4), 1001)
+    with pytest.raises(LocalProtocolError):
+        sync_in_memory(ItemSet(items[:1000]), ItemSet(items), max_rounds=1)
 
 
 def test_core_is_sans_io() -> None:
@@ -382,7 +403,10 @@ def test_core_is_sans_io() -> None:
 
 
 def _random_items(rng: random.Random, n: int) -> list[tuple[int, bytes]]:
-    return [(HLC_BASE + rng.randrange(10**7) * 65536 + rng.randrange(3), rng.randbytes(32)) for _ in range(n)]
+    return [
+        (HLC_BASE + rng.randrange(10**7) * 65536 + rng.randrange(3), rng.randbytes(32))
+        for _ in range(n)
+    ]
 
 
 def _bucket_ends(count: int, buckets: int) -> list[int]:
@@ -395,7 +419,7 @@ def _bucket_ends(count: int, buckets: int) -> list[int]:
 
 
 def _decode(message: bytes) -> list[tuple[int, bytes, int, int, bytes]]:
-    """An independent reading of the spec: (timestamp, padded id prefix, prefix length, mode, payload)."""
+    """The spec read independently: (timestamp, padded prefix, prefix length, mode, payload)."""
 
     def varint() -> int:
         nonlocal pos

@@ -1,0 +1,395 @@
+"""Session frames: the plaintext messages carried inside the encrypted channel (docs/protocol.md).
+
+Every frame is a CBOR array ``[version, type, field…]``. Each type is a frozen dataclass with
+``serialize()`` and a ``_from_fields`` parser that checks every field's type and size limit, so a
+frame object that exists is a valid frame. :func:`parse_frame` turns any failure into
+``RemoteProtocolError`` with a wire error code; it never lets another exception escape.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cbor2
+
+from ark_lattice.errors import Malformed, RemoteProtocolError
+from ark_lattice.packet import MAX_BODY, MAX_HEADER
+
+__all__ = [
+    "FRAME_VERSION",
+    "ErrorCode",
+    "Frame",
+    "ManifestFrame",
+    "TermsFrame",
+    "ReconFrame",
+    "OfferFrame",
+    "WantFrame",
+    "PacketsFrame",
+    "QueryFrame",
+    "AnswerFrame",
+    "PingFrame",
+    "PongFrame",
+    "SyncedFrame",
+    "ErrorFrame",
+    "WirePacket",
+    "parse_frame",
+    "MAX_IDS",
+    "MAX_PACKETS",
+    "MAX_FRAME_PAYLOAD",
+]
+
+FRAME_VERSION = 1
+MAX_FRAME_PAYLOAD = 2 * 1024 * 1024  # the channel's plaintext limit; a 1 MiB body always fits
+MAX_IDS = 4096  # ids in one offer or want: 128 KiB
+MAX_PACKETS = 1024
+MAX_RECON = 512 * 1024
+MAX_REASON = 256
+MAX_QUERY_LIMIT = 1000
+_MAX_TOPIC = 128
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes of error frames and of audit events about a peer (docs/protocol.md, "Errors")."""
+
+    MALFORMED = "malformed"  # undecodable frame or field out of bounds
+    UNKNOWN_FRAME = "unknown_frame"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_LARGE = "too_large"
+    HANDSHAKE_FAILED = "handshake_failed"
+    DECRYPT_FAILED = "decrypt_failed"  # tampered, replayed or reordered ciphertext
+    BAD_SIGNATURE = "bad_signature"
+    BAD_MANIFEST = "bad_manifest"  # expired, rolled back, or not the peer's own
+    BAD_PACKET = "bad_packet"  # a packet that fails verification
+    FUTURE_TIMESTAMP = "future_timestamp"
+    FORBIDDEN = "forbidden"  # the tier does not allow this
+    POLICY_DENIED = "policy_denied"
+    RATE_LIMITED = "rate_limited"
+    UNSOLICITED = "unsolicited"  # an answer or packets nobody asked for
+    OUT_OF_ORDER = "out_of_order"  # a frame not allowed in the session's state
+    DUPLICATE_SESSION = "duplicate_session"
+    BLOCKED = "blocked"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+def _bad(reason: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.MALFORMED, reason)
+
+
+def _bytes(value: Any, what: str, *, size: int | None = None, max_size: int | None = None) -> bytes:
+    if not isinstance(value, bytes):
+        raise _bad(f"{what} must be bytes")
+    if size is not None and len(value) != size:
+        raise _bad(f"{what} must be {size} bytes")
+    if max_size is not None and len(value) > max_size:
+        raise _bad(f"{what} is over {max_size} bytes")
+    return value
+
+
+def _int(value: Any, what: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _bad(f"{what} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _str(value: Any, what: str, max_len: int) -> str:
+    if not isinstance(value, str) or len(value) > max_len:
+        raise _bad(f"{what} must be a string of at most {max_len} characters")
+    return value
+
+
+def _list(value: Any, what: str, max_len: int) -> list[Any]:
+    if not isinstance(value, list) or len(value) > max_len:
+        raise _bad(f"{what} must be a list of at most {max_len} items")
+    return value
+
+
+def _ids(value: Any, what: str) -> tuple[bytes, ...]:
+    return tuple(_bytes(i, f"{what} id", size=32) for i in _list(value, what, MAX_IDS))
+
+
+@dataclass(frozen=True)
+class WirePacket:
+    """A packet as three byte strings; verified by the session, not by the parser."""
+
+    header: bytes
+    signature: bytes
+    body: bytes
+
+    def fields(self) -> list[bytes]:
+        return [self.header, self.signature, self.body]
+
+    @classmethod
+    def from_fields(cls, value: Any) -> WirePacket:
+        if not isinstance(value, list) or len(value) != 3:
+            raise _bad("a packet is [header, signature, body]")
+        return cls(
+            _bytes(value[0], "packet header", max_size=MAX_HEADER),
+            _bytes(value[1], "packet signature", size=64),
+            _bytes(value[2], "packet body", max_size=MAX_BODY),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + len(self.signature) + len(self.body) + 16
+
+
+class Frame:
+    TYPE: ClassVar[str]
+
+    def fields(self) -> list[Any]:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        return cbor2.dumps([FRAME_VERSION, self.TYPE, *self.fields()])
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Frame:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ManifestFrame(Frame):
+    TYPE: ClassVar[str] = "manifest"
+    signed_manifest: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.signed_manifest]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (m,) = f
+        return cls(_bytes(m, "manifest", max_size=8192))
+
+
+@dataclass(frozen=True)
+class TermsFrame(Frame):
+    """What the sender will do for the receiver, decided by the tier it gave the receiver.
+
+    Sent after manifests and again whenever the tier changes, so an honest peer never sends what
+    the other side would refuse (and never collects strikes for it).
+    """
+
+    TYPE: ClassVar[str] = "terms"
+    accepts: bool  # the sender stores packets from the receiver
+    sends: bool  # the sender shares its packets with the receiver
+    answers_queries: bool  # the sender answers the receiver's read-only queries
+
+    def fields(self) -> list[Any]:
+        return [self.accepts, self.sends, self.answers_queries]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        if len(f) != 3 or not all(isinstance(x, bool) for x in f):
+            raise _bad("terms are three booleans")
+        return cls(*f)
+
+
+@dataclass(frozen=True)
+class ReconFrame(Frame):
+    """One negentropy message (protocol/reconcile.py); ``round`` pairs replies with requests."""
+
+    TYPE: ClassVar[str] = "recon"
+    round: int
+    message: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.round, self.message]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        r, m = f
+        return cls(_int(r, "round", 0, 2**32), _bytes(m, "reconciliation message", max_size=MAX_RECON))
+
+
+@dataclass(frozen=True)
+class OfferFrame(Frame):
+    """Ids the sender holds and the receiver lacks; the receiver wants them at its own pace."""
+
+    TYPE: ClassVar[str] = "offer"
+    ids: tuple[bytes, ...]
+
+    def fields(self) -> list[Any]:
+        return [list(self.ids)]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (ids,) = f
+        return cls(_ids(ids, "offer"))
+
+
+@dataclass(frozen=True)
+class WantFrame(Frame):
+    TYPE: ClassVar[str] = "want"
+    ids: tuple[bytes, ...]
+
+    def fields(self) -> list[Any]:
+        return [list(self.ids)]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (ids,) = f
+        return cls(_ids(ids, "want"))
+
+
+@dataclass(frozen=True)
+class PacketsFrame(Frame):
+    """Packets answering a want (``live`` false) or pushed as they appear (``live`` true).
+
+    An answer to one want may span several frames; its ``last`` frame closes it, so the receiver
+    knows that ids not sent are not held by the sender and frees its flow-control window.
+    """
+
+    TYPE: ClassVar[str] = "packets"
+    packets: tuple[WirePacket, ...]
+    live: bool = False
+    last: bool = True
+
+    def fields(self) -> list[Any]:
+        return [[p.fields() for p in self.packets], self.live, self.last]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        packets, live, last = f
+        if not isinstance(live, bool) or not isinstance(last, bool):
+            raise _bad("live and last must be booleans")
+        return cls(
+            tuple(WirePacket.from_fields(p) for p in _list(packets, "packets", MAX_PACKETS)), live, last
+        )
+
+
+@dataclass(frozen=True)
+class QueryFrame(Frame):
+    TYPE: ClassVar[str] = "query"
+    query_id: int
+    topic: str
+    limit: int
+
+    def fields(self) -> list[Any]:
+        return [self.query_id, self.topic, self.limit]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        q, t, n = f
+        return cls(_int(q, "query id", 0, 2**32), _str(t, "topic", _MAX_TOPIC), _int(n, "limit", 1, MAX_QUERY_LIMIT))
+
+
+@dataclass(frozen=True)
+class AnswerFrame(Frame):
+    TYPE: ClassVar[str] = "answer"
+    query_id: int
+    packets: tuple[WirePacket, ...]
+    more: bool = False  # the answer was cut at the frame size; ask again with a smaller limit
+
+    def fields(self) -> list[Any]:
+        return [self.query_id, [p.fields() for p in self.packets], self.more]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        q, packets, more = f
+        if not isinstance(more, bool):
+            raise _bad("more must be a boolean")
+        return cls(
+            _int(q, "query id", 0, 2**32),
+            tuple(WirePacket.from_fields(p) for p in _list(packets, "answer", MAX_QUERY_LIMIT)),
+            more,
+        )
+
+
+@dataclass(frozen=True)
+class PingFrame(Frame):
+    TYPE: ClassVar[str] = "ping"
+    nonce: int
+
+    def fields(self) -> list[Any]:
+        return [self.nonce]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (n,) = f
+        return cls(_int(n, "nonce", 0, 2**64 - 1))
+
+
+@dataclass(frozen=True)
+class PongFrame(PingFrame):
+    TYPE: ClassVar[str] = "pong"
+
+
+@dataclass(frozen=True)
+class SyncedFrame(Frame):
+    """The initiator's reconciliation finished: ``offered`` and ``wanted`` ids in all."""
+
+    TYPE: ClassVar[str] = "synced"
+    offered: int
+    wanted: int
+
+    def fields(self) -> list[Any]:
+        return [self.offered, self.wanted]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        o, w = f
+        return cls(_int(o, "offered", 0, 2**63), _int(w, "wanted", 0, 2**63))
+
+
+@dataclass(frozen=True)
+class ErrorFrame(Frame):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    reason: str
+    fatal: bool = False
+
+    def fields(self) -> list[Any]:
+        return [self.code, self.reason[:MAX_REASON], self.fatal]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        c, r, fatal = f
+        if not isinstance(fatal, bool):
+            raise _bad("fatal must be a boolean")
+        return cls(_str(c, "error code", 32), _str(r, "error reason", MAX_REASON), fatal)
+
+
+_TYPES: dict[str, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (
+        ManifestFrame,
+        TermsFrame,
+        ReconFrame,
+        OfferFrame,
+        WantFrame,
+        PacketsFrame,
+        QueryFrame,
+        AnswerFrame,
+        PingFrame,
+        PongFrame,
+        SyncedFrame,
+        ErrorFrame,
+    )
+}
+
+
+def parse_frame(data: bytes) -> Frame:
+    """Decode one frame; any problem is a ``RemoteProtocolError`` carrying its wire code."""
+    if len(data) > MAX_FRAME_PAYLOAD:
+        raise RemoteProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(data)} bytes")
+    try:
+        raw = cbor2.loads(data)
+    except Exception:  # cbor2 raises a zoo of types on garbage; all mean the same here
+        raise _bad("frame is not valid CBOR") from None
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise _bad("a frame is [version, type, …]")
+    version, kind, *fields = raw
+    if version != FRAME_VERSION:
+        raise RemoteProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"frame version {version!r}")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type {str(kind)[:32]!r}")
+    try:
+        return cls._from_fields(fields)
+    except RemoteProtocolError:
+        raise
+    except (ValueError, TypeError, Malformed):  # wrong arity unpacking, etc.
+        raise _bad(f"bad {kind} frame") from None

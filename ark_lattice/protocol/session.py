@@ -1,0 +1,768 @@
+"""One peer session, sans-I/O: handshake, manifests, terms, reconciliation, transfer, push, queries.
+
+Bytes come in through :meth:`Session.receive_data` (one WebSocket message each) and go out through
+:meth:`Session.data_to_send`; what the node must act on comes out of :meth:`Session.events` as
+frozen dataclasses, and the node answers by calling methods (``admit``, ``start_sync``,
+``send_packets``, ``answer_query``, …). Time is an argument of every call that needs it; the
+session never reads a clock, a socket or the store. The runtime, the simulator and the tests all
+drive this same object.
+
+Flow of a session (docs/protocol.md)::
+
+    handshake (Noise XX, 3 messages)    → PeerAuthenticated   node answers admit(tier, held_seq)
+    manifest ⇄ manifest                  → PeerIdentified      (blocked: closed before this)
+    terms ⇄ terms                         → SyncReady           node answers start_sync(items)
+    recon ⇄ recon … synced                → SyncCompleted
+    offer / want / packets                → PacketsWanted, PacketsReceived
+    packets (live push), query / answer, ping / pong, error
+
+Trust tiers (DESIGN §5) are enforced on both sides: :func:`terms_for` says what we do for a peer
+of a given tier, and every inbound frame is checked against *our* terms, whatever the peer claims;
+a frame our terms forbid gets an error frame, a :class:`Misbehaviour` event (the node audits it and
+counts a strike) and is dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ark_lattice.errors import (
+    LocalProtocolError,
+    Malformed,
+    RemoteProtocolError,
+    UsageError,
+    VerificationError,
+    BadSignature,
+)
+from ark_lattice.hlc import unpack
+from ark_lattice.identity import Identity, NodeId
+from ark_lattice.manifest import SignedManifest
+from ark_lattice.packet import Packet
+from ark_lattice.protocol import handshake, reconcile
+from ark_lattice.protocol.channel import SecureChannel
+from ark_lattice.protocol.frames import (
+    AnswerFrame,
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    ManifestFrame,
+    OfferFrame,
+    PacketsFrame,
+    PingFrame,
+    PongFrame,
+    QueryFrame,
+    ReconFrame,
+    SyncedFrame,
+    TermsFrame,
+    WantFrame,
+    WirePacket,
+    MAX_FRAME_PAYLOAD,
+    MAX_IDS,
+    MAX_PACKETS,
+    parse_frame,
+)
+from ark_lattice.tiers import TrustTier
+
+__all__ = [
+    "Session",
+    "SessionConfig",
+    "Role",
+    "State",
+    "terms_for",
+    "keep_existing_session",
+    "PeerAuthenticated",
+    "PeerIdentified",
+    "SyncReady",
+    "SyncCompleted",
+    "PacketsWanted",
+    "PacketsReceived",
+    "QueryReceived",
+    "QueryAnswered",
+    "Misbehaviour",
+    "PeerReportedError",
+    "Closed",
+    "Event",
+]
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"  # dialled the connection; drives reconciliation
+    RESPONDER = "responder"
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    AUTHENTICATED = "authenticated"  # peer id known; waiting for the node's admit()
+    IDENTIFYING = "identifying"  # manifests in flight
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    heartbeat_interval: float = 15.0  # seconds of our silence before a ping
+    idle_timeout: float = 45.0  # seconds of the peer's silence before the session is stale
+    handshake_timeout: float = 10.0
+    want_batch: int = 256  # ids per want frame
+    max_inflight_wants: int = 4  # want frames outstanding at once (receiver-driven flow control)
+    max_packets_bytes: int = MAX_FRAME_PAYLOAD - 64 * 1024  # plaintext budget of a packets frame
+    future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
+    recon_frame_limit: int = 60_000
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerAuthenticated:
+    """The handshake proved the peer's identity; answer with ``admit(tier, held_seq)``."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True)
+class PeerIdentified:
+    """The peer's manifest verified (signature, identity, expiry, no rollback); record it."""
+
+    peer: NodeId
+    manifest: SignedManifest
+
+
+@dataclass(frozen=True)
+class SyncReady:
+    """Both sides' terms are known and packets may flow; answer with ``start_sync(items)``.
+
+    ``items`` must be the packets we would share with this peer (see docs/protocol.md "Sets"):
+    everything shareable if ``send``, else only what this peer itself sent us.
+    """
+
+    send: bool  # packets may flow from us to the peer
+    receive: bool  # packets may flow from the peer to us
+
+
+@dataclass(frozen=True)
+class SyncCompleted:
+    offered: int
+    wanted: int
+
+
+@dataclass(frozen=True)
+class PacketsWanted:
+    """The peer asks for these ids; answer with ``send_packets`` (those we hold and may share)."""
+
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PacketsReceived:
+    """Verified packets our terms accept; store them, quarantined if ``quarantine``."""
+
+    packets: tuple[Packet, ...]
+    quarantine: bool
+    live: bool
+
+
+@dataclass(frozen=True)
+class QueryReceived:
+    """A read-only query our terms allow; answer with ``answer_query(query_id, packets)``."""
+
+    query_id: int
+    topic: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class QueryAnswered:
+    query_id: int
+    packets: tuple[Packet, ...]
+    more: bool
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """The peer broke a rule; the node audits it and counts a strike."""
+
+    code: str
+    reason: str
+    fatal: bool
+
+
+@dataclass(frozen=True)
+class PeerReportedError:
+    """The peer sent us an error frame (we may have a bug, or it disagrees with our terms)."""
+
+    code: str
+    reason: str
+    fatal: bool
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The session is over; ``code`` is ours or the peer's reason (an ``ErrorCode`` value)."""
+
+    code: str
+    reason: str
+    by_peer: bool
+
+
+Event = (
+    PeerAuthenticated
+    | PeerIdentified
+    | SyncReady
+    | SyncCompleted
+    | PacketsWanted
+    | PacketsReceived
+    | QueryReceived
+    | QueryAnswered
+    | Misbehaviour
+    | PeerReportedError
+    | Closed
+)
+
+
+def terms_for(tier: TrustTier) -> TermsFrame:
+    """What we do for a peer of ``tier`` — the table of DESIGN §5, in one place."""
+    return TermsFrame(
+        accepts=tier in (TrustTier.CORE, TrustTier.SANDBOX),
+        sends=tier is TrustTier.CORE,
+        answers_queries=tier in (TrustTier.CORE, TrustTier.EXTERNAL),
+    )
+
+
+def keep_existing_session(
+    my_id: NodeId, peer: NodeId, existing_role: Role, new_role: Role
+) -> bool:
+    """When both nodes dial each other, keep the session the smaller node id initiated.
+
+    Both sides evaluate this with the same inputs mirrored, so they keep the same connection.
+    """
+    if existing_role is new_role:
+        return True  # a redial over a live session: keep the one that works
+    smaller_is_me = my_id.key < peer.key
+    winning_role = Role.INITIATOR if smaller_is_me else Role.RESPONDER
+    return existing_role is winning_role
+
+
+_FATAL_CODES = frozenset(
+    {ErrorCode.DECRYPT_FAILED, ErrorCode.HANDSHAKE_FAILED, ErrorCode.TOO_LARGE, ErrorCode.BAD_MANIFEST}
+)
+
+
+class Session:
+    def __init__(
+        self,
+        identity: Identity,
+        federation_key: bytes,
+        role: Role,
+        manifest: SignedManifest,
+        *,
+        now: float,
+        config: SessionConfig = SessionConfig(),
+        expected_peer: NodeId | None = None,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.role = role
+        self.config = config
+        self.state = State.HANDSHAKE
+        self.peer: NodeId | None = None
+        self.tier: TrustTier | None = None
+        self.our_terms: TermsFrame | None = None
+        self.their_terms: TermsFrame | None = None
+        self.peer_manifest: SignedManifest | None = None
+        self.close_code: str | None = None
+        self.packets_in = 0
+        self.packets_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_sync: float | None = None
+        self._identity = identity
+        self._manifest = manifest
+        self._started = now
+        self._last_received = now
+        self._last_sent = now
+        self._held_seq: int | None = None
+        self._pending_manifest: bytes | None = None
+        self._outgoing: list[bytes] = []
+        self._events: list[Event] = []
+        self._channel: SecureChannel | None = None
+        self._ping_nonce = 0
+        # reconciliation
+        self._items: reconcile.ItemSet | None = None
+        self._sync_ready_sent = False
+        self._recon_initiator: reconcile.Initiator | None = None
+        self._recon_responder: reconcile.Responder | None = None
+        self._recon_round = 0
+        self._buffered_recon: ReconFrame | None = None
+        self._sync_requested = False
+        self._offered = 0
+        self._wanted_total = 0
+        # transfer (receiver-driven flow control)
+        self._want_queue: deque[bytes] = deque()
+        self._queued: set[bytes] = set()
+        self._inflight: deque[set[bytes]] = deque()  # one set per want frame, in order
+        self._inflight_ids: set[bytes] = set()
+        # queries we asked
+        self._next_query = 1
+        self._queries: set[int] = set()
+        kw = dict(random_bytes=random_bytes)
+        if role is Role.INITIATOR:
+            self._hs: handshake.Initiator | handshake.Responder | None = handshake.Initiator(
+                identity, federation_key, expected_peer=expected_peer, **kw
+            )
+            self._send_raw(self._hs.start(), now)
+        else:
+            self._hs = handshake.Responder(identity, federation_key, **kw)
+
+    # -- I/O surface ------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def flows(self) -> tuple[bool, bool]:
+        """(we send to them, they send to us) — both sides' terms agree on it."""
+        if self.our_terms is None or self.their_terms is None:
+            return False, False
+        return (
+            self.our_terms.sends and self.their_terms.accepts,
+            self.our_terms.accepts and self.their_terms.sends,
+        )
+
+    @property
+    def syncing(self) -> bool:
+        return bool(self._recon_initiator or self._want_queue or self._inflight)
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed one WebSocket message from the peer."""
+        if self.state is State.CLOSED:
+            return
+        self._last_received = now
+        self.bytes_in += len(data)
+        try:
+            if self.state is State.HANDSHAKE:
+                self._receive_handshake(data, now)
+                return
+            assert self._channel is not None
+            frame = parse_frame(self._channel.open(data))
+            self._dispatch(frame, now)
+        except RemoteProtocolError as exc:
+            self._misbehaved(exc.code, exc.reason, now, fatal=exc.code in _FATAL_CODES or self._channel is None)
+
+    def tick(self, now: float) -> None:
+        """Timers: handshake deadline, heartbeats, stale detection. Call every second or so."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is not State.OPEN and now - self._started > self.config.handshake_timeout:
+            self._close(ErrorCode.TIMEOUT, "session setup took too long", now, notify=False)
+            return
+        if now - self._last_received > self.config.idle_timeout:
+            self._close(ErrorCode.TIMEOUT, "peer silent past the idle timeout (stale)", now, notify=False)
+            return
+        if self.state is State.OPEN and now - self._last_sent >= self.config.heartbeat_interval:
+            self._ping_nonce += 1
+            self._send(PingFrame(self._ping_nonce), now)
+
+    def close(self, code: str, reason: str, now: float) -> None:
+        """Close from our side with an error frame (e.g. shutdown, duplicate, blocked)."""
+        self._close(code, reason, now, notify=True)
+
+    def connection_lost(self, now: float) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.close_code = self.close_code or "connection_lost"
+            self._events.append(Closed("connection_lost", "the connection dropped", by_peer=True))
+
+    # -- node decisions ---------------------------------------------------------------------
+
+    def admit(self, tier: TrustTier, now: float, *, held_seq: int | None = None) -> None:
+        """The node's answer to :class:`PeerAuthenticated`: the tier it gives this peer."""
+        if self.state is not State.AUTHENTICATED:
+            raise LocalProtocolError(f"admit() in state {self.state.value}")
+        self.tier = tier
+        self._held_seq = held_seq
+        if tier is TrustTier.BLOCKED:
+            # DESIGN §5: nothing for a blocked peer, not even our manifest.
+            self._close(ErrorCode.BLOCKED, "blocked", now, notify=False)
+            return
+        self.state = State.IDENTIFYING
+        self._send(ManifestFrame(self._manifest.to_bytes()), now)
+        if self._pending_manifest is not None:
+            pending, self._pending_manifest = self._pending_manifest, None
+            self._on_manifest(pending, now)
+
+    def set_tier(self, tier: TrustTier, now: float) -> None:
+        """The operator or policy changed this peer's tier during the session."""
+        if self.state is State.CLOSED:
+            return
+        if self.state in (State.HANDSHAKE, State.AUTHENTICATED):
+            self.tier = tier
+            return
+        self.tier = tier
+        if tier is TrustTier.BLOCKED:
+            self._close(ErrorCode.BLOCKED, "blocked", now, notify=False)
+            return
+        if self.state is State.OPEN:
+            self._send_terms(now)
+
+    def start_sync(self, items: reconcile.ItemSet, now: float) -> None:
+        """The node's answer to :class:`SyncReady`: the set this session reconciles over."""
+        self._items = items
+        if self.role is Role.INITIATOR:
+            self._begin_reconciliation(now)
+        else:
+            self._recon_responder = reconcile.Responder(
+                items, frame_size_limit=self.config.recon_frame_limit
+            )
+            if self._buffered_recon is not None:
+                frame, self._buffered_recon = self._buffered_recon, None
+                self._on_recon(frame, now)
+
+    def request_sync(self) -> bool:
+        """Ask for a fresh reconciliation (auto-sync); the node then gets :class:`SyncReady`."""
+        if self.state is not State.OPEN or self.role is not Role.INITIATOR or not any(self.flows):
+            return False
+        if self._recon_initiator is not None:
+            return False  # one already running
+        self._events.append(SyncReady(*self.flows))
+        return True
+
+    def send_packets(self, packets: Sequence[Packet], now: float) -> None:
+        """Answer a :class:`PacketsWanted` with the packets we hold (in any order)."""
+        send, _ = self.flows
+        if not send:
+            packets = ()  # the tier changed since they asked: send nothing, end the answer
+        ordered = sorted(packets, key=lambda p: (p.header.created_at, p.id))  # dependencies first
+        self._send_packet_frames(ordered, now, live=False)
+
+    def push(self, packets: Sequence[Packet], now: float) -> int:
+        """Live push of new packets to a peer we send to; returns how many were sent."""
+        send, _ = self.flows
+        if not send or self.state is not State.OPEN or not packets:
+            return 0
+        ordered = sorted(packets, key=lambda p: (p.header.created_at, p.id))
+        self._send_packet_frames(ordered, now, live=True)
+        return len(ordered)
+
+    def want(self, ids: Iterable[bytes], now: float, *, first: bool = False) -> None:
+        """Fetch more ids from this peer (missing dependencies go ``first``)."""
+        fresh = [i for i in ids if i not in self._queued and i not in self._inflight_ids]
+        if first:
+            self._want_queue.extendleft(reversed(fresh))
+        else:
+            self._want_queue.extend(fresh)
+        self._queued.update(fresh)
+        self._pump_wants(now)
+
+    def query(self, topic: str, limit: int, now: float) -> int:
+        """Send a read-only query; the answer arrives as :class:`QueryAnswered`."""
+        if self.state is not State.OPEN or self.their_terms is None:
+            raise UsageError("the session with this peer is not open yet")
+        if not self.their_terms.answers_queries:
+            raise UsageError("this peer does not answer our queries (its tier for us forbids it)")
+        qid = self._next_query
+        self._next_query += 1
+        self._queries.add(qid)
+        self._send(QueryFrame(qid, topic, limit), now)
+        return qid
+
+    def answer_query(self, query_id: int, packets: Sequence[Packet], now: float) -> None:
+        if self.our_terms is None or not self.our_terms.answers_queries:
+            packets = ()
+        chosen: list[WirePacket] = []
+        budget = self.config.max_packets_bytes
+        more = False
+        for p in packets:
+            wire = WirePacket(p.header_bytes, p.signature, p.body)
+            if wire.size > budget:
+                more = True
+                break
+            budget -= wire.size
+            chosen.append(wire)
+        self._send(AnswerFrame(query_id, tuple(chosen), more), now)
+
+    def refuse(self, code: str, reason: str, now: float, *, fatal: bool = False) -> None:
+        """Tell the peer the node refused something (policy, rate limit) and count it."""
+        self._misbehaved(code, reason, now, fatal=fatal)
+
+    # -- handshake --------------------------------------------------------------------------
+
+    def _receive_handshake(self, data: bytes, now: float) -> None:
+        assert self._hs is not None
+        reply = self._hs.receive(data)
+        if reply:
+            self._send_raw(reply, now)
+        if not self._hs.complete:
+            return
+        result = self._hs.result
+        self._hs = None
+        self._channel = SecureChannel.from_handshake(result)
+        self.peer = result.peer
+        if self.peer == self._identity.node_id:
+            self._close(ErrorCode.DUPLICATE_SESSION, "connected to ourselves", now, notify=True)
+            return
+        self.state = State.AUTHENTICATED
+        self._events.append(PeerAuthenticated(result.peer))
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def _dispatch(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, ErrorFrame):
+            self._events.append(PeerReportedError(frame.code, frame.reason, frame.fatal))
+            if frame.fatal:
+                self._close(frame.code, frame.reason, now, notify=False, by_peer=True)
+            return
+        if isinstance(frame, PingFrame) and not isinstance(frame, PongFrame):
+            self._send(PongFrame(frame.nonce), now)
+            return
+        if isinstance(frame, PongFrame):
+            return
+        if isinstance(frame, ManifestFrame):
+            if self.state is State.AUTHENTICATED:
+                self._pending_manifest = frame.signed_manifest  # wait for the node's admit()
+                return
+            if self.state is not State.IDENTIFYING:
+                raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "manifest after identification")
+            self._on_manifest(frame.signed_manifest, now)
+            return
+        if self.state is not State.OPEN:
+            raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, f"{frame.TYPE} before identification")
+        handler = {
+            TermsFrame: self._on_terms,
+            ReconFrame: self._on_recon,
+            SyncedFrame: self._on_synced,
+            OfferFrame: self._on_offer,
+            WantFrame: self._on_want,
+            PacketsFrame: self._on_packets,
+            QueryFrame: self._on_query,
+            AnswerFrame: self._on_answer,
+        }[type(frame)]
+        handler(frame, now)  # type: ignore[operator]
+
+    def _on_manifest(self, data: bytes, now: float) -> None:
+        assert self.peer is not None
+        try:
+            signed = SignedManifest.from_bytes(data)
+            if signed.manifest.node_id != self.peer:
+                raise Malformed("the manifest describes another node than the one authenticated")
+            signed.check_fresh(int(now), self._held_seq)
+        except VerificationError as exc:
+            raise RemoteProtocolError(ErrorCode.BAD_MANIFEST, str(exc)) from None
+        self.peer_manifest = signed
+        self.state = State.OPEN
+        self._events.append(PeerIdentified(self.peer, signed))
+        self._send_terms(now)
+
+    def _send_terms(self, now: float) -> None:
+        assert self.tier is not None
+        self.our_terms = terms_for(self.tier)
+        self._send(self.our_terms, now)
+        self._maybe_ready()
+
+    def _on_terms(self, frame: TermsFrame, now: float) -> None:
+        self.their_terms = frame
+        if not self.flows[1]:
+            self._drop_transfer_state()  # they no longer send to us: forget what we wanted
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if self.our_terms is None or self.their_terms is None or not any(self.flows):
+            return
+        if self.role is Role.INITIATOR and self._recon_initiator is not None:
+            self._sync_requested = True  # terms changed mid-run: reconcile again afterwards
+            return
+        self._events.append(SyncReady(*self.flows))
+
+    def _begin_reconciliation(self, now: float) -> None:
+        assert self._items is not None
+        self._recon_initiator = reconcile.Initiator(
+            self._items, frame_size_limit=self.config.recon_frame_limit
+        )
+        self._recon_round = 0
+        self._offered = self._wanted_total = 0
+        self._send(ReconFrame(0, self._recon_initiator.initiate()), now)
+
+    def _on_recon(self, frame: ReconFrame, now: float) -> None:
+        if not any(self.flows):
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "reconciliation while no packets may flow")
+        if self.role is Role.RESPONDER:
+            if self._recon_responder is None:
+                if self._buffered_recon is not None:
+                    raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")
+                self._buffered_recon = frame  # the node is still preparing our set
+                return
+            self._send(ReconFrame(frame.round, self._recon_responder.reconcile(frame.message)), now)
+            return
+        if self._recon_initiator is None or frame.round != self._recon_round:
+            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "reconciliation reply nobody asked for")
+        message, have, need = self._recon_initiator.reconcile(frame.message)
+        send, receive = self.flows
+        if send and have:
+            self._offered += len(have)
+            for i in range(0, len(have), MAX_IDS):
+                self._send(OfferFrame(tuple(have[i : i + MAX_IDS])), now)
+        if receive and need:
+            self._wanted_total += len(need)
+            self.want(need, now)
+        if message is not None:
+            self._recon_round += 1
+            self._send(ReconFrame(self._recon_round, message), now)
+            return
+        self._recon_initiator = None
+        self.last_sync = now
+        self._send(SyncedFrame(self._offered, self._wanted_total), now)
+        self._events.append(SyncCompleted(self._offered, self._wanted_total))
+        if self._sync_requested:
+            self._sync_requested = False
+            self._events.append(SyncReady(*self.flows))
+
+    def _on_synced(self, frame: SyncedFrame, now: float) -> None:
+        if self.role is not Role.RESPONDER:
+            raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "only the initiator ends a reconciliation")
+        self.last_sync = now
+        self._recon_responder = None  # the next round starts from a fresh snapshot
+        self._events.append(SyncCompleted(frame.offered, frame.wanted))
+
+    def _on_offer(self, frame: OfferFrame, now: float) -> None:
+        if not self.flows[1]:
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "an offer while our tier for you accepts nothing")
+        self.want(frame.ids, now)
+
+    def _on_want(self, frame: WantFrame, now: float) -> None:
+        if not self.flows[0]:
+            # Answer with an empty, final batch so an honest peer's flow control moves on.
+            self._send(PacketsFrame((), live=False, last=True), now)
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "a want while our tier for you sends nothing")
+        self._events.append(PacketsWanted(frame.ids))
+
+    def _on_packets(self, frame: PacketsFrame, now: float) -> None:
+        if not frame.live:
+            if not self._inflight:
+                raise RemoteProtocolError(ErrorCode.UNSOLICITED, "packets nobody asked for")
+            batch = self._inflight[0]
+        else:
+            batch = None
+        accepted = self.our_terms is not None and self.our_terms.accepts and self.flows[1]
+        good: list[Packet] = []
+        problems: list[tuple[str, str]] = []
+        for wire in frame.packets:
+            try:
+                packet = Packet.from_parts(wire.header, wire.signature, wire.body)
+            except BadSignature as exc:
+                problems.append((ErrorCode.BAD_SIGNATURE, str(exc)))
+                continue
+            except VerificationError as exc:
+                problems.append((ErrorCode.BAD_PACKET, str(exc)))
+                continue
+            if batch is not None:
+                if packet.id not in batch:
+                    problems.append((ErrorCode.UNSOLICITED, f"packet {packet.hex_id[:16]} was not wanted"))
+                    continue
+                batch.discard(packet.id)
+                self._inflight_ids.discard(packet.id)
+            physical_ms, _ = unpack(packet.header.created_at)
+            if physical_ms > now * 1000 + self.config.future_skew_ms:
+                problems.append((ErrorCode.FUTURE_TIMESTAMP, f"packet {packet.hex_id[:16]} is stamped in the future"))
+                continue
+            good.append(packet)
+        if batch is not None and frame.last:
+            self._inflight.popleft()
+            self._inflight_ids.difference_update(batch)  # ids the peer did not hold
+        if not accepted:
+            # Enforced on receipt whatever the peer believes our terms are (DESIGN §5).
+            if frame.packets:
+                self._misbehaved(ErrorCode.FORBIDDEN, "packets while our tier for you accepts none", now)
+        else:
+            self.packets_in += len(good)
+            if good:
+                self._events.append(
+                    PacketsReceived(tuple(good), quarantine=self.tier is TrustTier.SANDBOX, live=frame.live)
+                )
+        for code, reason in problems:
+            self._misbehaved(code, reason, now)
+        self._pump_wants(now)
+
+    def _on_query(self, frame: QueryFrame, now: float) -> None:
+        if self.our_terms is None or not self.our_terms.answers_queries:
+            self._send(AnswerFrame(frame.query_id, (), False), now)
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "a query while our tier for you answers none")
+        self._events.append(QueryReceived(frame.query_id, frame.topic, frame.limit))
+
+    def _on_answer(self, frame: AnswerFrame, now: float) -> None:
+        if frame.query_id not in self._queries:
+            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "an answer to a query we did not ask")
+        self._queries.discard(frame.query_id)
+        good = []
+        for wire in frame.packets:
+            try:
+                good.append(Packet.from_parts(wire.header, wire.signature, wire.body))
+            except VerificationError as exc:
+                self._misbehaved(ErrorCode.BAD_PACKET, str(exc), now)
+        self._events.append(QueryAnswered(frame.query_id, tuple(good), frame.more))
+
+    # -- transfer ---------------------------------------------------------------------------
+
+    def _pump_wants(self, now: float) -> None:
+        if not self.flows[1]:
+            return
+        while self._want_queue and len(self._inflight) < self.config.max_inflight_wants:
+            batch: list[bytes] = []
+            while self._want_queue and len(batch) < self.config.want_batch:
+                ident = self._want_queue.popleft()
+                self._queued.discard(ident)
+                batch.append(ident)
+            self._inflight.append(set(batch))
+            self._inflight_ids.update(batch)
+            self._send(WantFrame(tuple(batch)), now)
+
+    def _drop_transfer_state(self) -> None:
+        self._want_queue.clear()
+        self._queued.clear()
+
+    def _send_packet_frames(self, packets: Sequence[Packet], now: float, *, live: bool) -> None:
+        chunk: list[WirePacket] = []
+        budget = self.config.max_packets_bytes
+        for p in packets:
+            wire = WirePacket(p.header_bytes, p.signature, p.body)
+            if chunk and (wire.size > budget or len(chunk) == MAX_PACKETS):
+                self._send(PacketsFrame(tuple(chunk), live=live, last=False), now)
+                chunk, budget = [], self.config.max_packets_bytes
+            chunk.append(wire)
+            budget -= wire.size
+        if chunk or not live:
+            self._send(PacketsFrame(tuple(chunk), live=live, last=True), now)
+        self.packets_out += len(packets)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _send(self, frame: Frame, now: float) -> None:
+        assert self._channel is not None
+        self._send_raw(self._channel.seal(frame.serialize()), now)
+
+    def _send_raw(self, data: bytes, now: float) -> None:
+        self._last_sent = now
+        self.bytes_out += len(data)
+        self._outgoing.append(data)
+
+    def _misbehaved(self, code: str, reason: str, now: float, *, fatal: bool = False) -> None:
+        self._events.append(Misbehaviour(code, reason, fatal))
+        if self._channel is not None and self.state is not State.CLOSED:
+            self._send(ErrorFrame(code, reason, fatal), now)
+        if fatal:
+            self._close(code, reason, now, notify=False)
+
+    def _close(self, code: str, reason: str, now: float, *, notify: bool, by_peer: bool = False) -> None:
+        if self.state is State.CLOSED:
+            return
+        if notify and self._channel is not None:
+            self._send(ErrorFrame(code, reason, True), now)
+        self.state = State.CLOSED
+        self.close_code = code
+        self._events.append(Closed(code, reason, by_peer))

@@ -1,0 +1,508 @@
+"""The pump between peer sessions (protocol/session.py), WebSocket connections and the store.
+
+For each connection: feed every message to the session, carry out what its events ask (store
+reads and writes, audits, strikes), write what it wants sent. Decisions about what may flow live
+in the session; this module only performs I/O and keeps the list of live links. It also dials:
+remembered endpoints are retried with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ark_lattice import __version__
+from ark_lattice.errors import ArkLatticeError, NotFound, UsageError
+from ark_lattice.identity import NodeId
+from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
+from ark_lattice.node import LocalNode
+from ark_lattice.packet import Packet
+from ark_lattice.protocol import session as s
+from ark_lattice.protocol.channel import MAX_FRAME
+from ark_lattice.protocol.frames import ErrorCode
+from ark_lattice.protocol.intake import Intake
+from ark_lattice.protocol.reconcile import ItemSet
+from ark_lattice.tiers import TrustTier
+
+__all__ = ["Federation", "Link"]
+
+log = logging.getLogger("ark_lattice.peering")
+
+STRIKES_TO_BLOCK = 5
+TICK_SECONDS = 1.0
+QUERY_TIMEOUT = 30.0
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 60.0
+CLOSE_CODE_BASE = 4000  # WebSocket private-use close codes carry our error codes
+
+
+@dataclass
+class Link:
+    """One live connection and its session."""
+
+    session: s.Session
+    ws: Any
+    remote: str
+    dialled_url: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def peer_id(self) -> str | None:
+        return str(self.session.peer) if self.session.peer else None
+
+    def to_json(self) -> dict[str, Any]:
+        sess = self.session
+        send, receive = sess.flows
+        return {
+            "peer": self.peer_id,
+            "tier": sess.tier.value if sess.tier else None,
+            "state": sess.state.value,
+            "role": sess.role.value,
+            "remote": self.remote,
+            "sends": send,
+            "receives": receive,
+            "syncing": sess.syncing,
+            "packets_in": sess.packets_in,
+            "packets_out": sess.packets_out,
+            "bytes_in": sess.bytes_in,
+            "bytes_out": sess.bytes_out,
+            "last_sync": sess.last_sync,
+        }
+
+
+@dataclass
+class _Target:
+    url: str
+    failures: int = 0
+    next_attempt: float = 0.0
+    connected: bool = False
+
+
+class Federation:
+    def __init__(
+        self,
+        node: LocalNode,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        config: s.SessionConfig = s.SessionConfig(),
+        sync_interval: float = 60.0,
+        auto_sync: bool = True,
+    ) -> None:
+        self.node = node
+        self.store = node.store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.config = config
+        self.sync_interval = sync_interval
+        self.auto_sync = auto_sync
+        self.links: list[Link] = []
+        self.intake = Intake()
+        self.strikes_to_block = STRIKES_TO_BLOCK
+        self.isolated: list[dict[str, Any]] = []  # peers blocked by us while running, newest last
+        self._federation_key = node.federation_key()
+        self._manifest: SignedManifest | None = None
+        self._endpoints: list[str] = []
+        self._targets: dict[str, _Target] = {}
+        self._queries: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._pushed_seq = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._last_sync = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, endpoints: list[str]) -> None:
+        self._endpoints = endpoints
+        seq = await self.store.next_counter("manifest_seq")
+        now = int(self.clock())
+        cfg = self.node.config
+        self._manifest = PeerManifest(
+            self.node.node_id,
+            cfg.name[:64],
+            seq,
+            now,
+            now + DEFAULT_LIFETIME,
+            tuple(endpoints),
+            ("sync/1", "query/1"),
+            __version__,
+        ).sign(self.node.identity)
+        self._pushed_seq = await self.store.event_count()
+        for url, _peer in await self.store.endpoints():
+            self._targets.setdefault(url, _Target(url))
+        self._spawn(self._maintain(), "federation-maintain")
+
+    async def stop(self) -> None:
+        for link in list(self.links):
+            async with link.lock:
+                link.session.close(ErrorCode.SHUTDOWN, "node shutting down", self.clock())
+                await self._flush(link)
+            await link.ws.close(code=1001, reason="shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- entry points -----------------------------------------------------------------------
+
+    async def accept(self, ws: Any) -> None:
+        """Serve one inbound WebSocket connection (we are the responder)."""
+        remote = _address(getattr(ws, "remote_address", None))
+        await self._run(ws, s.Role.RESPONDER, remote, None, None)
+
+    async def add_peer(self, url: str, *, source: str = "operator") -> None:
+        """Remember ``url`` and dial it now."""
+        await self.store.add_endpoint(url, source=source)
+        target = self._targets.setdefault(url, _Target(url))
+        target.next_attempt = 0.0
+        self._wake.set()
+
+    def connections(self) -> list[dict[str, Any]]:
+        return [link.to_json() for link in self.links]
+
+    async def local_packets_changed(self) -> None:
+        """Push packets stored since the last push (e.g. by `packets publish`) to our peers."""
+        while True:
+            stored, seq = await self.store.stored_since(self._pushed_seq)
+            if seq == self._pushed_seq:
+                return
+            self._pushed_seq = seq
+            fresh = [sp.packet for sp in stored if not sp.quarantined and sp.source == "local"]
+            await self._push(fresh, source=None)
+
+    async def tiers_changed(self) -> None:
+        """Re-read the tiers of connected peers and apply them to the live sessions."""
+        now = self.clock()
+        for link in list(self.links):
+            if link.session.peer is None:
+                continue
+            peer = await self.store.find_peer(str(link.session.peer))
+            tier = peer.tier if peer else TrustTier.UNKNOWN
+            if tier != link.session.tier:
+                async with link.lock:
+                    link.session.set_tier(tier, now)
+                    await self._settle(link)
+        self._wake.set()
+
+    def set_auto_sync(self, enabled: bool, interval: float | None) -> None:
+        self.auto_sync = enabled
+        if interval is not None:
+            self.sync_interval = interval
+        self._wake.set()
+
+    async def query(self, peer_prefix: str, topic: str, limit: int) -> tuple[list[Packet], bool]:
+        peer_id = await self.store.resolve_peer(peer_prefix)
+        link = self._link_for(peer_id)
+        if link is None:
+            raise UsageError(f"no open session with peer {peer_id[:16]}")
+        async with link.lock:
+            qid = link.session.query(topic, limit, self.clock())
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queries[(peer_id, qid)] = future
+            await self._flush(link)
+        try:
+            return await asyncio.wait_for(future, QUERY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise UsageError(f"peer {peer_id[:16]} did not answer within {QUERY_TIMEOUT:g} s") from None
+        finally:
+            self._queries.pop((peer_id, qid), None)
+
+    async def sync_now(self) -> int:
+        """Start a reconciliation on every session we initiated; returns how many started."""
+        started = 0
+        for link in list(self.links):
+            async with link.lock:
+                if link.session.request_sync():
+                    started += 1
+                    await self._settle(link)
+        return started
+
+    # -- the pump ---------------------------------------------------------------------------
+
+    async def _run(self, ws: Any, role: s.Role, remote: str, url: str | None, expected: NodeId | None) -> s.Session:
+        assert self._manifest is not None
+        session = s.Session(
+            self.node.identity,
+            self._federation_key,
+            role,
+            self._manifest,
+            now=self.clock(),
+            config=self.config,
+            expected_peer=expected,
+        )
+        link = Link(session, ws, remote, url)
+        self.links.append(link)
+        ticker = asyncio.create_task(self._tick(link))
+        close_code = 1000
+        try:
+            async with link.lock:
+                await self._flush(link)
+            async for message in ws:
+                async with link.lock:
+                    if isinstance(message, str):
+                        session.refuse(ErrorCode.MALFORMED, "text frames are not part of the protocol", self.clock(), fatal=True)
+                    else:
+                        session.receive_data(message, self.clock())
+                    await self._settle(link)
+                if session.state is s.State.CLOSED:
+                    break
+        except Exception as exc:  # connection errors end this session only
+            from websockets.exceptions import ConnectionClosed
+
+            if not isinstance(exc, ConnectionClosed):
+                log.exception("session with %s failed", remote)
+            elif exc.rcvd is not None and exc.rcvd.code == 1009:
+                await self._audit(link, ErrorCode.TOO_LARGE, "message over the size limit", True)
+        finally:
+            ticker.cancel()
+            async with link.lock:
+                session.connection_lost(self.clock())
+                try:
+                    await self._handle_events(link)
+                except Exception:
+                    log.exception("cleaning up the session with %s", remote)
+            if link in self.links:
+                self.links.remove(link)
+            if session.close_code and session.close_code != "connection_lost":
+                close_code = CLOSE_CODE_BASE
+            try:
+                await ws.close(code=close_code, reason=(session.close_code or "")[:100])
+            except Exception:
+                pass
+            self._wake.set()
+        return session
+
+    async def _tick(self, link: Link) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            async with link.lock:
+                link.session.tick(self.clock())
+                await self._settle(link)
+            if link.session.state is s.State.CLOSED:
+                await link.ws.close(code=CLOSE_CODE_BASE, reason=(link.session.close_code or "")[:100])
+                return
+
+    async def _settle(self, link: Link) -> None:
+        """Carry out the session's events until it has nothing more to say, then send."""
+        await self._handle_events(link)
+        await self._flush(link)
+
+    async def _flush(self, link: Link) -> None:
+        for data in link.session.data_to_send():
+            try:
+                await link.ws.send(data)
+            except Exception:
+                return  # the connection is gone; the receive loop sees it and cleans up
+
+    async def _handle_events(self, link: Link) -> None:
+        session = link.session
+        while events := session.events():
+            for event in events:
+                await self._on_event(link, event)
+
+    async def _on_event(self, link: Link, event: s.Event) -> None:
+        session = link.session
+        now = self.clock()
+        if isinstance(event, s.PeerAuthenticated):
+            await self._on_authenticated(link, event.peer, now)
+        elif isinstance(event, s.PeerIdentified):
+            m = event.manifest.manifest
+            await self.store.record_manifest(
+                str(event.peer), event.manifest.to_bytes(), m.seq, m.name, list(m.endpoints)
+            )
+            log.info("session with %s (%s) open as %s", event.peer.short, m.name, session.tier)
+        elif isinstance(event, s.SyncReady):
+            peer = str(session.peer)
+            keys = await (self.store.shareable_keys() if event.send else self.store.keys_from(peer))
+            session.start_sync(ItemSet(keys), now)
+        elif isinstance(event, s.PacketsWanted):
+            stored = await self.store.get_packets(list(event.ids))
+            session.send_packets([sp.packet for sp in stored if not sp.quarantined], now)
+        elif isinstance(event, s.PacketsReceived):
+            await self._store_received(link, event)
+        elif isinstance(event, s.QueryReceived):
+            await self._answer_query(link, event)
+        elif isinstance(event, s.QueryAnswered):
+            future = self._queries.get((str(session.peer), event.query_id))
+            if future is not None and not future.done():
+                future.set_result((list(event.packets), event.more))
+        elif isinstance(event, s.Misbehaviour):
+            await self._audit(link, event.code, event.reason, event.fatal)
+        elif isinstance(event, s.PeerReportedError):
+            log.warning("peer %s reported %s: %s", link.peer_id and link.peer_id[:8], event.code, event.reason)
+        elif isinstance(event, s.SyncCompleted):
+            log.info("synced with %s: offered %d, wanted %d", link.peer_id and link.peer_id[:8], event.offered, event.wanted)
+        elif isinstance(event, s.Closed):
+            if link.dialled_url and link.dialled_url in self._targets:
+                self._targets[link.dialled_url].connected = False
+            log.info("session with %s closed: %s (%s)", link.peer_id and link.peer_id[:8] or link.remote, event.code, event.reason)
+
+    async def _on_authenticated(self, link: Link, peer: NodeId, now: float) -> None:
+        session = link.session
+        peer_id = str(peer)
+        for other in self.links:
+            if other is link or other.session.peer != peer or other.session.state is s.State.CLOSED:
+                continue
+            if s.keep_existing_session(self.node.node_id, peer, other.session.role, session.role):
+                session.close(ErrorCode.DUPLICATE_SESSION, "a session with this peer is already open", now)
+                return
+            # Never take another link's lock while holding ours (two links could wait on each
+            # other): act on it from its own task.
+            self._spawn(
+                self._close_link(other, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session"),
+                "close duplicate",
+            )
+        endpoints = [link.dialled_url] if link.dialled_url else []
+        await self.store.add_peer(peer_id, endpoints=endpoints)
+        if link.dialled_url:
+            await self.store.bind_endpoint(link.dialled_url, peer_id)
+            target = self._targets.get(link.dialled_url)
+            if target is not None:
+                target.failures = 0
+        record = await self.store.get_peer(peer_id)
+        session.admit(record.tier, now, held_seq=record.manifest_seq)
+
+    async def _store_received(self, link: Link, event: s.PacketsReceived) -> None:
+        session = link.session
+        peer_id = str(session.peer)
+        deps = Intake.dependencies(event.packets)
+        held = await self.store.held_ids(list(deps | {p.id for p in event.packets})) if deps else set()
+        admission = self.intake.admit(event.packets, held)
+        ready = admission.ready
+        new: list[Packet] = []
+        while ready:
+            new += await self.store.put_packets(ready, source=peer_id, quarantined=event.quarantine)
+            ready = self.intake.stored(p.id for p in ready)
+        if admission.missing:
+            session.want(admission.missing, self.clock(), first=True)
+        if new and not event.quarantine:
+            # Sandbox packets are never re-shared; everything else flows on to our other peers.
+            await self._push(new, source=peer_id)
+
+    async def _push(self, packets: list[Packet], *, source: str | None) -> None:
+        if not packets:
+            return
+        for other in list(self.links):
+            if other.peer_id is None or other.peer_id == source or other.session.state is not s.State.OPEN:
+                continue
+            if other.session.flows[0]:
+                # From the other link's own task, for the same reason as in _on_authenticated.
+                self._spawn(self._push_to(other, packets), "push")
+
+    async def _push_to(self, link: Link, packets: list[Packet]) -> None:
+        async with link.lock:
+            link.session.push(packets, self.clock())
+            await self._flush(link)
+
+    async def _close_link(self, link: Link, code: str, reason: str) -> None:
+        async with link.lock:
+            link.session.close(code, reason, self.clock())
+            await self._settle(link)
+        await link.ws.close(code=CLOSE_CODE_BASE, reason=code)
+
+    async def _answer_query(self, link: Link, event: s.QueryReceived) -> None:
+        session = link.session
+        if session.tier is TrustTier.EXTERNAL and not event.topic.startswith("public/"):
+            session.answer_query(event.query_id, [], self.clock())
+            session.refuse(ErrorCode.FORBIDDEN, f"topic {event.topic!r} is not public", self.clock())
+            return
+        stored = await self.store.list_packets(topic=event.topic, limit=event.limit)
+        session.answer_query(
+            event.query_id, [sp.packet for sp in stored if not sp.quarantined], self.clock()
+        )
+
+    async def _audit(self, link: Link, code: str, reason: str, fatal: bool) -> None:
+        """Record misbehaviour; a known peer gets a strike and is isolated past the threshold."""
+        peer_id = link.peer_id
+        subject = peer_id or link.remote
+        log.warning("peer %s misbehaved: %s: %s", subject[:16], code, reason)
+        await self.store.audit_protocol_error(subject, code, reason, fatal)
+        if peer_id is None:
+            return
+        try:
+            strikes = await self.store.add_strike(peer_id, code, reason)
+        except NotFound:
+            return
+        if strikes >= self.strikes_to_block:
+            old = await self.store.set_tier(
+                peer_id, TrustTier.BLOCKED, reason=f"isolated after {strikes} strikes; last: {code}: {reason}"
+            )
+            if old is not TrustTier.BLOCKED:
+                self.isolated.append({"peer": peer_id, "strikes": strikes, "last": code, "at": self.clock()})
+                log.warning("isolated peer %s after %d strikes", peer_id[:16], strikes)
+            link.session.set_tier(TrustTier.BLOCKED, self.clock())
+
+    # -- dialling ---------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Dial remembered endpoints with backoff; start periodic reconciliations."""
+        while True:
+            now = time.monotonic()
+            await self._refresh_targets()
+            for target in self._targets.values():
+                if not target.connected and now >= target.next_attempt:
+                    target.connected = True
+                    self._spawn(self._dial(target), f"dial {target.url}")
+            if self.auto_sync and self.clock() - self._last_sync >= self.sync_interval:
+                self._last_sync = self.clock()
+                await self.sync_now()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _refresh_targets(self) -> None:
+        """Dial endpoints never identified yet, and those of peers whose tier gives a session work."""
+        wanted = {url for url, peer_id in await self.store.endpoints() if peer_id is None}
+        for peer in await self.store.list_peers():
+            if peer.tier in (TrustTier.CORE, TrustTier.SANDBOX, TrustTier.EXTERNAL):
+                if self._link_for(peer.id) is None:
+                    wanted.update(peer.endpoints)
+        for url in wanted:
+            self._targets.setdefault(url, _Target(url))
+        for url in list(self._targets):
+            if url not in wanted and not self._targets[url].connected:
+                del self._targets[url]
+
+    async def _dial(self, target: _Target) -> None:
+        from websockets.asyncio.client import connect
+
+        reached_open = False
+        try:
+            async with connect(target.url, max_size=MAX_FRAME, open_timeout=10, ping_interval=None, compression=None) as ws:
+                session = await self._run(ws, s.Role.INITIATOR, target.url, target.url, None)
+                reached_open = session.peer_manifest is not None
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.info("could not reach %s: %s", target.url, exc)
+        except Exception as exc:
+            log.info("connection to %s failed: %s", target.url, exc)
+        finally:
+            target.connected = False
+            target.failures = 0 if reached_open else target.failures + 1
+            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(target.failures, 10))
+            target.next_attempt = time.monotonic() + delay * self.rng.uniform(0.5, 1.5)
+            self._wake.set()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _link_for(self, peer_id: str) -> Link | None:
+        for link in self.links:
+            if link.peer_id == peer_id and link.session.state is s.State.OPEN:
+                return link
+        return None
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _address(remote: Any) -> str:
+    if isinstance(remote, tuple) and len(remote) >= 2:
+        return f"{remote[0]}:{remote[1]}"
+    return str(remote)
