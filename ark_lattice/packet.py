@@ -64,8 +64,9 @@ class PacketHeader:
         check_topic(self.topic)
         if self.kind not in KINDS:
             raise Malformed(f"unknown packet kind {self.kind!r}")
-        if not isinstance(self.created_at, int) or not 0 <= self.created_at < 1 << 64:
-            raise Malformed("created_at must be a 64-bit hybrid logical timestamp")
+        # 63 bits: SQLite integers are signed 64-bit (and an HLC reaches 2**63 in 4 million years).
+        if not isinstance(self.created_at, int) or not 0 <= self.created_at < 1 << 63:
+            raise Malformed("created_at must be a 63-bit hybrid logical timestamp")
         if not _is_hash(self.body_hash):
             raise Malformed("body_hash must be 32 bytes")
         if not isinstance(self.body_size, int) or not 0 <= self.body_size <= MAX_BODY:

@@ -145,3 +145,73 @@ def start_node() -> Iterator[Callable[..., NodeProcess]]:
             node.proc.wait()
         if not node.log.closed:
             node.log.close()
+
+
+def init_federation(homes: Callable[[str], Path], *names: str) -> dict[str, str]:
+    """Create nodes that share one federation key; returns name -> node id."""
+    ids: dict[str, str] = {}
+    first: Path | None = None
+    for name in names:
+        home = homes(name)
+        args = ["init", "--name", name]
+        if first is not None:
+            args += ["--federation-key-file", str(first / "federation.key")]
+        result = run_cli(home, *args)
+        assert result.returncode == 0, result.stderr
+        first = first or home
+        ids[name] = json.loads(run_cli(home, "identity", "show", "--json").stdout)["node_id"]
+    return ids
+
+
+def set_tier(home: Path, peer_id: str, tier: str) -> None:
+    result = run_cli(home, "peers", "add", peer_id, "--tier", tier)
+    assert result.returncode == 0, result.stderr
+
+
+def fill(home: Path, count: int, topic: str = "bulk", *, body_size: int = 64, start: int = 0) -> list[str]:
+    """Publish ``count`` packets into a stopped node's ledger, fast (one batch per 2000)."""
+    import asyncio
+
+    from ark_lattice.home import Home
+    from ark_lattice.node import LocalNode
+    from ark_lattice.packet import Packet
+
+    async def go() -> list[str]:
+        node = await LocalNode.open(Home(home), unlock=True)
+        try:
+            base = await node.store.next_timestamp(node.store.now_ms())
+            ids = []
+            for lo in range(0, count, 2000):
+                batch = [
+                    Packet.create(node.identity, topic=topic, kind="note",
+                                  body=(b"%d:" % (start + i)).ljust(body_size, b"."), created_at=base + i)
+                    for i in range(lo, min(count, lo + 2000))
+                ]
+                await node.store.put_packets(batch)
+                ids += [p.hex_id for p in batch]
+            return ids
+        finally:
+            await node.close()
+
+    return asyncio.run(go())
+
+
+def packet_ids(home: Path) -> set[str]:
+    """Ids a node holds, read straight from its ledger (works while the node runs)."""
+    import sqlite3
+
+    conn = sqlite3.connect(home / "ledger.db", timeout=30)
+    try:
+        return {row[0].hex() for row in conn.execute("SELECT id FROM packets")}
+    finally:
+        conn.close()
+
+
+def quarantined_ids(home: Path) -> set[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(home / "ledger.db", timeout=30)
+    try:
+        return {row[0].hex() for row in conn.execute("SELECT id FROM packets WHERE quarantined = 1")}
+    finally:
+        conn.close()

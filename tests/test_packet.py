@@ -75,7 +75,7 @@ def test_header_parser_only_raises_malformed(data):
 @given(
     topic=st.from_regex(r"[a-z0-9][a-z0-9._/-]{0,40}", fullmatch=True),
     body=st.binary(max_size=2000),
-    created_at=st.integers(0, 2**64 - 1),
+    created_at=st.integers(0, 2**63 - 1),
 )
 def test_any_valid_packet_round_trips(topic, body, created_at):
     p = Packet.create(AUTHOR, topic=topic, kind="document", body=body, created_at=created_at)

@@ -255,7 +255,7 @@ class Federation:
 
             if not isinstance(exc, ConnectionClosed):
                 log.exception("session with %s failed", remote)
-            elif exc.rcvd is not None and exc.rcvd.code == 1009:
+            elif exc.sent is not None and exc.sent.code == 1009:  # websockets enforced max_size
                 await self._audit(link, ErrorCode.TOO_LARGE, "message over the size limit", True)
         finally:
             ticker.cancel()

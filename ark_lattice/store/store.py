@@ -266,6 +266,13 @@ class Store:
                     fresh.setdefault(p.id, p)
             if not fresh:
                 return []
+            # The hybrid clock moves past every timestamp this node has seen (hlc.py).
+            newest = max(p.header.created_at for p in fresh.values())
+            await self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('hlc', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                (newest,),
+            )
             now = self.now_ms()
             await self._conn.executemany(
                 "INSERT INTO packets (id, created_at, topic, kind, author, header, signature, body,"
