@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ class NodeId:
             raise Malformed(f"{text!r} is not a node ID (not base32)") from None
 
     def __str__(self) -> str:
+        return self._text
+
+    @functools.cached_property
+    def _text(self) -> str:  # cached: ids are printed into every stored row and log line
         return base64.b32encode(self.key).decode().rstrip("=").lower()
 
     @property

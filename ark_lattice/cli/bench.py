@@ -46,3 +46,28 @@ def ledger(
     from ark_lattice.bench import ledger as bench_ledger
 
     report(ctx.obj, run(bench_ledger.run(events)), json_)
+
+
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    packets: Annotated[int, typer.Option(min=100, help="Packets to sync.")] = 20_000,
+    body_size: Annotated[int, typer.Option(min=1, max=1 << 20, help="Body bytes per packet.")] = 1024,
+    json_: JsonOption = False,
+) -> None:
+    """Two real nodes sync over loopback: packets/s against the raw ingest bound."""
+    from ark_lattice.bench import sync as bench_sync
+
+    report(ctx.obj, bench_sync.run(packets, body_size), json_)
+
+
+@app.command("reconcile")
+def reconcile(
+    ctx: typer.Context,
+    size: Annotated[int, typer.Option(min=100, help="Items on each side.")] = 100_000,
+    json_: JsonOption = False,
+) -> None:
+    """Bytes and round trips of reconciliation for n items differing by d = 1, 10, 100, 1000."""
+    from ark_lattice.bench import reconcile as bench_reconcile
+
+    report(ctx.obj, bench_reconcile.run(size), json_)

@@ -74,6 +74,19 @@ class ErrorCode(enum.StrEnum):
     SHUTDOWN = "shutdown"
 
 
+def _describe(value: Any) -> str:
+    """A short description of an untrusted value for an error reason.
+
+    Never ``str()`` or ``repr()`` the value itself: a huge integer raises ValueError (Python's
+    4300-digit limit) and a deeply nested list can exhaust the recursion limit.
+    """
+    if isinstance(value, str):
+        return repr(value[:32])
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**64:
+        return str(value)
+    return f"of type {type(value).__name__}"
+
+
 def _bad(reason: str) -> RemoteProtocolError:
     return RemoteProtocolError(ErrorCode.MALFORMED, reason)
 
@@ -382,11 +395,11 @@ def parse_frame(data: bytes) -> Frame:
     if not isinstance(raw, list) or len(raw) < 2:
         raise _bad("a frame is [version, type, …]")
     version, kind, *fields = raw
-    if version != FRAME_VERSION:
-        raise RemoteProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"frame version {version!r}")
+    if type(version) is not int or version != FRAME_VERSION:  # True == 1 and 1.0 == 1 in Python
+        raise RemoteProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"frame version {_describe(version)}")
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise RemoteProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type {str(kind)[:32]!r}")
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type {_describe(kind)}")
     try:
         return cls._from_fields(fields)
     except RemoteProtocolError:

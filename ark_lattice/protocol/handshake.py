@@ -3,7 +3,7 @@
 A sans-I/O core: :class:`Initiator` and :class:`Responder` take handshake messages in and give
 handshake messages out; they never touch a socket, a clock or a global random source (the
 ephemeral key, or the ``random_bytes`` function that makes it, is an argument).
-docs/protocol-handshake.md has the wire format and the security argument; in short::
+docs/protocol.md ("Handshake") has the wire format and the security argument; in short::
 
     -> psk, e             msg1   48 bytes   PSK mixed in, initiator's ephemeral key (+ tag)
     <- e, ee, s, es       msg2  197 bytes   responder's static key and identity proof

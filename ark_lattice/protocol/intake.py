@@ -20,14 +20,15 @@ class Admission:
 
     def __init__(self, ready: list[Packet], missing: set[bytes]) -> None:
         self.ready = ready  # store these, in this order
-        self.missing = missing  # fetch these: dependencies nobody has sent yet
+        self.missing = missing  # fetch these: dependencies not asked for yet
 
 
 class Intake:
     def __init__(self, max_waiting: int = 10_000) -> None:
         self._max_waiting = max_waiting
-        # id -> packet waiting for dependencies; oldest first so overflow drops the oldest
-        self._waiting: OrderedDict[bytes, Packet] = OrderedDict()
+        # id -> (packet, the dependencies it still lacks); oldest first, so overflow drops those
+        self._waiting: OrderedDict[bytes, tuple[Packet, set[bytes]]] = OrderedDict()
+        self._requested: set[bytes] = set()  # dependencies already asked for, not stored yet
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -38,16 +39,23 @@ class Intake:
 
     def admit(self, packets: Sequence[Packet], held: set[bytes]) -> Admission:
         """Split ``packets`` into ready and waiting; ``held`` are the dependencies already stored."""
-        for p in packets:
-            if p.id not in held:
-                self._waiting[p.id] = p
-        ready = self._release(set(held))
+        incoming = {p.id for p in packets}
+        ready: list[Packet] = []
+        for p in sorted(packets, key=lambda p: (p.header.created_at, p.id)):
+            lacking = {d for d in p.header.depends if d not in held}
+            if lacking:
+                self._waiting[p.id] = (p, lacking)
+            else:
+                ready.append(p)
+        # Packets of this batch satisfy each other (and earlier waiters) as they become ready.
+        ready += self._release({p.id for p in ready})
         missing = {
             d
-            for p in self._waiting.values()
-            for d in p.header.depends
-            if d not in held and d not in self._waiting
+            for _, lacking in self._waiting.values()
+            for d in lacking
+            if d not in incoming and d not in self._waiting and d not in self._requested
         }
+        self._requested |= missing
         while len(self._waiting) > self._max_waiting:
             # A dependency that never comes must not pin memory: the dropped packet is simply
             # not stored, and the next reconciliation offers it again.
@@ -60,13 +68,16 @@ class Intake:
 
     def _release(self, available: set[bytes]) -> list[Packet]:
         ready: list[Packet] = []
-        progress = True
-        while progress:
-            progress = False
-            for pid, p in sorted(self._waiting.items(), key=lambda kv: (kv[1].header.created_at, kv[0])):
-                if all(d in available for d in p.header.depends):
+        frontier = set(available)
+        self._requested -= frontier
+        while frontier:
+            newly: set[bytes] = set()
+            for pid, (p, lacking) in list(self._waiting.items()):
+                lacking -= frontier
+                if not lacking:
                     ready.append(p)
-                    available.add(pid)
                     del self._waiting[pid]
-                    progress = True
+                    newly.add(pid)
+            self._requested -= newly
+            frontier = newly
         return ready

@@ -484,7 +484,7 @@ class _Party:
         if version != NEGENTROPY_VERSION:
             if self.initiator:
                 raise RemoteProtocolError(
-                    "unsupported-version", f"peer speaks negentropy version 0x{version:02x}"
+                    "unsupported_version", f"peer speaks negentropy version 0x{version:02x}"
                 )
             return bytes(out)  # the spec's downgrade hint: our highest version, alone
 

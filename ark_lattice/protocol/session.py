@@ -106,11 +106,11 @@ class SessionConfig:
     heartbeat_interval: float = 15.0  # seconds of our silence before a ping
     idle_timeout: float = 45.0  # seconds of the peer's silence before the session is stale
     handshake_timeout: float = 10.0
-    want_batch: int = 256  # ids per want frame
+    want_batch: int = 512  # ids per want frame
     max_inflight_wants: int = 4  # want frames outstanding at once (receiver-driven flow control)
     max_packets_bytes: int = MAX_FRAME_PAYLOAD - 64 * 1024  # plaintext budget of a packets frame
     future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
-    recon_frame_limit: int = 60_000
+    recon_frame_limit: int = 400_000  # under frames.MAX_RECON; fewer rounds when d is large
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class Session:
         self._ping_nonce = 0
         # reconciliation
         self._items: reconcile.ItemSet | None = None
-        self._sync_ready_sent = False
+        self._sync_ready_sent = False  # a SyncReady is out and start_sync() has not answered it
         self._recon_initiator: reconcile.Initiator | None = None
         self._recon_responder: reconcile.Responder | None = None
         self._recon_round = 0
@@ -354,7 +354,9 @@ class Session:
             frame = parse_frame(self._channel.open(data))
             self._dispatch(frame, now)
         except RemoteProtocolError as exc:
-            self._misbehaved(exc.code, exc.reason, now, fatal=exc.code in _FATAL_CODES or self._channel is None)
+            # A channel that refused a frame refuses all later ones, so that failure ends the session too.
+            fatal = exc.code in _FATAL_CODES or self._channel is None or self._channel.closed
+            self._misbehaved(exc.code, exc.reason, now, fatal=fatal)
 
     def tick(self, now: float) -> None:
         """Timers: handshake deadline, heartbeats, stale detection. Call every second or so."""
@@ -415,6 +417,7 @@ class Session:
     def start_sync(self, items: reconcile.ItemSet, now: float) -> None:
         """The node's answer to :class:`SyncReady`: the set this session reconciles over."""
         self._items = items
+        self._sync_ready_sent = False
         if self.role is Role.INITIATOR:
             self._begin_reconciliation(now)
         else:
@@ -431,7 +434,7 @@ class Session:
             return False
         if self._recon_initiator is not None:
             return False  # one already running
-        self._events.append(SyncReady(*self.flows))
+        self._ready()
         return True
 
     def send_packets(self, packets: Sequence[Packet], now: float) -> None:
@@ -578,6 +581,10 @@ class Session:
         if self.role is Role.INITIATOR and self._recon_initiator is not None:
             self._sync_requested = True  # terms changed mid-run: reconcile again afterwards
             return
+        self._ready()
+
+    def _ready(self) -> None:
+        self._sync_ready_sent = True
         self._events.append(SyncReady(*self.flows))
 
     def _begin_reconciliation(self, now: float) -> None:
@@ -597,6 +604,10 @@ class Session:
                 if self._buffered_recon is not None:
                     raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")
                 self._buffered_recon = frame  # the node is still preparing our set
+                if not self._sync_ready_sent:
+                    # A new reconciliation after an earlier one ended (auto-sync, sync now): our
+                    # node must give a fresh snapshot of our set before we can answer.
+                    self._ready()
                 return
             self._send(ReconFrame(frame.round, self._recon_responder.reconcile(frame.message)), now)
             return
@@ -621,7 +632,7 @@ class Session:
         self._events.append(SyncCompleted(self._offered, self._wanted_total))
         if self._sync_requested:
             self._sync_requested = False
-            self._events.append(SyncReady(*self.flows))
+            self._ready()
 
     def _on_synced(self, frame: SyncedFrame, now: float) -> None:
         if self.role is not Role.RESPONDER:
@@ -743,6 +754,8 @@ class Session:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _send(self, frame: Frame, now: float) -> None:
+        if self.state is State.CLOSED:
+            return  # the node may still answer an event after the session ended
         assert self._channel is not None
         self._send_raw(self._channel.seal(frame.serialize()), now)
 

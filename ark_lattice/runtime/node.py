@@ -106,6 +106,8 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         log.info("stopping")
+        if self._server is not None:
+            self._server.close(close_connections=False)  # no new connections from here on
         await self.federation.stop()
         for task in self._tasks:
             task.cancel()

@@ -38,7 +38,8 @@ TICK_SECONDS = 1.0
 QUERY_TIMEOUT = 30.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
-CLOSE_CODE_BASE = 4000  # WebSocket private-use close codes carry our error codes
+CLOSE_CODE_BASE = 4000
+OFFLOAD_BYTES = 64 * 1024  # WebSocket private-use close codes carry our error codes
 
 
 @dataclass
@@ -114,6 +115,12 @@ class Federation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._last_sync = 0.0
+        self._closing = False
+        self._maintainer: asyncio.Task[Any] | None = None
+        # Received packets are stored by one writer task, so verifying the next frame overlaps
+        # with writing the last one, and batches from all links share transactions. Bounded:
+        # a full queue stops the links from reading, which is the back-pressure to the peers.
+        self._ingest: asyncio.Queue[tuple[Link, s.PacketsReceived]] = asyncio.Queue(maxsize=8)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -135,14 +142,20 @@ class Federation:
         self._pushed_seq = await self.store.event_count()
         for url, _peer in await self.store.endpoints():
             self._targets.setdefault(url, _Target(url))
-        self._spawn(self._maintain(), "federation-maintain")
+        self._maintainer = self._spawn(self._maintain(), "federation-maintain")
+        self._spawn(self._write_received(), "ingest")
 
     async def stop(self) -> None:
+        """Stop dialling and accepting, tell every peer we are leaving, then end all tasks."""
+        self._closing = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
         for link in list(self.links):
             async with link.lock:
                 link.session.close(ErrorCode.SHUTDOWN, "node shutting down", self.clock())
                 await self._flush(link)
             await link.ws.close(code=1001, reason="shutdown")
+        await self._ingest.join()  # what was received before the stop is stored
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -151,6 +164,9 @@ class Federation:
 
     async def accept(self, ws: Any) -> None:
         """Serve one inbound WebSocket connection (we are the responder)."""
+        if self._closing:
+            await ws.close(code=1001, reason="shutdown")
+            return
         remote = _address(getattr(ws, "remote_address", None))
         await self._run(ws, s.Role.RESPONDER, remote, None, None)
 
@@ -245,6 +261,12 @@ class Federation:
                 async with link.lock:
                     if isinstance(message, str):
                         session.refuse(ErrorCode.MALFORMED, "text frames are not part of the protocol", self.clock(), fatal=True)
+                    elif len(message) >= OFFLOAD_BYTES:
+                        # A big frame means hundreds of signatures to check: do it on a worker
+                        # thread (libsodium releases the GIL) so this loop keeps reading sockets
+                        # and finishing store writes meanwhile. The link lock keeps the session
+                        # single-threaded.
+                        await asyncio.to_thread(session.receive_data, message, self.clock())
                     else:
                         session.receive_data(message, self.clock())
                     await self._settle(link)
@@ -323,7 +345,7 @@ class Federation:
             stored = await self.store.get_packets(list(event.ids))
             session.send_packets([sp.packet for sp in stored if not sp.quarantined], now)
         elif isinstance(event, s.PacketsReceived):
-            await self._store_received(link, event)
+            await self._ingest.put((link, event))
         elif isinstance(event, s.QueryReceived):
             await self._answer_query(link, event)
         elif isinstance(event, s.QueryAnswered):
@@ -366,22 +388,47 @@ class Federation:
         record = await self.store.get_peer(peer_id)
         session.admit(record.tier, now, held_seq=record.manifest_seq)
 
-    async def _store_received(self, link: Link, event: s.PacketsReceived) -> None:
-        session = link.session
-        peer_id = str(session.peer)
-        deps = Intake.dependencies(event.packets)
-        held = await self.store.held_ids(list(deps | {p.id for p in event.packets})) if deps else set()
-        admission = self.intake.admit(event.packets, held)
-        ready = admission.ready
-        new: list[Packet] = []
-        while ready:
-            new += await self.store.put_packets(ready, source=peer_id, quarantined=event.quarantine)
-            ready = self.intake.stored(p.id for p in ready)
-        if admission.missing:
-            session.want(admission.missing, self.clock(), first=True)
-        if new and not event.quarantine:
-            # Sandbox packets are never re-shared; everything else flows on to our other peers.
-            await self._push(new, source=peer_id)
+    async def _write_received(self) -> None:
+        """The ingest writer: store received packets, dependencies first, then pass them on."""
+        while True:
+            batch = [await self._ingest.get()]
+            while not self._ingest.empty() and len(batch) < 16:
+                batch.append(self._ingest.get_nowait())
+            try:
+                await self._store_batch(batch)
+            except Exception:
+                log.exception("storing received packets failed; they will come again at the next sync")
+            finally:
+                for _ in batch:
+                    self._ingest.task_done()
+
+    async def _store_batch(self, batch: list[tuple[Link, s.PacketsReceived]]) -> None:
+        stored: list[tuple[Link, bool, list[Packet]]] = []
+        missing: list[tuple[Link, set[bytes]]] = []
+        async with self.store.transaction():  # one commit for everything in the queue
+            for link, event in batch:
+                peer_id = str(link.session.peer)
+                deps = Intake.dependencies(event.packets)
+                held = await self.store.held_ids(list(deps)) if deps else set()
+                admission = self.intake.admit(event.packets, held)
+                ready, new = admission.ready, []
+                while ready:
+                    new += await self.store.put_packets(ready, source=peer_id, quarantined=event.quarantine)
+                    ready = self.intake.stored(p.id for p in ready)
+                stored.append((link, event.quarantine, new))
+                if admission.missing:
+                    missing.append((link, admission.missing))
+        for link, ids in missing:
+            self._spawn(self._want_from(link, ids), "want dependencies")
+        for link, quarantined, new in stored:
+            if new and not quarantined:
+                # Sandbox packets are never re-shared; everything else flows on to our other peers.
+                await self._push(new, source=link.peer_id)
+
+    async def _want_from(self, link: Link, ids: set[bytes]) -> None:
+        async with link.lock:
+            link.session.want(ids, self.clock(), first=True)
+            await self._flush(link)
 
     async def _push(self, packets: list[Packet], *, source: str | None) -> None:
         if not packets:
@@ -444,7 +491,7 @@ class Federation:
             now = time.monotonic()
             await self._refresh_targets()
             for target in self._targets.values():
-                if not target.connected and now >= target.next_attempt:
+                if not target.connected and now >= target.next_attempt and not self._closing:
                     target.connected = True
                     self._spawn(self._dial(target), f"dial {target.url}")
             if self.auto_sync and self.clock() - self._last_sync >= self.sync_interval:
@@ -496,10 +543,11 @@ class Federation:
                 return link
         return None
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def _address(remote: Any) -> str:

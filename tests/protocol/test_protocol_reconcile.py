@@ -76,7 +76,7 @@ def test_initiator_refuses_other_version() -> None:
     initiator.initiate()
     with pytest.raises(RemoteProtocolError) as info:
         initiator.reconcile(b"\x62")
-    assert info.value.code == "unsupported-version"
+    assert info.value.code == "unsupported_version"
 
 
 @pytest.mark.parametrize(
@@ -255,7 +255,7 @@ def _feed_both(message: bytes) -> None:
         try:
             party.reconcile(message)
         except RemoteProtocolError as exc:
-            assert exc.code in ("malformed", "unsupported-version")
+            assert exc.code in ("malformed", "unsupported_version")
 
 
 @settings(max_examples=300, deadline=1000)
