@@ -38,7 +38,14 @@ class NodeRuntime:
         self.bind = bind
         self.port = port
         self.anchor_interval = anchor_interval
-        self.federation = Federation(node, sync_interval=sync_interval, auto_sync=auto_sync)
+        self.federation = Federation(
+            node.store,
+            node.identity,
+            node.federation_key(),
+            name=node.config.name,
+            sync_interval=sync_interval,
+            auto_sync=auto_sync,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._stopping = asyncio.Event()

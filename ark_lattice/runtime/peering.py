@@ -18,9 +18,9 @@ from typing import Any
 
 from ark_lattice import __version__
 from ark_lattice.errors import ArkLatticeError, NotFound, UsageError
-from ark_lattice.identity import NodeId
+from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
-from ark_lattice.node import LocalNode
+from ark_lattice.store.store import Store
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import session as s
 from ark_lattice.protocol.channel import MAX_FRAME
@@ -39,7 +39,8 @@ QUERY_TIMEOUT = 30.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 CLOSE_CODE_BASE = 4000
-OFFLOAD_BYTES = 64 * 1024  # WebSocket private-use close codes carry our error codes
+OFFLOAD_BYTES = 64 * 1024
+DIALS_PER_TICK = 8  # WebSocket private-use close codes carry our error codes
 
 
 @dataclass
@@ -85,28 +86,44 @@ class _Target:
 
 
 class Federation:
+    """All peer sessions of one node.
+
+    Everything outside the process comes in as an argument — the clock, the random source and
+    the ``connect`` function that dials a URL — so the simulator can run the very same object
+    over in-memory links and a virtual clock (``offload`` off: no worker threads there).
+    """
+
     def __init__(
         self,
-        node: LocalNode,
+        store: Store,
+        identity: Identity,
+        federation_key: bytes,
         *,
+        name: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         config: s.SessionConfig = s.SessionConfig(),
         sync_interval: float = 60.0,
         auto_sync: bool = True,
+        connect: Callable[[str], Any] | None = None,
+        offload: bool = True,
     ) -> None:
-        self.node = node
-        self.store = node.store
+        self.store = store
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.name = name
         self.clock = clock
         self.rng = rng or random.Random()
         self.config = config
         self.sync_interval = sync_interval
         self.auto_sync = auto_sync
+        self._connect = connect or _websocket_connect
+        self._offload = offload
         self.links: list[Link] = []
         self.intake = Intake()
         self.strikes_to_block = STRIKES_TO_BLOCK
         self.isolated: list[dict[str, Any]] = []  # peers blocked by us while running, newest last
-        self._federation_key = node.federation_key()
+        self._federation_key = federation_key
         self._manifest: SignedManifest | None = None
         self._endpoints: list[str] = []
         self._targets: dict[str, _Target] = {}
@@ -128,17 +145,16 @@ class Federation:
         self._endpoints = endpoints
         seq = await self.store.next_counter("manifest_seq")
         now = int(self.clock())
-        cfg = self.node.config
         self._manifest = PeerManifest(
-            self.node.node_id,
-            cfg.name[:64],
+            self.node_id,
+            self.name[:64],
             seq,
             now,
             now + DEFAULT_LIFETIME,
             tuple(endpoints),
             ("sync/1", "query/1"),
             __version__,
-        ).sign(self.node.identity)
+        ).sign(self.identity)
         self._pushed_seq = await self.store.event_count()
         for url, _peer in await self.store.endpoints():
             self._targets.setdefault(url, _Target(url))
@@ -175,6 +191,19 @@ class Federation:
         await self.store.add_endpoint(url, source=source)
         target = self._targets.setdefault(url, _Target(url))
         target.next_attempt = 0.0
+        self._wake.set()
+
+    async def discovered(self, peer_id: str, endpoints: list[str], *, source: str) -> None:
+        """A verified announcement (mDNS, beacon) named a peer: record it, dial it if useful.
+
+        First sight makes it an ``unknown`` peer with its endpoints (DESIGN §7); whether it is
+        dialled is then up to its tier, like any remembered endpoint.
+        """
+        if peer_id == str(self.node_id) or not endpoints:
+            return
+        await self.store.add_peer(peer_id, endpoints=endpoints)
+        for url in endpoints:
+            await self.store.add_endpoint(url, source=source, peer_id=peer_id)
         self._wake.set()
 
     def connections(self) -> list[dict[str, Any]]:
@@ -242,7 +271,7 @@ class Federation:
     async def _run(self, ws: Any, role: s.Role, remote: str, url: str | None, expected: NodeId | None) -> s.Session:
         assert self._manifest is not None
         session = s.Session(
-            self.node.identity,
+            self.identity,
             self._federation_key,
             role,
             self._manifest,
@@ -261,7 +290,7 @@ class Federation:
                 async with link.lock:
                     if isinstance(message, str):
                         session.refuse(ErrorCode.MALFORMED, "text frames are not part of the protocol", self.clock(), fatal=True)
-                    elif len(message) >= OFFLOAD_BYTES:
+                    elif self._offload and len(message) >= OFFLOAD_BYTES:
                         # A big frame means hundreds of signatures to check: do it on a worker
                         # thread (libsodium releases the GIL) so this loop keeps reading sockets
                         # and finishing store writes meanwhile. The link lock keeps the session
@@ -369,7 +398,7 @@ class Federation:
         for other in self.links:
             if other is link or other.session.peer != peer or other.session.state is s.State.CLOSED:
                 continue
-            if s.keep_existing_session(self.node.node_id, peer, other.session.role, session.role):
+            if s.keep_existing_session(self.node_id, peer, other.session.role, session.role):
                 session.close(ErrorCode.DUPLICATE_SESSION, "a session with this peer is already open", now)
                 return
             # Never take another link's lock while holding ours (two links could wait on each
@@ -488,11 +517,15 @@ class Federation:
     async def _maintain(self) -> None:
         """Dial remembered endpoints with backoff; start periodic reconciliations."""
         while True:
-            now = time.monotonic()
+            now = self.clock()
             await self._refresh_targets()
+            dials = 0
             for target in self._targets.values():
+                if dials == DIALS_PER_TICK:
+                    break  # rate limit: a flood of announcements cannot make us dial a crowd
                 if not target.connected and now >= target.next_attempt and not self._closing:
                     target.connected = True
+                    dials += 1
                     self._spawn(self._dial(target), f"dial {target.url}")
             if self.auto_sync and self.clock() - self._last_sync >= self.sync_interval:
                 self._last_sync = self.clock()
@@ -517,11 +550,9 @@ class Federation:
                 del self._targets[url]
 
     async def _dial(self, target: _Target) -> None:
-        from websockets.asyncio.client import connect
-
         reached_open = False
         try:
-            async with connect(target.url, max_size=MAX_FRAME, open_timeout=10, ping_interval=None, compression=None) as ws:
+            async with self._connect(target.url) as ws:
                 session = await self._run(ws, s.Role.INITIATOR, target.url, target.url, None)
                 reached_open = session.peer_manifest is not None
         except (OSError, asyncio.TimeoutError) as exc:
@@ -532,7 +563,7 @@ class Federation:
             target.connected = False
             target.failures = 0 if reached_open else target.failures + 1
             delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(target.failures, 10))
-            target.next_attempt = time.monotonic() + delay * self.rng.uniform(0.5, 1.5)
+            target.next_attempt = self.clock() + delay * self.rng.uniform(0.5, 1.5)
             self._wake.set()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -548,6 +579,12 @@ class Federation:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _websocket_connect(url: str) -> Any:
+    from websockets.asyncio.client import connect
+
+    return connect(url, max_size=MAX_FRAME, open_timeout=10, ping_interval=None, compression=None)
 
 
 def _address(remote: Any) -> str:
