@@ -79,7 +79,13 @@ class LocalNode:
         if federation_key is not None and len(federation_key) != FEDERATION_KEY_SIZE:
             raise ConfigError(f"a federation key is {FEDERATION_KEY_SIZE} bytes")
         home.create()
-        created = [home.key_path, home.federation_key_path, home.config_path, home.ledger_path]
+        created = [
+            home.key_path,
+            home.federation_key_path,
+            home.config_path,
+            home.policy_path,
+            home.ledger_path,
+        ]
         try:
             identity = Identity.generate()
             identity.save(home.key_path, passphrase)
@@ -90,6 +96,9 @@ class LocalNode:
                 created_at=int(clock()),
             )
             home.write_config(config)
+            from ark_lattice.policy import DEFAULT_POLICY_TEXT
+
+            home.policy_path.write_text(DEFAULT_POLICY_TEXT)
             store = await Store.open(home.ledger_path, clock=clock)
             try:
                 await store.append_event(
@@ -125,6 +134,14 @@ class LocalNode:
         if len(key) != FEDERATION_KEY_SIZE:
             raise ConfigError(f"{self.home.federation_key_path} is not a 32-byte federation key")
         return key
+
+    def load_policy(self) -> Any:
+        """The policy in force: the home's policy.toml, or the shipped default if there is none."""
+        from ark_lattice.policy import Policy
+
+        if self.home.policy_path.exists():
+            return Policy.from_file(self.home.policy_path)
+        return Policy.default()
 
     async def publish(
         self,

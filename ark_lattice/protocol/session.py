@@ -28,6 +28,7 @@ import enum
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ark_lattice.errors import (
     LocalProtocolError,
@@ -83,6 +84,7 @@ __all__ = [
     "QueryAnswered",
     "Misbehaviour",
     "PeerReportedError",
+    "Audited",
     "Closed",
     "Event",
 ]
@@ -200,6 +202,13 @@ class PeerReportedError:
 
 
 @dataclass(frozen=True)
+class Audited:
+    """Policy decisions taken in this session; the node writes every one to the ledger."""
+
+    records: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Closed:
     """The session is over; ``code`` is ours or the peer's reason (an ``ErrorCode`` value)."""
 
@@ -219,6 +228,7 @@ Event = (
     | QueryAnswered
     | Misbehaviour
     | PeerReportedError
+    | Audited
     | Closed
 )
 
@@ -263,8 +273,14 @@ class Session:
         config: SessionConfig = SessionConfig(),
         expected_peer: NodeId | None = None,
         random_bytes: Callable[[int], bytes] | None = None,
+        gate: Any = None,
     ) -> None:
+        """``gate`` is the node's policy gate (policy/gate.py), asked before any packet or query
+        crosses; without one only the tier table applies (and external queries are limited to
+        public/ topics)."""
         self.role = role
+        self.gate = gate
+        self.strikes = 0
         self.config = config
         self.state = State.HANDSHAKE
         self.peer: NodeId | None = None
@@ -304,6 +320,9 @@ class Session:
         self._queued: set[bytes] = set()
         self._inflight: deque[set[bytes]] = deque()  # one set per want frame, in order
         self._inflight_ids: set[bytes] = set()
+        # ids not to ask this peer for again in this session: it did not send them when asked,
+        # or our policy refused them (reconciliation would otherwise offer them every round)
+        self._skip: set[bytes] = set()
         # queries we asked
         self._next_query = 1
         self._queries: set[int] = set()
@@ -384,11 +403,14 @@ class Session:
 
     # -- node decisions ---------------------------------------------------------------------
 
-    def admit(self, tier: TrustTier, now: float, *, held_seq: int | None = None) -> None:
+    def admit(
+        self, tier: TrustTier, now: float, *, held_seq: int | None = None, strikes: int = 0
+    ) -> None:
         """The node's answer to :class:`PeerAuthenticated`: the tier it gives this peer."""
         if self.state is not State.AUTHENTICATED:
             raise LocalProtocolError(f"admit() in state {self.state.value}")
         self.tier = tier
+        self.strikes = strikes
         self._held_seq = held_seq
         if tier is TrustTier.BLOCKED:
             # DESIGN §5: nothing for a blocked peer, not even our manifest.
@@ -442,21 +464,24 @@ class Session:
         send, _ = self.flows
         if not send:
             packets = ()  # the tier changed since they asked: send nothing, end the answer
-        ordered = sorted(packets, key=lambda p: (p.header.created_at, p.id))  # dependencies first
-        self._send_packet_frames(ordered, now, live=False)
+        ordered = sorted(self._outbound(packets, now), key=lambda p: (p.header.created_at, p.id))
+        self._send_packet_frames(ordered, now, live=False)  # dependencies first
 
     def push(self, packets: Sequence[Packet], now: float) -> int:
         """Live push of new packets to a peer we send to; returns how many were sent."""
         send, _ = self.flows
         if not send or self.state is not State.OPEN or not packets:
             return 0
-        ordered = sorted(packets, key=lambda p: (p.header.created_at, p.id))
-        self._send_packet_frames(ordered, now, live=True)
+        ordered = sorted(self._outbound(packets, now), key=lambda p: (p.header.created_at, p.id))
+        if ordered:
+            self._send_packet_frames(ordered, now, live=True)
         return len(ordered)
 
     def want(self, ids: Iterable[bytes], now: float, *, first: bool = False) -> None:
         """Fetch more ids from this peer (missing dependencies go ``first``)."""
-        fresh = [i for i in ids if i not in self._queued and i not in self._inflight_ids]
+        fresh = [
+            i for i in ids if i not in self._queued and i not in self._inflight_ids and i not in self._skip
+        ]
         if first:
             self._want_queue.extendleft(reversed(fresh))
         else:
@@ -685,7 +710,18 @@ class Session:
             good.append(packet)
         if batch is not None and frame.last:
             self._inflight.popleft()
-            self._inflight_ids.difference_update(batch)  # ids the peer did not hold
+            self._inflight_ids.difference_update(batch)  # ids the peer did not send: not again
+            self._skip.update(batch)
+        if good and accepted and self.gate is not None:
+            verdicts = self.gate.packets(
+                "inbound_packet", good, peer_id=str(self.peer), peer_tier=self.tier.value,
+                strikes=self.strikes, now=now, solicited=not frame.live,
+            )
+            good = list(verdicts.allowed)
+            self._skip.update(p.id for p in verdicts.denied)
+            self._events.append(Audited(verdicts.records))
+            if verdicts.rate_limit is not None:
+                problems.append((ErrorCode.RATE_LIMITED, f"rate limit {verdicts.rate_limit} exceeded"))
         if not accepted:
             # Enforced on receipt whatever the peer believes our terms are (DESIGN §5).
             if frame.packets:
@@ -704,6 +740,24 @@ class Session:
         if self.our_terms is None or not self.our_terms.answers_queries:
             self._send(AnswerFrame(frame.query_id, (), False), now)
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "a query while our tier for you answers none")
+        assert self.tier is not None
+        if self.gate is not None:
+            decision, exceeded, record = self.gate.query(
+                frame.topic, peer_id=str(self.peer), peer_tier=self.tier.value, strikes=self.strikes, now=now
+            )
+            self._events.append(Audited((record,)))
+            if exceeded is not None:
+                self._send(AnswerFrame(frame.query_id, (), False), now)
+                raise RemoteProtocolError(ErrorCode.RATE_LIMITED, f"rate limit {exceeded} exceeded")
+            allowed, reason = decision.allowed, decision.reason
+        else:  # no policy: the tier table's own rule for external peers (DESIGN §5)
+            allowed = self.tier is not TrustTier.EXTERNAL or frame.topic.startswith("public/")
+            reason = "external peers may only query public/ topics"
+        if not allowed:
+            # Refused by our choice, not the peer's fault: an error frame, no strike.
+            self._send(AnswerFrame(frame.query_id, (), False), now)
+            self._send(ErrorFrame(ErrorCode.POLICY_DENIED, reason), now)
+            return
         self._events.append(QueryReceived(frame.query_id, frame.topic, frame.limit))
 
     def _on_answer(self, frame: AnswerFrame, now: float) -> None:
@@ -764,7 +818,20 @@ class Session:
         self.bytes_out += len(data)
         self._outgoing.append(data)
 
+    def _outbound(self, packets: Sequence[Packet], now: float) -> Sequence[Packet]:
+        """What our policy lets us send this peer; every decision is audited."""
+        if self.gate is None or not packets:
+            return packets
+        assert self.tier is not None
+        verdicts = self.gate.packets(
+            "outbound_packet", packets, peer_id=str(self.peer), peer_tier=self.tier.value,
+            strikes=self.strikes, now=now,
+        )
+        self._events.append(Audited(verdicts.records))
+        return verdicts.allowed
+
     def _misbehaved(self, code: str, reason: str, now: float, *, fatal: bool = False) -> None:
+        self.strikes += 1
         self._events.append(Misbehaviour(code, reason, fatal))
         if self._channel is not None and self.state is not State.CLOSED:
             self._send(ErrorFrame(code, reason, fatal), now)

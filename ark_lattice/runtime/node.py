@@ -32,6 +32,7 @@ class NodeRuntime:
         sync_interval: float = 60.0,
         auto_sync: bool = True,
     ) -> None:
+        from ark_lattice.policy.gate import PolicyGate
         from ark_lattice.runtime.peering import Federation
 
         self.node = node
@@ -45,6 +46,7 @@ class NodeRuntime:
             name=node.config.name,
             sync_interval=sync_interval,
             auto_sync=auto_sync,
+            gate=PolicyGate(node.load_policy(), node.config.node_id),
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
@@ -61,6 +63,7 @@ class NodeRuntime:
                 "auto_sync": self._auto_sync,
                 "sync_now": self._sync_now,
                 "query": self._query,
+                "policy_reload": self._policy_reload,
             },
         )
 
@@ -184,6 +187,12 @@ class NodeRuntime:
 
     async def _sync_now(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {"started": await self.federation.sync_now()}
+
+    async def _policy_reload(self, _args: dict[str, Any]) -> dict[str, Any]:
+        policy = self.node.load_policy()  # a bad file raises here and the old policy stays
+        self.federation.replace_policy(policy)
+        log.info("policy reloaded (%s)", policy.digest[:16])
+        return {"digest": policy.digest}
 
     async def _query(self, args: dict[str, Any]) -> dict[str, Any]:
         packets, more = await self.federation.query(str(args["peer"]), str(args["topic"]), int(args["limit"]))

@@ -20,6 +20,7 @@ from ark_lattice import __version__
 from ark_lattice.errors import ArkLatticeError, NotFound, UsageError
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
+from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import session as s
@@ -40,6 +41,8 @@ BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 CLOSE_CODE_BASE = 4000
 OFFLOAD_BYTES = 64 * 1024
+AUDIT_CHUNK = 1000  # decisions per ledger event
+AUDIT_FLUSH_SECONDS = 0.25
 DIALS_PER_TICK = 8  # WebSocket private-use close codes carry our error codes
 
 
@@ -107,6 +110,8 @@ class Federation:
         auto_sync: bool = True,
         connect: Callable[[str], Any] | None = None,
         offload: bool = True,
+        gate: Any = None,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -119,9 +124,11 @@ class Federation:
         self.auto_sync = auto_sync
         self._connect = connect or _websocket_connect
         self._offload = offload
+        self._random_bytes = random_bytes  # handshake ephemeral keys; None: os.urandom
+        self.gate = gate  # policy/gate.py; None: the tier table alone decides
+        self._decisions: list[dict[str, Any]] = []  # decisions not yet in the ledger
         self.links: list[Link] = []
         self.intake = Intake()
-        self.strikes_to_block = STRIKES_TO_BLOCK
         self.isolated: list[dict[str, Any]] = []  # peers blocked by us while running, newest last
         self._federation_key = federation_key
         self._manifest: SignedManifest | None = None
@@ -160,6 +167,7 @@ class Federation:
             self._targets.setdefault(url, _Target(url))
         self._maintainer = self._spawn(self._maintain(), "federation-maintain")
         self._spawn(self._write_received(), "ingest")
+        self._spawn(self._write_audit_periodically(), "audit")
 
     async def stop(self) -> None:
         """Stop dialling and accepting, tell every peer we are leaving, then end all tasks."""
@@ -172,6 +180,7 @@ class Federation:
                 await self._flush(link)
             await link.ws.close(code=1001, reason="shutdown")
         await self._ingest.join()  # what was received before the stop is stored
+        await self._write_audit()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -278,6 +287,8 @@ class Federation:
             now=self.clock(),
             config=self.config,
             expected_peer=expected,
+            gate=self.gate,
+            random_bytes=self._random_bytes,
         )
         link = Link(session, ws, remote, url)
         self.links.append(link)
@@ -381,6 +392,8 @@ class Federation:
             future = self._queries.get((str(session.peer), event.query_id))
             if future is not None and not future.done():
                 future.set_result((list(event.packets), event.more))
+        elif isinstance(event, s.Audited):
+            self._decisions.extend(event.records)
         elif isinstance(event, s.Misbehaviour):
             await self._audit(link, event.code, event.reason, event.fatal)
         elif isinstance(event, s.PeerReportedError):
@@ -415,7 +428,7 @@ class Federation:
             if target is not None:
                 target.failures = 0
         record = await self.store.get_peer(peer_id)
-        session.admit(record.tier, now, held_seq=record.manifest_seq)
+        session.admit(record.tier, now, held_seq=record.manifest_seq, strikes=record.strikes)
 
     async def _write_received(self) -> None:
         """The ingest writer: store received packets, dependencies first, then pass them on."""
@@ -435,6 +448,7 @@ class Federation:
         stored: list[tuple[Link, bool, list[Packet]]] = []
         missing: list[tuple[Link, set[bytes]]] = []
         async with self.store.transaction():  # one commit for everything in the queue
+            await self._write_audit()  # the decisions that let these packets in, atomically with them
             for link, event in batch:
                 peer_id = str(link.session.peer)
                 deps = Intake.dependencies(event.packets)
@@ -456,7 +470,7 @@ class Federation:
 
     async def _want_from(self, link: Link, ids: set[bytes]) -> None:
         async with link.lock:
-            link.session.want(ids, self.clock(), first=True)
+            link.session.want(sorted(ids), self.clock(), first=True)  # sorted: no hash-seed order
             await self._flush(link)
 
     async def _push(self, packets: list[Packet], *, source: str | None) -> None:
@@ -481,15 +495,33 @@ class Federation:
         await link.ws.close(code=CLOSE_CODE_BASE, reason=code)
 
     async def _answer_query(self, link: Link, event: s.QueryReceived) -> None:
-        session = link.session
-        if session.tier is TrustTier.EXTERNAL and not event.topic.startswith("public/"):
-            session.answer_query(event.query_id, [], self.clock())
-            session.refuse(ErrorCode.FORBIDDEN, f"topic {event.topic!r} is not public", self.clock())
-            return
         stored = await self.store.list_packets(topic=event.topic, limit=event.limit)
-        session.answer_query(
+        link.session.answer_query(
             event.query_id, [sp.packet for sp in stored if not sp.quarantined], self.clock()
         )
+
+    async def _write_audit(self) -> None:
+        """Write pending policy decisions as ledger events (many decisions per event)."""
+        while self._decisions:
+            chunk, self._decisions = self._decisions[:AUDIT_CHUNK], self._decisions[AUDIT_CHUNK:]
+            await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": chunk})
+
+    async def _write_audit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_FLUSH_SECONDS)
+            try:
+                await self._write_audit()
+            except ArkLatticeError as exc:
+                log.warning("could not write the audit trail: %s", exc)
+
+    def replace_policy(self, policy: Any) -> None:
+        """A new policy takes effect on the next packet of every session."""
+        if self.gate is not None:
+            self.gate.replace(policy)
+
+    @property
+    def strikes_to_block(self) -> int:
+        return self.gate.strikes_to_block if self.gate is not None else STRIKES_TO_BLOCK
 
     async def _audit(self, link: Link, code: str, reason: str, fatal: bool) -> None:
         """Record misbehaviour; a known peer gets a strike and is isolated past the threshold."""
@@ -503,7 +535,16 @@ class Federation:
             strikes = await self.store.add_strike(peer_id, code, reason)
         except NotFound:
             return
-        if strikes >= self.strikes_to_block:
+        if self.strikes_to_block and strikes >= self.strikes_to_block:
+            if self.gate is not None:
+                record = await self.store.get_peer(peer_id)
+                decision, audit = self.gate.tier_change(
+                    peer_id=peer_id, old_tier=record.tier.value, new_tier="blocked", actor="policy",
+                    strikes=strikes, now=self.clock(),
+                )
+                self._decisions.append(audit)
+                if not decision.allowed:
+                    return
             old = await self.store.set_tier(
                 peer_id, TrustTier.BLOCKED, reason=f"isolated after {strikes} strikes; last: {code}: {reason}"
             )
@@ -543,7 +584,7 @@ class Federation:
             if peer.tier in (TrustTier.CORE, TrustTier.SANDBOX, TrustTier.EXTERNAL):
                 if self._link_for(peer.id) is None:
                     wanted.update(peer.endpoints)
-        for url in wanted:
+        for url in sorted(wanted):  # dial order must not depend on the hash seed (simulator)
             self._targets.setdefault(url, _Target(url))
         for url in list(self._targets):
             if url not in wanted and not self._targets[url].connected:

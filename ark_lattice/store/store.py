@@ -14,7 +14,7 @@ import contextvars
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +112,21 @@ class Store:
     # -- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        connect: Callable[..., Awaitable[Any]] | None = None,
+    ) -> Store:
+        """Open (and migrate) the ledger at ``path``.
+
+        ``connect`` replaces ``aiosqlite.connect``: the simulator passes ``store.inline.connect``
+        and ``Path(":memory:")``, so each simulated node has a real ledger run on the loop's thread.
+        """
+        connect = connect or aiosqlite.connect
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = await connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
         store = cls(conn, path, clock)

@@ -159,10 +159,6 @@ class Node:
             if admission.missing:
                 session.want(admission.missing, now, first=True)
         elif isinstance(event, QueryReceived):
-            if session.tier is EXTERNAL and not event.topic.startswith("public/"):
-                session.answer_query(event.query_id, [], now)
-                session.refuse(f.ErrorCode.FORBIDDEN, f"topic {event.topic!r} is not public", now)
-                return
             found = sorted(
                 (s.packet for s in self.store.values() if s.packet.header.topic == event.topic and not s.quarantined),
                 key=lambda p: (p.header.created_at, p.id),
@@ -519,9 +515,10 @@ def test_tier_table_decides_who_answers_queries(b_gives_a: TrustTier) -> None:
     assert answers[q1] == [b_packets[0].id]
     if b_gives_a is CORE:
         assert answers[q2] == [b_packets[1].id] and not b.of(Misbehaviour)
-    else:  # external: only topics policy marks public
+    else:  # external: only topics policy marks public; a refusal by choice, not a strike
         assert answers[q2] == []
-        assert b.codes() == ["forbidden"]
+        assert not b.of(Misbehaviour)
+        assert [e.code for e in a.of(PeerReportedError)] == ["policy_denied"]
     assert not a.node.ids()  # answers are not stored (nothing flows to an external peer)
     assert a.session.state is State.OPEN
 

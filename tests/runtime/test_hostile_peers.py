@@ -7,6 +7,7 @@ import pytest
 
 from conftest import fill, init_federation, packet_ids, run_cli, set_tier, wait_for
 
+from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import PeerManifest
 from ark_lattice.packet import Packet
@@ -138,7 +139,7 @@ async def _attacks(hub) -> dict:
     rogue = await RoguePeer(key).connect(url)
     author = rogue.identity
     for i in range(2):
-        p = Packet.create(author, topic="rogue", kind="note", body=b"%d" % i, created_at=1000 + i)
+        p = Packet.create(author, topic="rogue", kind="note", body=b"%d" % i, created_at=pack(int(_now() * 1000), i))
         await rogue.send_frame(PacketsFrame((WirePacket(p.header_bytes, p.signature, p.body),), live=True))
     results["rogue_id"] = str(author.node_id)
     results["rogue"] = rogue
@@ -168,8 +169,9 @@ def test_a_bad_signature_is_refused_and_repeat_offenders_are_isolated(hub):
         peer = RoguePeer(hub["fed_key"])
         set_tier(h, str(peer.identity.node_id), "sandbox")  # the hub accepts its packets, quarantined
         await peer.connect(hub["url"])
-        good = Packet.create(peer.identity, topic="t", kind="note", body=b"good", created_at=5)
-        bad = Packet.create(peer.identity, topic="t", kind="note", body=b"bad", created_at=6)
+        stamp = pack(int(_now() * 1000), 0)  # a current time: the default policy refuses stale packets
+        good = Packet.create(peer.identity, topic="t", kind="note", body=b"good", created_at=stamp)
+        bad = Packet.create(peer.identity, topic="t", kind="note", body=b"bad", created_at=stamp + 1)
         forged = WirePacket(bad.header_bytes, bytes(64), bad.body)
         await peer.send_frame(PacketsFrame((forged, WirePacket(good.header_bytes, good.signature, good.body)), live=True))
         events = []

@@ -1,0 +1,144 @@
+"""The policy gate: what a session asks before a packet or query crosses, and what gets audited.
+
+Pure (``now`` is an argument): it turns a packet, a peer and a hook into the flat inputs of the
+policy (policy/engine.py), applies the rate limits the policy declares, and returns the decision
+together with the audit record the node writes to the ledger — one record for every decision,
+allowed or denied (DESIGN §9). The tier table (protocol/session.py ``terms_for``) is checked before
+the gate is asked, so policy can narrow what flows but never widen it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ark_lattice.hlc import unpack
+from ark_lattice.packet import Packet
+from ark_lattice.policy.engine import Decision, Hook, Policy
+from ark_lattice.policy.ratelimit import RateLimiter
+
+__all__ = ["PolicyGate", "PacketVerdicts", "AuditRecord"]
+
+AuditRecord = dict[str, Any]
+_RATE_WINDOW = 10.0  # seconds: the time constant of the rate_peer / rate_topic averages
+_MAX_RATE_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class PacketVerdicts:
+    allowed: tuple[Packet, ...]
+    denied: tuple[Packet, ...]
+    rate_limit: str | None  # id of the limit a part of the batch exceeded, if any
+    records: tuple[AuditRecord, ...]
+
+
+class PolicyGate:
+    def __init__(self, policy: Policy, self_id: str) -> None:
+        self.self_id = self_id
+        self.replace(policy)
+
+    def replace(self, policy: Policy) -> None:
+        """Swap in a new policy (a running node reloading); the rate buckets start afresh."""
+        self.policy = policy
+        self._limiter = RateLimiter(policy.rate_limits)
+        self._rates: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    @property
+    def strikes_to_block(self) -> int:
+        return self.policy.limits.strikes_to_block
+
+    def packets(
+        self,
+        hook: Hook,
+        packets: Sequence[Packet],
+        *,
+        peer_id: str,
+        peer_tier: str,
+        strikes: int,
+        now: float,
+        solicited: bool = False,
+    ) -> PacketVerdicts:
+        """Decide each packet. ``solicited`` packets answer our own wants: our flow control
+        already bounds them, so the rate limits (flood protection) apply only to the rest."""
+        allowed: list[Packet] = []
+        denied: list[Packet] = []
+        records: list[AuditRecord] = []
+        limited: str | None = None
+        for packet in packets:
+            h = packet.header
+            exceeded = None if solicited else self._limiter.check(hook, now, peer_id=peer_id, topic=h.topic)
+            if exceeded is not None:
+                limited = limited or exceeded
+                denied.append(packet)
+                records.append(_record(hook, peer_id, packet.hex_id, False, (f"rate:{exceeded}",),
+                                       f"rate limit {exceeded} exceeded"))
+                continue
+            created_s = unpack(h.created_at)[0] // 1000
+            decision = self.policy.decide(
+                hook,
+                {
+                    "now": int(now),
+                    "self_id": self.self_id,
+                    "peer_id": peer_id,
+                    "peer_tier": peer_tier,
+                    "strikes": strikes,
+                    "rate_peer": self._rate(f"p:{peer_id}", now),
+                    "rate_topic": self._rate(f"t:{h.topic}", now),
+                    "topic": h.topic,
+                    "kind": h.kind,
+                    "author": str(h.author),
+                    "size": h.body_size,
+                    "age_s": int(now) - created_s,
+                },
+            )
+            (allowed if decision.allowed else denied).append(packet)
+            records.append(_record(hook, peer_id, packet.hex_id, decision.allowed, decision.fired, decision.reason))
+        return PacketVerdicts(tuple(allowed), tuple(denied), limited, tuple(records))
+
+    def query(
+        self, topic: str, *, peer_id: str, peer_tier: str, strikes: int, now: float
+    ) -> tuple[Decision | None, str | None, AuditRecord]:
+        """(decision, exceeded rate limit, record) for a query a peer sent us."""
+        exceeded = self._limiter.check(Hook.QUERY, now, peer_id=peer_id, topic=topic)
+        if exceeded is not None:
+            return None, exceeded, _record(Hook.QUERY, peer_id, topic, False, (f"rate:{exceeded}",),
+                                           f"rate limit {exceeded} exceeded")
+        decision = self.policy.decide(
+            Hook.QUERY,
+            {"now": int(now), "self_id": self.self_id, "peer_id": peer_id, "peer_tier": peer_tier,
+             "strikes": strikes, "topic": topic, "direction": "inbound"},
+        )
+        return decision, None, _record(Hook.QUERY, peer_id, topic, decision.allowed, decision.fired, decision.reason)
+
+    def tier_change(
+        self, *, peer_id: str, old_tier: str, new_tier: str, actor: str, strikes: int, now: float
+    ) -> tuple[Decision, AuditRecord]:
+        decision = self.policy.decide(
+            Hook.TIER_CHANGE,
+            {"now": int(now), "self_id": self.self_id, "peer_id": peer_id, "peer_tier": old_tier,
+             "new_tier": new_tier, "actor": actor, "strikes": strikes},
+        )
+        return decision, _record(Hook.TIER_CHANGE, peer_id, new_tier, decision.allowed, decision.fired, decision.reason)
+
+    def _rate(self, key: str, now: float) -> float:
+        """An exponentially decaying events-per-second average; counts this event."""
+        rate, last = self._rates.pop(key, (0.0, now))
+        rate = rate * math.exp(-max(0.0, now - last) / _RATE_WINDOW) + 1.0 / _RATE_WINDOW
+        self._rates[key] = (rate, now)
+        if len(self._rates) > _MAX_RATE_KEYS:
+            self._rates.popitem(last=False)
+        return rate
+
+
+def _record(hook: Hook | str, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str) -> AuditRecord:
+    return {
+        "hook": str(hook),
+        "peer": peer_id,
+        "subject": subject,
+        "allowed": allowed,
+        "rules": list(fired),
+        "reason": reason,
+    }
