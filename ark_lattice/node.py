@@ -19,6 +19,7 @@ from ark_lattice.packet import Packet
 from ark_lattice.privatefile import write_private
 from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
+from ark_lattice.tiers import TrustTier
 
 __all__ = ["LocalNode", "FEDERATION_KEY_SIZE"]
 
@@ -142,6 +143,37 @@ class LocalNode:
         if self.home.policy_path.exists():
             return Policy.from_file(self.home.policy_path)
         return Policy.default()
+
+    async def change_tier(self, peer_id: str, tier: TrustTier, *, actor: str = "operator") -> TrustTier:
+        """Set a peer's tier if policy allows the change (hook tier_change); audited either way."""
+        from ark_lattice.errors import UsageError
+        from ark_lattice.policy.gate import PolicyGate
+
+        gate = PolicyGate(self.load_policy(), self.config.node_id)
+        peer = await self.store.get_peer(peer_id)
+        decision, record = gate.tier_change(
+            peer_id=peer_id, old_tier=peer.tier.value, new_tier=tier.value, actor=actor,
+            strikes=peer.strikes, now=self.store.now_ms() / 1000,
+        )
+        # Its own transaction: a refusal is audited too, not rolled back with the refused change.
+        await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": [record]})
+        if not decision.allowed:
+            raise UsageError(f"policy refuses this tier change: {decision.reason}")
+        return await self.store.set_tier(peer_id, tier, reason=actor)
+
+    async def set_policy(self, text: str, source: str) -> Any:
+        """Validate a policy and make it this node's; recorded in the ledger."""
+        from ark_lattice.policy import Policy
+
+        policy = Policy.load(text, source)  # a bad file raises here; the old one stays
+        tmp = self.home.policy_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        async with self.store.transaction():
+            await self.store.append_event(
+                EventKind.POLICY_SET, policy.digest, {"digest": policy.digest, "source": source}
+            )
+            tmp.replace(self.home.policy_path)
+        return policy
 
     async def publish(
         self,

@@ -29,10 +29,15 @@ __all__ = ["run"]
 BATCH = 1000
 
 
-async def _prepare(root: Path, count: int, body_size: int) -> tuple[Home, Home, list[Packet]]:
+async def _prepare(
+    root: Path, count: int, body_size: int, policy_text: str | None = None
+) -> tuple[Home, Home, list[Packet]]:
     a_home, b_home = Home(root / "a"), Home(root / "b")
     a = await LocalNode.init(a_home, name="bench-a")
     b = await LocalNode.init(b_home, name="bench-b", federation_key=a.federation_key())
+    if policy_text is not None:
+        for node in (a, b):
+            await node.set_policy(policy_text, "bench")
     await a.store.add_peer(str(b.node_id), tier=TrustTier.CORE)
     await b.store.add_peer(str(a.node_id), tier=TrustTier.CORE)
     base = await a.store.next_timestamp(a.store.now_ms())
@@ -96,22 +101,7 @@ def run(count: int = 20_000, body_size: int = 1024) -> list[Measurement]:
         root = Path(tmp)
         a_home, b_home, packets = asyncio.run(_prepare(root, count, body_size))
         raw_s = _raw_ingest_seconds(root / "raw.db", packets)
-        procs = [_start(a_home), _start(b_home)]
-        try:
-            status_a = _wait(lambda: call(a_home.control_path, "status", timeout=2), 60, "node A")
-            _wait(lambda: call(b_home.control_path, "status", timeout=2), 60, "node B")
-            started = time.perf_counter()
-            call(b_home.control_path, "add_peer", {"url": status_a["listen"]})
-            _wait(lambda: call(b_home.control_path, "status", timeout=5)["packets"] >= count, 900, "the sync")
-            sync_s = time.perf_counter() - started
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        sync_s = _timed_sync(a_home, b_home, count)
     return [
         Measurement(
             "sync.ingest", count / sync_s, "packets/s", bound=count / raw_s,
@@ -119,3 +109,30 @@ def run(count: int = 20_000, body_size: int = 1024) -> list[Measurement]:
             "bound: verify + hash + batched insert of the same packets, no network",
         )
     ]
+
+
+def run_with_policy(policy_text: str, count: int = 20_000, body_size: int = 1024) -> float:
+    """Packets/s of the same sync with both nodes under ``policy_text``."""
+    with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
+        a_home, b_home, _ = asyncio.run(_prepare(Path(tmp), count, body_size, policy_text))
+        return count / _timed_sync(a_home, b_home, count)
+
+
+def _timed_sync(a_home: Home, b_home: Home, count: int) -> float:
+    """Seconds from B dialling A until B holds ``count`` packets."""
+    procs = [_start(a_home), _start(b_home)]
+    try:
+        status_a = _wait(lambda: call(a_home.control_path, "status", timeout=2), 60, "node A")
+        _wait(lambda: call(b_home.control_path, "status", timeout=2), 60, "node B")
+        started = time.perf_counter()
+        call(b_home.control_path, "add_peer", {"url": status_a["listen"]})
+        _wait(lambda: call(b_home.control_path, "status", timeout=5)["packets"] >= count, 900, "the sync")
+        return time.perf_counter() - started
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()

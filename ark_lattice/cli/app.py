@@ -15,7 +15,8 @@ import typer
 from typer.core import TyperGroup
 
 from ark_lattice import __version__
-from ark_lattice.cli import federation, identity, ledger, packets, peers
+from ark_lattice.cli import federation, identity, ledger, packets, peers, policy
+from ark_lattice.cli.audit import audit
 from ark_lattice.cli.bench import app as bench_app
 from ark_lattice.cli.context import Application, run
 from ark_lattice.errors import ArkLatticeError
@@ -127,6 +128,8 @@ app.add_typer(packets.app, name="packets")
 app.add_typer(peers.app, name="peers")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(federation.app, name="federation")
+app.add_typer(policy.app, name="policy")
+app.command("audit")(audit)
 app.add_typer(bench_app, name="bench")
 
 

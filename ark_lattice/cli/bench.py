@@ -71,3 +71,16 @@ def reconcile(
     from ark_lattice.bench import reconcile as bench_reconcile
 
     report(ctx.obj, bench_reconcile.run(size), json_)
+
+
+@app.command("policy")
+def policy(
+    ctx: typer.Context,
+    decisions: Annotated[int, typer.Option(min=1000, help="Decisions to time.")] = 50_000,
+    packets: Annotated[int, typer.Option(min=100, help="Packets to sync, each way of the comparison.")] = 10_000,
+    json_: JsonOption = False,
+) -> None:
+    """Policy decisions/s against bare CEL, and sync ingest with the default policy vs permit-all."""
+    from ark_lattice.bench import policy as bench_policy
+
+    report(ctx.obj, bench_policy.run(decisions, packets), json_)

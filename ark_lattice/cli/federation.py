@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ark_lattice.cli.context import Application, run
+from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
 
 app = typer.Typer(help="Run this node and watch its federation.", no_args_is_help=True)
 
@@ -28,13 +29,24 @@ def start(
     sync_interval: Annotated[
         float, typer.Option(min=0.1, help="Seconds between reconciliations with each peer.")
     ] = 60.0,
+    mdns: Annotated[bool, typer.Option("--mdns/--no-mdns", help="Announce and browse with mDNS.")] = True,
+    multicast: Annotated[
+        bool, typer.Option("--multicast/--no-multicast", help="Send and hear the signed UDP beacon.")
+    ] = True,
+    beacon_group: Annotated[str, typer.Option(help="Multicast group of the beacon.")] = DEFAULT_GROUP,
+    beacon_port: Annotated[int, typer.Option(help="UDP port of the beacon.")] = DEFAULT_BEACON_PORT,
+    idle_timeout: Annotated[
+        float, typer.Option(min=3.0, help="Seconds of a peer's silence before its session is stale.")
+    ] = 45.0,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run."""
+    from ark_lattice.discovery import DiscoveryConfig
     from ark_lattice.node import LocalNode
     from ark_lattice.runtime.node import NodeRuntime
 
     application: Application = ctx.obj
     home = application.home
+    discovery = DiscoveryConfig(mdns=mdns, beacon=multicast, group=beacon_group, beacon_port=beacon_port)
 
     async def go() -> None:
         if home.is_initialised():
@@ -50,6 +62,8 @@ def start(
                 port=fed.port if port is None else port,
                 anchor_interval=anchor_interval,
                 sync_interval=sync_interval,
+                discovery=discovery,
+                idle_timeout=idle_timeout,
             )
             await runtime.run()
         finally:
@@ -85,6 +99,11 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
         f"{doc['packets']} packets ({doc['quarantined']} quarantined), "
         f"{doc['peers']} peers, {doc['events']} ledger events"
     )
+    for item in doc.get("isolated", []):
+        c.print(
+            f"[red]isolated[/] {item['peer'][:16]} after {item['strikes']} strikes "
+            f"(last: {item['last']}); see `ark-lattice ledger log --kind peer.strike`"
+        )
     if doc["connections"]:
         from rich.table import Table
 
@@ -123,6 +142,79 @@ def _setup_logging(log_dir: Any) -> None:
     root.handlers[:] = [console, rotating]
     root.setLevel(logging.INFO)
     root.propagate = False
+
+
+@app.command("discover")
+def discover(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float, typer.Option(min=0.2, max=300.0, help="Seconds to listen when no node runs.")
+    ] = 3.0,
+    beacon_group: Annotated[str, typer.Option(help="Multicast group of the beacon.")] = DEFAULT_GROUP,
+    beacon_port: Annotated[int, typer.Option(help="UDP port of the beacon.")] = DEFAULT_BEACON_PORT,
+    json_: JsonOption = False,
+) -> None:
+    """List the nodes announcing themselves on the LAN, and announcements that were dropped.
+
+    Asks the running node what it has heard; with no node running, listens for mDNS and beacons
+    for --timeout seconds without announcing anything.
+    """
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.discovery import DiscoveryConfig
+    from ark_lattice.errors import NodeNotRunning
+
+    application: Application = ctx.obj
+    config = DiscoveryConfig(group=beacon_group, beacon_port=beacon_port)
+    try:
+        doc: dict[str, Any] = request(application, "discovered")
+    except NodeNotRunning:
+        doc = run(_browse(application, config, timeout))
+    if json_:
+        application.print_json(doc)
+        return
+    _print_discovered(application, doc)
+
+
+async def _browse(application: Application, config: Any, timeout: float) -> dict[str, Any]:
+    from ark_lattice.discovery.lan import browse
+    from ark_lattice.errors import ArkLatticeError
+    from ark_lattice.identity import NodeId
+
+    local = None
+    try:
+        local = NodeId.parse(application.home.load_config().node_id)  # to leave ourselves out
+    except ArkLatticeError:
+        pass
+    return await browse(config, timeout=timeout, local=local)
+
+
+def _print_discovered(application: Application, doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    c = application.console
+    where = "the running node" if doc.get("running") else "a one-shot browse"
+    c.print(f"from {where}: mDNS {doc.get('mdns')}, beacon {doc.get('beacon')} ({doc.get('group', '')})")
+    rows = doc.get("seen", [])
+    if not rows:
+        c.print("nothing heard")
+        return
+    table = Table()
+    for col in ("node", "name", "endpoints", "source", "verified", "last seen"):
+        table.add_column(col)
+    now = doc.get("now") or 0
+    for row in rows:
+        verified = "yes" if row["verified"] else f"no: {row['reason']}"
+        if row["verified"] and row.get("present") is False:
+            verified += " (withdrawn)"
+        table.add_row(
+            (row["node_id"] or "?")[:16],
+            row["name"] or "",
+            " ".join(row["endpoints"]),
+            f"{row['source']} from {row['sender']}",
+            verified,
+            f"{max(0.0, now - row['last_seen']):.0f} s ago",
+        )
+    c.print(table)
 
 
 @app.command("add-peer")

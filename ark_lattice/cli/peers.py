@@ -87,10 +87,8 @@ def add(
         async with await open_node(application) as node:
             if nid == node.config.node_id:
                 raise UsageError("that is this node's own ID")
-            async with node.store.transaction():
-                added = await node.store.add_peer(nid, tier=level, endpoints=endpoint or (), name=name)
-                if not added:
-                    await node.store.set_tier(nid, level, reason="operator")
+            added = await node.store.add_peer(nid, endpoints=endpoint or (), name=name)
+            await node.change_tier(nid, level)
             return added
 
     added = run(go())
@@ -112,7 +110,7 @@ def trust_tier(
     async def go() -> tuple[str, Any]:
         async with await open_node(application) as node:
             pid = await node.store.resolve_peer(peer_id)
-            return pid, await node.store.set_tier(pid, level, reason="operator")
+            return pid, await node.change_tier(pid, level)
 
     pid, old = run(go())
     from ark_lattice.cli.livenode import nudge

@@ -221,10 +221,18 @@ class Store:
         return await self._scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
 
     async def events(
-        self, *, limit: int | None = None, kind: str | None = None, subject: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        kind: str | None = None,
+        subject: str | None = None,
+        since_ms: int | None = None,
     ) -> list[Event]:
         """The newest events first."""
         where, args = _where(("kind", kind), ("subject", subject))
+        if since_ms is not None:
+            where += (" AND" if where else " WHERE") + " ts >= ?"
+            args.append(since_ms)
         sql = f"SELECT seq, ts, kind, subject, data, prev, hash FROM events{where} ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"

@@ -102,8 +102,9 @@ def test_peers_lifecycle(cli):
     cli("peers", "remove", "abc")
     assert [p["id"] for p in cli.json("peers", "list")] == [a]
     assert "no peer" in one_line_error(cli("peers", "show", "zz", ok=False), 2)
-    kinds = [e["kind"] for e in cli.json("ledger", "log", "--limit", "10")]
-    assert kinds[:4] == ["peer.removed", "peer.tier_changed", "peer.added", "peer.added"]
+    kinds = [e["kind"] for e in cli.json("ledger", "log", "--limit", "20") if e["kind"] != "policy.decision"]
+    assert kinds[:5] == ["peer.removed", "peer.tier_changed", "peer.tier_changed", "peer.added", "peer.added"]
+    assert len(cli.json("audit", "--hook", "tier_change")) == 3  # each tier change was decided by policy
 
 
 def test_ledger_commands(cli, home, tmp_path):

@@ -1,0 +1,82 @@
+"""``ark-lattice audit``: browse every policy decision the node took."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ark_lattice.cli.context import Application, open_node, run
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def audit(
+    ctx: typer.Context,
+    peer: Annotated[Optional[str], typer.Option(help="Only decisions about this peer (id or prefix).")] = None,
+    decision: Annotated[Optional[str], typer.Option(help="allow or deny.")] = None,
+    hook: Annotated[Optional[str], typer.Option(help="Only this hook.")] = None,
+    since: Annotated[
+        Optional[str], typer.Option(help="ISO time, or an age such as 90s, 15m, 2h, 7d.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
+    json_: JsonOption = False,
+) -> None:
+    """Browse the audit trail: every allow and deny, which rules fired and why."""
+    from ark_lattice import audit as trail
+    from ark_lattice.errors import UsageError
+
+    application: Application = ctx.obj
+    if decision not in (None, "allow", "deny"):
+        raise UsageError("--decision is allow or deny")
+    since_ms = _since(since) if since else None
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            peer_id = await node.store.resolve_peer(peer) if peer else None
+            return await trail.decisions(
+                node.store,
+                peer=peer_id,
+                allowed=None if decision is None else decision == "allow",
+                hook=hook,
+                since_ms=since_ms,
+                limit=limit,
+            )
+
+    rows = run(go())
+    if json_:
+        application.print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} decision(s)")
+    for col in ("time", "hook", "peer", "subject", "decision", "rules", "reason"):
+        table.add_column(col)
+    for r in rows:
+        when = datetime.fromtimestamp(r["ts"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            when, r["hook"], r["peer"][:12], str(r["subject"])[:16],
+            "allow" if r["allowed"] else "[red]deny[/]", ", ".join(r["rules"]), r["reason"],
+        )
+    application.console.print(table)
+
+
+_AGE = re.compile(r"(\d+)([smhd])")
+
+
+def _since(text: str) -> int:
+    from ark_lattice.errors import UsageError
+
+    if m := _AGE.fullmatch(text.strip()):
+        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return int((time.time() - seconds) * 1000)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither an ISO time nor an age like 15m") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
