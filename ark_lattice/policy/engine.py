@@ -694,7 +694,7 @@ class _Loader:
             names = ", ".join(unknown)
             raise self.fail(line, f"condition of {label} uses unknown variable"
                             f"{'s' if len(unknown) > 1 else ''} {names}; see the variable table "
-                            "in ark_lattice/policy/engine.py")
+                            "in docs/policy.md")
         self._trial(program, hooks, line, label)
         return Rule(ident, Effect(effect), hooks, condition, description, self.line(where), program)
 
