@@ -126,3 +126,23 @@ def test_kill_9_of_the_receiver_mid_sync_then_restart_completes(homes, start_nod
     verify = run_cli(b, "ledger", "verify", "--json")
     assert verify.returncode == 0, verify.stderr
     assert json.loads(verify.stdout)["packets"] == len(total)
+
+
+def test_both_nodes_dialling_each_other_keep_one_session(homes, start_node):
+    ids = init_federation(homes, "a", "b")
+    a, b = homes("a"), homes("b")
+    set_tier(a, ids["b"], "core")
+    set_tier(b, ids["a"], "core")
+    node_a, node_b = start_node(a), start_node(b)
+    run_cli(a, "federation", "add-peer", node_b.url)
+    run_cli(b, "federation", "add-peer", node_a.url)
+
+    def sessions(home):
+        conns = json.loads(run_cli(home, "federation", "status", "--json").stdout)["connections"]
+        return [c for c in conns if c["state"] == "open"]
+
+    wait_for(lambda: len(sessions(a)) == 1 and len(sessions(b)) == 1, timeout=60, what="one session each")
+    # Both sides kept the same connection: one dialled it, the other accepted it.
+    assert {sessions(a)[0]["role"], sessions(b)[0]["role"]} == {"initiator", "responder"}
+    fresh = run_cli(a, "packets", "publish", "--topic", "t", "-", input=b"after dedupe").stdout.decode().strip()
+    wait_for(lambda: fresh in packet_ids(b), what="the surviving session to carry a push")
