@@ -218,10 +218,7 @@ class ReconFrame(Frame):
 
 
 @dataclass(frozen=True)
-class OfferFrame(Frame):
-    """Ids the sender holds and the receiver lacks; the receiver wants them at its own pace."""
-
-    TYPE: ClassVar[str] = "offer"
+class _IdListFrame(Frame):
     ids: tuple[bytes, ...]
 
     def fields(self) -> list[Any]:
@@ -230,21 +227,21 @@ class OfferFrame(Frame):
     @classmethod
     def _from_fields(cls, f: list[Any]) -> Frame:
         (ids,) = f
-        return cls(_ids(ids, "offer"))
+        return cls(_ids(ids, cls.TYPE))
 
 
 @dataclass(frozen=True)
-class WantFrame(Frame):
+class OfferFrame(_IdListFrame):
+    """Ids the sender holds and the receiver lacks; the receiver wants them at its own pace."""
+
+    TYPE: ClassVar[str] = "offer"
+
+
+@dataclass(frozen=True)
+class WantFrame(_IdListFrame):
+    """Ids the sender asks for; answered by packets frames, the last one marked ``last``."""
+
     TYPE: ClassVar[str] = "want"
-    ids: tuple[bytes, ...]
-
-    def fields(self) -> list[Any]:
-        return [list(self.ids)]
-
-    @classmethod
-    def _from_fields(cls, f: list[Any]) -> Frame:
-        (ids,) = f
-        return cls(_ids(ids, "want"))
 
 
 @dataclass(frozen=True)
