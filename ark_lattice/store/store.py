@@ -262,13 +262,8 @@ class Store:
         """The next hybrid-logical timestamp, shared by every process on this ledger."""
         async with self.transaction():
             last = await self._scalar("SELECT value FROM meta WHERE key = 'hlc'")
-            clock = HybridClock(int(last or 0))
-            stamp = clock.tick(now_ms)
-            await self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('hlc', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (stamp,),
-            )
+            stamp = HybridClock(int(last or 0)).tick(now_ms)
+            await self._set_meta("hlc", stamp)
             return stamp
 
     async def put_packets(
@@ -287,12 +282,7 @@ class Store:
             if not fresh:
                 return []
             # The hybrid clock moves past every timestamp this node has seen (hlc.py).
-            newest = max(p.header.created_at for p in fresh.values())
-            await self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('hlc', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                (newest,),
-            )
+            await self._set_meta("hlc", max(p.header.created_at for p in fresh.values()), grow_only=True)
             now = self.now_ms()
             await self._conn.executemany(
                 "INSERT INTO packets (id, created_at, topic, kind, author, header, signature, body,"
@@ -565,11 +555,7 @@ class Store:
         """A counter that only grows, shared by every process on this ledger."""
         async with self.transaction():
             value = int(await self._scalar("SELECT value FROM meta WHERE key = ?", (key,)) or 0) + 1
-            await self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            await self._set_meta(key, value)
             return value
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -640,6 +626,13 @@ class Store:
             if "locked" in str(exc).lower() or "busy" in str(exc).lower():
                 raise LedgerError("the ledger stayed locked by another process; try again") from None
             raise LedgerError(f"the ledger refused a write: {exc}") from None
+
+    async def _set_meta(self, key: str, value: int, *, grow_only: bool = False) -> None:
+        new = "MAX(value, excluded.value)" if grow_only else "excluded.value"
+        await self._conn.execute(
+            f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {new}",
+            (key, value),
+        )
 
     async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._conn.execute(sql, args) as cur:
