@@ -19,6 +19,7 @@ from ark_lattice.cli import federation, identity, ledger, packets, peers, policy
 from ark_lattice.cli.audit import audit
 from ark_lattice.cli.bench import app as bench_app
 from ark_lattice.cli.context import Application, run
+from ark_lattice.cli.simulate import simulate
 from ark_lattice.errors import ArkLatticeError
 
 __all__ = ["app", "main"]
@@ -131,6 +132,7 @@ app.add_typer(federation.app, name="federation")
 app.add_typer(policy.app, name="policy")
 app.command("audit")(audit)
 app.add_typer(bench_app, name="bench")
+app.command("simulate")(simulate)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def report(application: Application, rows: list[Any], json_: bool) -> None:
         doc = row.to_json()
         table.add_row(
             doc["name"],
-            f"{doc['value']:,.1f}",
+            _figure(doc["value"]),
             doc["unit"],
             f"{doc['bound']:,.1f}" if "bound" in doc else "",
             f"{doc['ratio']:.3f}" if doc.get("ratio") is not None else "",
@@ -84,3 +84,40 @@ def policy(
     from ark_lattice.bench import policy as bench_policy
 
     report(ctx.obj, bench_policy.run(decisions, packets), json_)
+
+
+@app.command("simulate")
+def simulate(
+    ctx: typer.Context,
+    sizes: Annotated[str, typer.Option(help="Comma-separated node counts, each run in its own process.")] = "100,1000",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of the baseline scenario per size.")] = 5,
+    json_: JsonOption = False,
+) -> None:
+    """Simulated node-epochs/s and peak memory of the deterministic simulator (baseline scenario)."""
+    from ark_lattice.bench import simulate as bench_simulate
+    from ark_lattice.errors import UsageError
+
+    try:
+        counts = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes takes node counts such as 100,1000, not {sizes!r}") from None
+    if not counts or any(c < 1 for c in counts):
+        raise UsageError("--sizes needs at least one positive node count")
+    report(ctx.obj, bench_simulate.run(counts, epochs), json_)
+
+
+@app.command("discovery")
+def discovery(
+    ctx: typer.Context,
+    runs: Annotated[int, typer.Option(min=1, max=50, help="Runs per carrier (the median is reported).")] = 5,
+    json_: JsonOption = False,
+) -> None:
+    """Time for two nodes on two namespace hosts to find each other, by mDNS and by beacon (root)."""
+    from ark_lattice.bench import discovery as bench_discovery
+
+    report(ctx.obj, bench_discovery.run(runs), json_)
+
+
+def _figure(value: float) -> str:
+    # Small figures (seconds, round trips) keep three significant digits; large ones one decimal.
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"

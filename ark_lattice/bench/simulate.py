@@ -1,0 +1,71 @@
+"""``bench simulate``: how fast and how big the deterministic simulator runs (DESIGN §11, §15).
+
+Each size runs the built-in ``baseline`` scenario in a fresh process, so its peak memory (the
+process's maximum resident set, ``getrusage``) is its own and not the previous size's. The rate is
+simulated node-epochs per second of wall time: nodes × epochs / seconds, setup included.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from ark_lattice.bench import Measurement
+
+__all__ = ["run", "measure"]
+
+SCENARIO = "baseline"
+
+
+def measure(nodes: int, epochs: int, seed: int = 0) -> dict[str, float | int | bool]:
+    """Run baseline once in this process; wall seconds, peak RSS and whether it converged."""
+    from ark_lattice.sim.mesh import Simulation
+    from ark_lattice.sim.scenario import load_scenario
+
+    scenario = load_scenario(SCENARIO).with_overrides(nodes=nodes, epochs=epochs)
+    started = time.perf_counter()
+    report = Simulation(scenario, seed=seed).run()
+    wall = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "nodes": nodes,
+        "epochs": epochs,
+        "wall_s": wall,
+        "peak_rss_mib": peak_kib / 1024,
+        "converged": bool(report["result"]["all_converged"]),
+        "messages": sum(e["messages"] for e in report["epochs"]),
+    }
+
+
+def run(sizes: Sequence[int] = (100, 1000), epochs: int = 5) -> list[Measurement]:
+    out: list[Measurement] = []
+    for nodes in sizes:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ark_lattice.bench.simulate", str(nodes), str(epochs)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {nodes}-node simulation failed: {proc.stderr.strip()[-500:]}")
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        converged = "converged" if m["converged"] else "NOT converged"
+        note = (
+            f"{SCENARIO}, {nodes} nodes x {epochs} epochs in {m['wall_s']:.1f} s wall, "
+            f"{m['messages']:,} messages, {converged}"
+        )
+        out.append(Measurement(f"simulate.rate.{nodes}", nodes * epochs / m["wall_s"], "node-epochs/s", note=note))
+        out.append(Measurement(f"simulate.wall.{nodes}", m["wall_s"], "s", note=note))
+        out.append(Measurement(
+            f"simulate.peak_memory.{nodes}", m["peak_rss_mib"], "MiB",
+            note=f"peak resident set of the process running {nodes} nodes "
+            f"({m['peak_rss_mib'] * 1024 / nodes:.0f} KiB per node, interpreter included)",
+        ))
+    return out
+
+
+if __name__ == "__main__":  # the worker process of run()
+    print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]))))

@@ -1,0 +1,717 @@
+"""The simulated mesh: many nodes in one process, each one the node's own code, in virtual time.
+
+Every simulated node is a real :class:`~ark_lattice.runtime.peering.Federation` (sessions,
+reconciliation, transfer, live push, strikes, dialling with backoff) over a real
+:class:`~ark_lattice.store.store.Store` (the SQLite ledger, in memory, run inline), with the policy
+gate a real node uses. Only what lies outside a node process is replaced: the clock (virtual, see
+clock.py), the network (network.py) and the random sources (seeded). Nothing of the protocol is
+re-implemented here; this module builds the federation a scenario describes, applies its workload
+and faults at their times, and watches the ledgers to report convergence.
+
+Determinism: identities, federation key, link latencies, losses, handshake ephemeral keys, backoff
+jitter, topology, workload and fault choices all come from generators seeded by (seed, purpose,
+node); the loop runs callbacks in the order they were scheduled and never consults a wall clock;
+the report is canonical JSON with integers for times. The same scenario and seed therefore give
+byte-identical reports, under any ``PYTHONHASHSEED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import hashlib
+import heapq
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ark_lattice import __version__
+from ark_lattice.encoding import decode
+from ark_lattice.errors import ConfigError
+from ark_lattice.home import Config, Home
+from ark_lattice.identity import Identity
+from ark_lattice.node import LocalNode
+from ark_lattice.packet import Packet
+from ark_lattice.protocol.session import Role, SyncCompleted
+from ark_lattice.runtime.peering import Federation
+from ark_lattice.sim.clock import OWNER, VirtualTimeLoop
+from ark_lattice.sim.convergence import FlowGraph, dials, flows, merkle_root
+from ark_lattice.sim.network import Host, Network, Socket, Traffic
+from ark_lattice.sim.scenario import Fault, Scenario, Selection, Workload
+from ark_lattice.store import inline
+from ark_lattice.store.events import EventKind
+from ark_lattice.store.store import Store
+
+__all__ = ["Simulation", "SimNode", "EPOCH_START", "REPORT_FORMAT", "report_bytes"]
+
+EPOCH_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: virtual time 0 on the nodes' clocks
+REPORT_FORMAT = 1
+PUBLISH_WINDOW = 0.5  # packets of an epoch are published in its first half, leaving time to spread
+
+log = logging.getLogger("ark_lattice.sim")
+
+
+def report_bytes(report: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of a report: equal reports are equal bytes."""
+    return (json.dumps(report, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode()
+
+
+class _ObservedFederation(Federation):
+    """The node's Federation, unchanged, plus one counter: reconciliations completed."""
+
+    def __init__(self, *args: Any, traffic: Traffic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._traffic = traffic
+
+    async def _on_event(self, link: Any, event: Any) -> None:
+        if isinstance(event, SyncCompleted) and link.session.role is Role.INITIATOR:
+            self._traffic.reconciliations += 1  # counted once per run, by the side that drove it
+        await super()._on_event(link, event)
+
+
+class SimNode:
+    """One simulated node: its identity, its in-memory ledger and, while up, its Federation."""
+
+    def __init__(self, sim: Simulation, index: int, name: str, group: str, identity: Identity) -> None:
+        self.sim = sim
+        self.index = index
+        self.name = name
+        self.group = group
+        self.identity = identity
+        self.node_id = str(identity.node_id)
+        self.url = f"sim://{name}"
+        self.host = Host(name, group, self.url, self._accept)
+        self.state = "new"  # new, up, down (crashed, may restart), dropped (left for good)
+        self.store: Store | None = None
+        self.federation: Federation | None = None
+        self.tasks: dict[asyncio.Task[Any], None] = {}  # creation order: cancelled in that order
+        self.rng = sim.rng("backoff", index)
+        self._keys = sim.rng("ephemeral-keys", index)
+        # what the ledger holds (bitsets over the simulation's packet index), read from its events
+        self.held = 0
+        self.shared = 0
+        self._cursor = 0
+
+    # -- the clock.OWNER protocol: every task created in this node's context is ours --------
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        self.tasks[task] = None
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.pop(task, None)
+
+    def _context(self) -> contextvars.Context:
+        ctx = contextvars.Context()  # a fresh one per task: the store keeps per-task state in it
+        ctx.run(OWNER.set, self)
+        return ctx
+
+    async def inside(self, coro: Any) -> Any:
+        """Run ``coro`` as a task of this node (so a crash cancels what it starts)."""
+        return await asyncio.get_running_loop().create_task(coro, context=self._context())
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open_store(self) -> Store:
+        self.store = await Store.open(Path(":memory:"), clock=self.sim.clock, connect=inline.connect)
+        return self.store
+
+    async def start(self) -> None:
+        assert self.store is not None
+        sim = self.sim
+        gate = None
+        if sim.policy is not None:
+            from ark_lattice.policy.gate import PolicyGate
+
+            gate = PolicyGate(sim.policy, self.node_id)
+        self.federation = _ObservedFederation(
+            self.store,
+            self.identity,
+            sim.federation_key,
+            name=self.name,
+            clock=sim.clock,
+            rng=self.rng,
+            sync_interval=sim.scenario.sync_interval_s,
+            auto_sync=True,
+            connect=sim.network.dialer(self.host),
+            offload=False,
+            gate=gate,
+            random_bytes=self._keys.randbytes,
+            traffic=sim.network.traffic,
+        )
+        await self.inside(self.federation.start([self.url]))
+        self.state = "up"
+        self.host.up = True
+
+    async def crash(self, *, final: str = "down") -> None:
+        """Stop abruptly: connections reset, every task cancelled; the ledger survives."""
+        self.host.up = False
+        self.state = final
+        self.sim.network.sever(self.host)
+        while self.tasks:
+            pending = list(self.tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.federation = None
+
+    async def publish(self, topic: str, body: bytes) -> Packet:
+        """What `packets publish` does on a running node: the node's own publish, then a push."""
+        assert self.store is not None and self.federation is not None
+        config = Config(node_id=self.node_id, name=self.name, created_at=int(self.sim.clock()))
+        local = LocalNode(Home(f"/nonexistent/simulated/{self.name}"), config, self.store, self.identity)
+        packet = await local.publish(topic=topic, kind="note", body=body)
+        await self.federation.local_packets_changed()
+        return packet
+
+    def _accept(self, sock: Socket) -> None:
+        if self.federation is None or self.state != "up":
+            sock.abort()
+            return
+        asyncio.get_running_loop().create_task(self.federation.accept(sock), context=self._context())
+
+    async def read_ledger(self) -> None:
+        """Fold packets stored since the last look into ``held`` / ``shared``."""
+        assert self.store is not None
+        sql = (
+            "SELECT seq, subject, data FROM events "
+            f"WHERE kind = '{EventKind.PACKET_STORED}' AND seq > {int(self._cursor)} ORDER BY seq"
+        )
+        index_of = self.sim.packet_index
+        async for seq, subject, data in self.store.iter_rows(sql):
+            self._cursor = seq
+            i = index_of.get(subject)
+            if i is None:
+                raise RuntimeError(f"{self.name} stored a packet the simulation never published: {subject}")
+            bit = 1 << i
+            self.held |= bit
+            if not decode(data, max_size=1 << 16, what="ledger event").get("quarantined"):
+                self.shared |= bit
+
+
+@dataclass(order=True)
+class _Action:
+    at: float
+    seq: int
+    kind: str = field(compare=False)
+    arg: Any = field(compare=False, default=None)
+
+
+class _LogCount(logging.Handler):
+    """Counts warnings and errors the nodes log during a run (the report carries the counts)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts = {"warning": 0, "error": 0}
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            self.counts["error"] += 1
+            if len(self.errors) < 20:
+                self.errors.append(self.format(record))
+        else:
+            self.counts["warning"] += 1
+
+
+class Simulation:
+    """Run one scenario with one seed; :meth:`run` returns the report (a JSON-ready dict)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int = 0,
+        identities: Mapping[str, Identity] | None = None,
+        initial_packets: Mapping[str, Sequence[Packet]] | None = None,
+        federation_key: bytes | None = None,
+        start_time: float = EPOCH_START,
+        on_progress: Callable[[float, dict[str, Any] | None], None] | None = None,
+    ) -> None:
+        """``identities`` and ``initial_packets`` (by node name, e.g. ``"local-0003"``) replace the
+        seeded ones; with ``federation_key`` and ``start_time`` they let a test mirror real nodes.
+        ``on_progress(fraction done, epoch record or None)`` is called as virtual time passes."""
+        self.scenario = scenario
+        self.seed = seed
+        self._identities = dict(identities or {})
+        self._initial = {k: list(v) for k, v in (initial_packets or {}).items()}
+        self.federation_key = federation_key or _derive(seed, "federation-key")
+        self.start_time = float(start_time)
+        self._on_progress = on_progress
+        self.nodes: list[SimNode] = []
+        self.packets: list[bytes] = []  # packet ids by index
+        self.packet_index: dict[str, int] = {}  # hex id -> index
+        self.authored: list[int] = []  # per node: bitset of packets it published (or started with)
+        self.policy: Any = None
+        self.log = _LogCount()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[_Action] = []
+        self._seq = 0
+        self._rngs = {
+            purpose: self.rng(purpose) for purpose in ("network", "topology", "workload", "faults")
+        }
+        self._epoch_traffic: dict[str, int] = {}
+        self._roots: dict[int, str] = {}  # held bitset -> Merkle root (many nodes share a set)
+        self._churned: dict[int, int] = {}  # node index -> the churn action that took it down
+
+    # -- public -----------------------------------------------------------------------------
+
+    def rng(self, purpose: str, index: int = -1) -> random.Random:
+        return random.Random(int.from_bytes(_derive(self.seed, purpose, index)[:16], "big"))
+
+    def holdings(self) -> dict[str, dict[str, list[str]]]:
+        """After (or during) a run, by node name: the hex ids of the packets it holds, of those
+        in quarantine, and of those it published (or started with)."""
+        return {
+            node.name: {
+                "held": self._hex_ids(node.held),
+                "quarantined": self._hex_ids(node.held & ~node.shared),
+                "authored": self._hex_ids(self.authored[node.index]),
+            }
+            for node in self.nodes
+        }
+
+    def _hex_ids(self, bits: int) -> list[str]:
+        return sorted(self.packets[i].hex() for i in range(bits.bit_length()) if bits >> i & 1)
+
+    def clock(self) -> float:
+        assert self._loop is not None
+        return self.start_time + self._loop.time()
+
+    def run(self) -> dict[str, Any]:
+        logger = logging.getLogger("ark_lattice")
+        saved = (logger.handlers[:], logger.propagate, logger.level)
+        logger.handlers = [self.log]
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+        # A thousand nodes are millions of long-lived objects: the default collector thresholds
+        # would sweep them all again and again (a fifth of the run at 1,000 nodes). Collect
+        # rarely; what the nodes set up is frozen out of the collector's sight in _main.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(50_000, 20, 100)
+        try:
+            with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+                return runner.run(self._main())
+        finally:
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+            logger.handlers, logger.propagate = saved[0], saved[1]
+            logger.setLevel(saved[2])
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def _main(self) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        sc = self.scenario
+        if sc.policy == "default":
+            from ark_lattice.policy import Policy
+
+            self.policy = Policy.default()
+        self.network = Network(self._loop, self._rngs["network"], self._profile_of)
+        await self._build()
+        self._check_fault_names()
+        for node in self.nodes:
+            await node.start()
+        gc.collect()
+        gc.freeze()
+        epochs: list[dict[str, Any]] = []
+        try:
+            for epoch in range(sc.epochs):
+                epochs.append(await self._run_epoch(epoch))
+            for node in self.nodes:
+                if node.state == "up":
+                    await node.crash()
+            ledgers = await self._verify_ledgers()
+        finally:
+            for node in self.nodes:
+                if node.state == "up":
+                    await node.crash()
+            for node in self.nodes:
+                if node.store is not None:
+                    await node.store.close()
+        return self._report(epochs, ledgers)
+
+    async def _verify_ledgers(self) -> dict[str, Any]:
+        """`ledger verify` on every node's ledger, crashed ones included (DESIGN §8, §14)."""
+        from ark_lattice.ledger import verify
+        from ark_lattice.errors import ArkLatticeError
+
+        failed: list[str] = []
+        for node in self.nodes:
+            assert node.store is not None
+            try:
+                await verify(node.store, node.identity.node_id)
+            except ArkLatticeError as exc:
+                failed.append(f"{node.name}: {exc}")
+        return {"verified": len(self.nodes) - len(failed), "failed": failed}
+
+    async def _build(self) -> None:
+        sc = self.scenario
+        sizes = sc.group_sizes()
+        for group in sc.groups:
+            for i in range(sizes[group.name]):
+                index = len(self.nodes)
+                name = f"{group.name}-{i:04d}"
+                identity = self._identities.pop(name, None) or Identity.from_seed(
+                    _derive(self.seed, "identity", index)
+                )
+                node = SimNode(self, index, name, group.name, identity)
+                self.nodes.append(node)
+                self.network.add(node.host)
+                self.authored.append(0)
+        if self._identities:
+            raise ConfigError(f"identities given for nodes the scenario does not have: {sorted(self._identities)}")
+        by_name = {n.name: n for n in self.nodes}
+        unknown = sorted(set(self._initial) - set(by_name))
+        if unknown:
+            raise ConfigError(f"initial packets given for nodes the scenario does not have: {unknown}")
+        edges = self._topology()
+        carry: list[list[int]] = [[] for _ in self.nodes]
+        terminal: list[list[int]] = [[] for _ in self.nodes]
+        for node in self.nodes:
+            await node.open_store()
+        for a, b in edges:
+            na, nb = self.nodes[a], self.nodes[b]
+            ta, tb = sc.tier(na.group, nb.group), sc.tier(nb.group, na.group)
+            assert na.store is not None and nb.store is not None
+            # The dialler knows where to reach its peer; the other side learns it from the
+            # dialler's manifest at the first session, as with `federation add-peer`.
+            await na.store.add_peer(nb.node_id, tier=ta, endpoints=[nb.url])
+            await nb.store.add_peer(na.node_id, tier=tb)
+            for u, w, tu, tw in ((a, b, ta, tb), (b, a, tb, ta)):
+                how = flows(tu, tw)
+                if how == "carry":
+                    carry[u].append(w)
+                elif how == "terminal":
+                    terminal[u].append(w)
+        self.edges = edges
+        self.graph = FlowGraph(len(self.nodes), carry, terminal)
+        self.allowed_graph = FlowGraph(len(self.nodes), carry, terminal)
+        for name in sorted(self._initial, key=lambda n: by_name[n].index):
+            node = by_name[name]
+            assert node.store is not None
+            for packet in self._initial[name]:
+                self._register(packet, node)
+            await node.store.put_packets(self._initial[name])
+
+    def _topology(self) -> list[tuple[int, int]]:
+        """Connections as (dialler, dialled); each pair once; the dialler must dial its tier."""
+        sc, rng, nodes = self.scenario, self._rngs["topology"], self.nodes
+        pairs: dict[tuple[int, int], tuple[int, int]] = {}
+
+        def want(a: int, b: int) -> None:
+            if a == b:
+                return
+            key = (min(a, b), max(a, b))
+            if key in pairs:
+                return
+            ta = sc.tier(nodes[a].group, nodes[b].group)
+            tb = sc.tier(nodes[b].group, nodes[a].group)
+            if dials(ta):
+                pairs[key] = (a, b)
+            elif dials(tb):
+                pairs[key] = (b, a)
+
+        if "pairs" in sc.topology:
+            members: dict[str, list[int]] = {}
+            for n in nodes:
+                members.setdefault(n.group, []).append(n.index)
+            for ga, gb in sc.topology["pairs"]:
+                for a in members.get(ga, []):
+                    for b in members.get(gb, []):
+                        want(a, b)
+        else:
+            degree = sc.topology.get("degree", 4)
+            n = len(nodes)
+            if n <= degree + 1:
+                for a in range(n):
+                    for b in range(a + 1, n):
+                        want(a, b)
+            else:
+                order = list(range(n))
+                rng.shuffle(order)
+                for i in range(n):  # a ring through every node keeps the mesh connected
+                    want(order[i], order[(i + 1) % n])
+                for a in range(n):  # plus chords: short paths across the ring
+                    for _ in range(degree // 2 - 1):
+                        want(a, rng.randrange(n))
+        return [pairs[k] for k in sorted(pairs)]
+
+    def _profile_of(self, a: str, b: str) -> tuple[tuple[float, float], float]:
+        p = self.scenario.link(a, b)
+        return p.latency_ms, p.loss
+
+    def _register(self, packet: Packet, author: SimNode) -> None:
+        if packet.hex_id in self.packet_index:
+            return
+        index = len(self.packets)
+        self.packets.append(packet.id)
+        self.packet_index[packet.hex_id] = index
+        self.authored[author.index] |= 1 << index
+
+    def _check_fault_names(self) -> None:
+        names = {n.name: n for n in self.nodes}
+        for i, fault in enumerate(self.scenario.faults):
+            if fault.select is None:
+                continue
+            for name in fault.select.names:
+                node = names.get(name)
+                if node is None:
+                    raise ConfigError(f"{self.scenario.source}: faults[{i}]: no node {name!r} in this run")
+                if fault.select.group is not None and node.group != fault.select.group:
+                    raise ConfigError(
+                        f"{self.scenario.source}: faults[{i}]: {name!r} is not in group {fault.select.group!r}"
+                    )
+
+    # -- epochs -----------------------------------------------------------------------------
+
+    def _push(self, at: float, kind: str, arg: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, _Action(at, self._seq, kind, arg))
+
+    async def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        sc = self.scenario
+        t0 = epoch * sc.epoch_seconds
+        end = t0 + sc.epoch_seconds
+        wrng = self._rngs["workload"]
+        last_event = t0
+        for fault in sc.faults:
+            if fault.epoch == epoch:
+                self._push(t0 + fault.at_s, "fault", fault)
+                last_event = max(last_event, t0 + fault.at_s)
+        for workload in sc.workload:
+            if workload.active(epoch):
+                for _ in range(workload.packets):
+                    at = t0 + round(wrng.uniform(0, sc.epoch_seconds * PUBLISH_WINDOW), 3)
+                    self._push(at, "publish", workload)
+                    last_event = max(last_event, at)
+        k = 1
+        while t0 + k * sc.sample_interval_s < end:
+            self._push(t0 + k * sc.sample_interval_s, "sample")
+            k += 1
+        self._push(end, "end")
+        self._epoch = {
+            "epoch": epoch,
+            "faults": [],
+            "published": 0,
+            "skipped_publishes": 0,
+            "settled_at_ms": None,
+        }
+        self._settle_after = last_event
+        self.network.traffic.take()  # counters start afresh with the epoch
+        while True:
+            action = heapq.heappop(self._queue)
+            await self._sleep_until(action.at)
+            if action.kind == "end":
+                break
+            await self._do(action)
+        status = await self._observe()
+        if self._epoch["settled_at_ms"] is None and status["converged"] == status["up"]:
+            self._epoch["settled_at_ms"] = _ms(sc.epoch_seconds)
+        record = self._epoch
+        record.update(status)
+        record.update(self.network.traffic.take())
+        record["time_ms"] = _ms(end)
+        record["held_messages"] = self.network.held_messages()
+        record["roots"] = [self._root(n.held) for n in self.nodes]
+        honest = [n for n in self.nodes if n.state != "dropped"]
+        record["distinct_roots"] = len({record["roots"][n.index] for n in honest if n.state == "up"})
+        record["down"] = [n.name for n in self.nodes if n.state == "down"]
+        record["dropped"] = [n.name for n in self.nodes if n.state == "dropped"]
+        if self._on_progress is not None:
+            self._on_progress((epoch + 1) / sc.epochs, record)
+        return record
+
+    async def _sleep_until(self, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        if at <= loop.time():
+            await asyncio.sleep(0)
+            return
+        wake = loop.create_future()
+        loop.call_at(at, _set, wake)
+        await wake
+
+    async def _do(self, action: _Action) -> None:
+        if action.kind == "publish":
+            await self._publish(action.arg)
+        elif action.kind == "sample":
+            status = await self._observe()
+            now = asyncio.get_running_loop().time()
+            if (
+                self._epoch["settled_at_ms"] is None
+                and now >= self._settle_after
+                and status["converged"] == status["up"]
+            ):
+                self._epoch["settled_at_ms"] = _ms(now - self._epoch["epoch"] * self.scenario.epoch_seconds)
+            if self._on_progress is not None:
+                self._on_progress(now / (self.scenario.epochs * self.scenario.epoch_seconds), None)
+        elif action.kind == "fault":
+            await self._fault(action.arg)
+        elif action.kind == "churn-crash":
+            node, token = action.arg
+            if node.state == "up":
+                await node.crash()
+                self._churned[node.index] = token
+        elif action.kind == "churn-restart":
+            node, token = action.arg
+            if node.state == "down" and self._churned.get(node.index) == token:
+                del self._churned[node.index]
+                await node.start()
+        else:
+            raise AssertionError(action.kind)
+
+    async def _publish(self, workload: Workload) -> None:
+        rng = self._rngs["workload"]
+        authors = [n for n in self.nodes if n.group == workload.group and n.state == "up"]
+        body = rng.randbytes(workload.body_bytes)
+        if not authors:
+            self._epoch["skipped_publishes"] += 1
+            return
+        author = authors[rng.randrange(len(authors))]
+        packet = await author.inside(author.publish(workload.topic, body))
+        self._register(packet, author)
+        self._epoch["published"] += 1
+
+    async def _fault(self, fault: Fault) -> None:
+        self._epoch["faults"].append(fault.describe())
+        if fault.kind == "partition":
+            side_of_group = {g: i for i, side in enumerate(fault.sides) for g in side}
+            self.network.partition({n.name: side_of_group.get(n.group, 0) for n in self.nodes})
+        elif fault.kind == "heal":
+            self.network.heal()
+        elif fault.kind == "crash":
+            for node in self._select(fault.select, lambda n: n.state == "up"):
+                await node.crash()
+        elif fault.kind == "restart":
+            for node in self._select(fault.select, lambda n: n.state == "down"):
+                self._churned.pop(node.index, None)
+                await node.start()
+        elif fault.kind == "drop":
+            for node in self._select(fault.select, lambda n: n.state in ("up", "down")):
+                if node.state == "up":
+                    await node.crash(final="dropped")
+                node.state = "dropped"
+                self.graph.remove(node.index)
+        elif fault.kind == "churn":
+            rng = self._rngs["faults"]
+            now = asyncio.get_running_loop().time()
+            end = (fault.epoch + 1) * self.scenario.epoch_seconds
+            for node in self._select(fault.select, lambda n: n.state == "up"):
+                self._seq += 1
+                token = self._seq
+                at = round(now + rng.uniform(0, max(0.0, end - now)), 3)
+                self._push(at, "churn-crash", (node, token))
+                self._push(at + fault.downtime_s, "churn-restart", (node, token))
+                # the epoch has not settled before its churn is over
+                back = at + fault.downtime_s
+                self._settle_after = max(self._settle_after, back if back < end else at)
+        else:
+            raise AssertionError(fault.kind)
+
+    def _select(self, sel: Selection | None, eligible: Callable[[SimNode], bool]) -> list[SimNode]:
+        assert sel is not None
+        pool = [n for n in self.nodes if (sel.group is None or n.group == sel.group) and eligible(n)]
+        if sel.names:
+            return [n for n in pool if n.name in sel.names]
+        if sel.everyone:
+            return pool
+        k = sel.count if sel.count is not None else round((sel.fraction or 0.0) * len(pool))
+        k = min(k, len(pool))
+        chosen = self._rngs["faults"].sample(range(len(pool)), k)
+        return [pool[i] for i in sorted(chosen)]
+
+    # -- observation ------------------------------------------------------------------------
+
+    async def _observe(self) -> dict[str, Any]:
+        for node in self.nodes:
+            if node.store is not None and node.state != "dropped":
+                await node.read_ledger()
+        expected = self.graph.expected([n.shared for n in self.nodes])
+        allowed = self.allowed_graph.expected(self.authored)
+        up = converged = violations = 0
+        quorum_ready = validators = 0
+        validator_groups = {g.name for g in self.scenario.groups if g.validators}
+        for node in self.nodes:
+            violations += (node.held & ~allowed[node.index]).bit_count()
+            if node.state == "dropped":
+                continue
+            is_validator = node.group in validator_groups
+            validators += is_validator
+            if node.state != "up":
+                continue
+            up += 1
+            if expected[node.index] & ~node.held == 0:
+                converged += 1
+                quorum_ready += is_validator
+        honest = sum(1 for n in self.nodes if n.state != "dropped")
+        q = self.scenario.quorum
+        return {
+            "honest": honest,
+            "up": up,
+            "converged": converged,
+            "packets": len(self.packets),
+            "violations": violations,
+            "quorum": {"threshold": q, "validators": validators, "ready": quorum_ready, "met": quorum_ready >= q},
+        }
+
+    def _root(self, held: int) -> str:
+        found = self._roots.get(held)
+        if found is None:
+            ids = [self.packets[i] for i in range(held.bit_length()) if held >> i & 1]
+            found = merkle_root(ids).hex()
+            self._roots[held] = found
+        return found
+
+    def _report(self, epochs: list[dict[str, Any]], ledgers: dict[str, Any]) -> dict[str, Any]:
+        since = None
+        for record in reversed(epochs):
+            if record["converged"] == record["honest"] and record["up"] == record["honest"]:
+                since = record["epoch"]
+            else:
+                break
+        converged_at_ms = None
+        if since is not None:
+            record = epochs[since]
+            settled = record["settled_at_ms"]
+            start = _ms(since * self.scenario.epoch_seconds)
+            converged_at_ms = start + settled if settled is not None else record["time_ms"]
+        last = epochs[-1] if epochs else None
+        return {
+            "format": REPORT_FORMAT,
+            "ark_lattice": __version__,
+            "seed": self.seed,
+            "start_time": int(self.start_time),
+            "scenario": self.scenario.to_json(),
+            "nodes": [{"name": n.name, "group": n.group, "id": n.node_id} for n in self.nodes],
+            "connections": [[self.nodes[a].name, self.nodes[b].name] for a, b in self.edges],
+            "epochs": epochs,
+            "result": {
+                "honest_nodes": last["honest"] if last else 0,
+                "packets": len(self.packets),
+                "all_converged": since is not None,
+                "converged_since_epoch": since,
+                "converged_at_ms": converged_at_ms,
+                "violations": max((r["violations"] for r in epochs), default=0),
+                "ledgers": ledgers,
+                "log": dict(self.log.counts),
+            },
+        }
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _derive(seed: int, purpose: str, index: int = -1) -> bytes:
+    """32 bytes for (seed, purpose, index): every random source of a run starts from one of these."""
+    return hashlib.sha256(f"ark-lattice/sim/{seed}/{purpose}/{index}".encode()).digest()
