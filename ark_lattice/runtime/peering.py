@@ -43,7 +43,8 @@ CLOSE_CODE_BASE = 4000
 OFFLOAD_BYTES = 64 * 1024
 AUDIT_CHUNK = 1000  # decisions per ledger event
 AUDIT_FLUSH_SECONDS = 0.25
-DIALS_PER_TICK = 8  # WebSocket private-use close codes carry our error codes
+DIALS_PER_TICK = 8
+REFRESH_SECONDS = 30.0  # WebSocket private-use close codes carry our error codes
 
 
 @dataclass
@@ -138,6 +139,10 @@ class Federation:
         self._pushed_seq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        # Which endpoints to dial is re-read from the store only after something changed it (a
+        # new endpoint, a tier, a session ending), or every REFRESH_SECONDS as a safety net.
+        self._targets_stale = True
+        self._targets_read_at = 0.0
         self._last_sync = 0.0
         self._closing = False
         self._maintainer: asyncio.Task[Any] | None = None
@@ -200,7 +205,7 @@ class Federation:
         await self.store.add_endpoint(url, source=source)
         target = self._targets.setdefault(url, _Target(url))
         target.next_attempt = 0.0
-        self._wake.set()
+        self._targets_changed()
 
     async def discovered(self, peer_id: str, endpoints: list[str], *, source: str) -> None:
         """A verified announcement (mDNS, beacon) named a peer: record it, dial it if useful.
@@ -213,7 +218,7 @@ class Federation:
         await self.store.add_peer(peer_id, endpoints=endpoints)
         for url in endpoints:
             await self.store.add_endpoint(url, source=source, peer_id=peer_id)
-        self._wake.set()
+        self._targets_changed()
 
     def connections(self) -> list[dict[str, Any]]:
         return [link.to_json() for link in self.links]
@@ -240,7 +245,7 @@ class Federation:
                 async with link.lock:
                     link.session.set_tier(tier, now)
                     await self._settle(link)
-        self._wake.set()
+        self._targets_changed()
 
     def set_auto_sync(self, enabled: bool, interval: float | None) -> None:
         self.auto_sync = enabled
@@ -335,7 +340,7 @@ class Federation:
                 await ws.close(code=close_code, reason=(session.close_code or "")[:100])
             except Exception:
                 pass
-            self._wake.set()
+            self._targets_changed()
         return session
 
     async def _tick(self, link: Link) -> None:
@@ -559,7 +564,9 @@ class Federation:
         """Dial remembered endpoints with backoff; start periodic reconciliations."""
         while True:
             now = self.clock()
-            await self._refresh_targets()
+            if self._targets_stale or now - self._targets_read_at >= REFRESH_SECONDS:
+                self._targets_stale, self._targets_read_at = False, now
+                await self._refresh_targets()
             dials = 0
             for target in self._targets.values():
                 if dials == DIALS_PER_TICK:
@@ -576,6 +583,10 @@ class Federation:
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_SECONDS)
             except asyncio.TimeoutError:
                 pass
+
+    def _targets_changed(self) -> None:
+        self._targets_stale = True
+        self._wake.set()
 
     async def _refresh_targets(self) -> None:
         """Dial endpoints never identified yet, and those of peers whose tier gives a session work."""
@@ -605,7 +616,7 @@ class Federation:
             target.failures = 0 if reached_open else target.failures + 1
             delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(target.failures, 10))
             target.next_attempt = self.clock() + delay * self.rng.uniform(0.5, 1.5)
-            self._wake.set()
+            self._targets_changed()
 
     # -- helpers ----------------------------------------------------------------------------
 
