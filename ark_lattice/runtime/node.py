@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ark_lattice import __version__
+from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.runtime.control import ControlServer
@@ -31,8 +32,11 @@ class NodeRuntime:
         anchor_interval: float = 300.0,
         sync_interval: float = 60.0,
         auto_sync: bool = True,
+        discovery: DiscoveryConfig | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         from ark_lattice.policy.gate import PolicyGate
+        from ark_lattice.protocol.session import SessionConfig
         from ark_lattice.runtime.peering import Federation
 
         self.node = node
@@ -47,7 +51,10 @@ class NodeRuntime:
             sync_interval=sync_interval,
             auto_sync=auto_sync,
             gate=PolicyGate(node.load_policy(), node.config.node_id),
+            config=_session_config(SessionConfig(), idle_timeout),
         )
+        self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
+        self.discovery: Any = None  # discovery/lan.py, once started
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._stopping = asyncio.Event()
@@ -64,6 +71,7 @@ class NodeRuntime:
                 "sync_now": self._sync_now,
                 "query": self._query,
                 "policy_reload": self._policy_reload,
+                "discovered": self._discovered,
             },
         )
 
@@ -111,6 +119,7 @@ class NodeRuntime:
             raise
         self.started_at = time.monotonic()
         await self.federation.start(self._advertised_endpoints())
+        await self._start_discovery()
         self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
         log.info("node %s listening on %s", self.node.node_id.short, self.listen_url)
 
@@ -118,6 +127,8 @@ class NodeRuntime:
         log.info("stopping")
         if self._server is not None:
             self._server.close(close_connections=False)  # no new connections from here on
+        if self.discovery is not None:
+            await self.discovery.stop()  # goodbyes go out while the node still answers
         await self.federation.stop()
         for task in self._tasks:
             task.cancel()
@@ -147,11 +158,39 @@ class NodeRuntime:
             if new:
                 log.info("anchored the ledger at %d events", checkpoint.size)
 
+    async def _start_discovery(self) -> None:
+        """LAN discovery (DESIGN §7); a failure leaves a node that still serves its known peers."""
+        from ark_lattice.discovery.lan import Discovery
+
+        self.discovery = Discovery(
+            config=self.discovery_config,
+            bind=self.bind,
+            port=self.port,
+            identity=self.node.identity,
+            name=self.node.config.name,
+            on_peer=self._peer_discovered,
+        )
+        try:
+            await self.discovery.start()
+        except Exception as exc:
+            log.warning("LAN discovery could not start: %s", exc)
+            await self.discovery.stop()
+
+    async def _peer_discovered(self, peer_id: str, endpoints: list[str], source: str) -> None:
+        await self.federation.discovered(peer_id, endpoints, source=source)
+
     def _advertised_endpoints(self) -> list[str]:
-        # A wildcard bind has no single address to give out; discovery adds real ones later.
+        # A wildcard bind is reachable at each LAN address; these are what discovery announces.
         if self.bind in ("0.0.0.0", "::", ""):
-            return []
+            from ark_lattice.discovery.lan import endpoints_for, lan_addresses
+
+            return endpoints_for(lan_addresses(self.bind)[0], self.port)
         return [self.listen_url]
+
+    async def _discovered(self, _args: dict[str, Any]) -> dict[str, Any]:
+        if self.discovery is None:
+            return {"running": True, "mdns": "off", "beacon": "off", "seen": []}
+        return self.discovery.snapshot()
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
         store = self.node.store
@@ -218,3 +257,12 @@ class NodeRuntime:
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()
+
+
+def _session_config(base: Any, idle_timeout: float | None) -> Any:
+    """Heartbeats at a third of the idle timeout, so two lost pings never make a peer stale."""
+    if idle_timeout is None:
+        return base
+    import dataclasses
+
+    return dataclasses.replace(base, idle_timeout=idle_timeout, heartbeat_interval=idle_timeout / 3)
