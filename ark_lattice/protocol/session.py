@@ -73,6 +73,7 @@ __all__ = [
     "Role",
     "State",
     "terms_for",
+    "worth_a_session",
     "keep_existing_session",
     "PeerAuthenticated",
     "PeerIdentified",
@@ -240,6 +241,12 @@ def terms_for(tier: TrustTier) -> TermsFrame:
         sends=tier is TrustTier.CORE,
         answers_queries=tier in (TrustTier.CORE, TrustTier.EXTERNAL),
     )
+
+
+def worth_a_session(tier: TrustTier) -> bool:
+    """Whether to keep dialling a peer of ``tier``: only if our terms let something flow."""
+    terms = terms_for(tier)
+    return terms.accepts or terms.sends or terms.answers_queries
 
 
 def keep_existing_session(

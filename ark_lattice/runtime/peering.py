@@ -592,7 +592,7 @@ class Federation:
         """Dial endpoints never identified yet, and those of peers whose tier gives a session work."""
         wanted = {url for url, peer_id in await self.store.endpoints() if peer_id is None}
         for peer in await self.store.list_peers():
-            if peer.tier in (TrustTier.CORE, TrustTier.SANDBOX, TrustTier.EXTERNAL):
+            if s.worth_a_session(peer.tier):
                 if self._link_for(peer.id) is None:
                     wanted.update(peer.endpoints)
         for url in sorted(wanted):  # dial order must not depend on the hash seed (simulator)
