@@ -61,6 +61,15 @@ class Application:
         except OSError as exc:
             raise UsageError(f"cannot read the federation key file {path}: {exc.strerror}") from None
 
+    def print_record(self, doc: dict[str, Any], json_: bool) -> None:
+        """One object: JSON, or aligned ``key  value`` lines for people."""
+        if json_:
+            self.print_json(doc)
+            return
+        width = max(map(len, doc), default=0) + 2
+        for key, value in doc.items():
+            self.console.print(f"{key:<{width}}{value}")
+
     def print_json(self, value: Any) -> None:
         # Plain stdout, not rich: JSON output is for machines and must not be re-wrapped.
         sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")

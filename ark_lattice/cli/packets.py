@@ -115,11 +115,7 @@ def show(
         sys.stdout.flush()
         return
     doc = stored.to_json()
-    if json_:
-        application.print_json(doc)
-        return
-    for key, value in doc.items():
-        application.console.print(f"{key:<12} {value}")
+    application.print_record(doc, json_)
 
 
 @app.command("promote")

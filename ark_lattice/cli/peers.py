@@ -54,11 +54,7 @@ def show(
     from ark_lattice.cli.livenode import peer_session
 
     doc["session"] = peer_session(application, peer.id)
-    if json_:
-        application.print_json(doc)
-        return
-    for key, value in doc.items():
-        application.console.print(f"{key:<13} {value}")
+    application.print_record(doc, json_)
 
 
 @app.command("add")

@@ -543,13 +543,19 @@ class _Parser:
         if name not in names:
             raise self.fail(where, f"{name!r} is not a group (groups: {', '.join(names)})")
 
-    def string(self, obj: dict[str, Any], key: str, *, where: str = "", default: str | None = None) -> str:
+    def _present(self, obj: dict[str, Any], key: str, where: str, default: Any) -> tuple[str, Any, bool]:
+        """(dotted field name, value, whether given); the default when absent, else an error."""
         field_name = f"{where}.{key}" if where else key
         if key not in obj:
             if default is None:
                 raise self.fail(field_name, "is required")
-            return default
-        value = obj[key]
+            return field_name, default, False
+        return field_name, obj[key], True
+
+    def string(self, obj: dict[str, Any], key: str, *, where: str = "", default: str | None = None) -> str:
+        field_name, value, given = self._present(obj, key, where, default)
+        if not given:
+            return value
         if not isinstance(value, str):
             raise self.fail(field_name, f"must be a string, not {_kind(value)}")
         return value
@@ -557,12 +563,9 @@ class _Parser:
     def integer(
         self, obj: dict[str, Any], key: str, low: int, high: int, *, where: str = "", default: int | None = None
     ) -> int:
-        field_name = f"{where}.{key}" if where else key
-        if key not in obj:
-            if default is None:
-                raise self.fail(field_name, "is required")
-            return default
-        value = obj[key]
+        field_name, value, given = self._present(obj, key, where, default)
+        if not given:
+            return value
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -574,12 +577,9 @@ class _Parser:
     def number(
         self, obj: dict[str, Any], key: str, low: float, high: float, *, where: str = "", default: float | None = None
     ) -> float:
-        field_name = f"{where}.{key}" if where else key
-        if key not in obj:
-            if default is None:
-                raise self.fail(field_name, "is required")
-            return default
-        value = obj[key]
+        field_name, value, given = self._present(obj, key, where, default)
+        if not given:
+            return value
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(field_name, f"must be a number, not {_kind(value)}")
         if not low <= value <= high:
