@@ -87,17 +87,28 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str =
 class NodeProcess:
     """A real `ark-lattice federation start` process on 127.0.0.1."""
 
-    def __init__(self, home: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *extra: str,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        prefix: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> None:
+        """``prefix`` runs it elsewhere (``ip netns exec NS``); ``wait`` blocks until it serves."""
         self.home = home
         home.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(home.parent / f"{home.name}.out", "wb")
+        self.log_path = home.parent / f"{home.name}.out"
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ark_lattice", "--home", str(home), "federation", "start",
-             "--bind", "127.0.0.1", "--port", "0", *extra],
+            [*prefix, sys.executable, "-m", "ark_lattice", "--home", str(home), "federation", "start",
+             "--bind", bind, "--port", str(port), *extra],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.status = wait_for(self._status, timeout=60, what=f"node in {home} to start")
+        if wait:
+            self.status = wait_for(self._status, timeout=60, what=f"node in {home} to start")
 
     def _status(self) -> dict | None:
         if self.proc.poll() is not None:
@@ -114,7 +125,7 @@ class NodeProcess:
     def output(self) -> str:
         if not self.log.closed:
             self.log.flush()
-        return (self.home.parent / f"{self.home.name}.out").read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

@@ -109,7 +109,23 @@ class HandshakeResult:
     handshake_hash: bytes
 
 
-class Initiator:
+class _Side:
+    """What both ends of a handshake expose once it is done."""
+
+    _result: HandshakeResult | None
+
+    @property
+    def complete(self) -> bool:
+        return self._result is not None
+
+    @property
+    def result(self) -> HandshakeResult:
+        if self._result is None:
+            raise LocalProtocolError("the handshake is not complete")
+        return self._result
+
+
+class Initiator(_Side):
     """The dialling side: ``start()`` gives msg1, ``receive(msg2)`` gives msg3, then ``result``.
 
     ``ephemeral`` fixes the ephemeral X25519 private key (tests, vectors); otherwise it is drawn
@@ -136,16 +152,6 @@ class Initiator:
         self._noise = _new_noise(identity, federation_key, True, ephemeral, random_bytes)
         self._state = "start"
         self._result: HandshakeResult | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self._result is not None
-
-    @property
-    def result(self) -> HandshakeResult:
-        if self._result is None:
-            raise LocalProtocolError("the handshake is not complete")
-        return self._result
 
     def start(self) -> bytes:
         """Return msg1 (``-> psk, e``)."""
@@ -179,7 +185,7 @@ class Initiator:
             raise LocalProtocolError(f"initiator called out of order (state {self._state!r})")
 
 
-class Responder:
+class Responder(_Side):
     """The accepting side: ``receive(msg1)`` gives msg2, ``receive(msg3)`` None, then ``result``.
 
     Arguments are as for :class:`Initiator`. A msg1 made without our federation key fails its tag
@@ -198,16 +204,6 @@ class Responder:
         self._noise = _new_noise(identity, federation_key, False, ephemeral, random_bytes)
         self._state = "wait_msg1"
         self._result: HandshakeResult | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self._result is not None
-
-    @property
-    def result(self) -> HandshakeResult:
-        if self._result is None:
-            raise LocalProtocolError("the handshake is not complete")
-        return self._result
 
     def receive(self, message: bytes) -> bytes | None:
         """Process msg1 and return msg2; then process msg3 and return None (handshake done)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
 from ark_lattice.discovery.announcement import Announcement, SignedAnnouncement
 from ark_lattice.encoding import Purpose
 from ark_lattice.identity import Identity
-from conftest import init_federation, packet_ids, run_cli, set_tier, wait_for
+from conftest import NodeProcess, init_federation, packet_ids, run_cli, set_tier, wait_for
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"LAN lab unavailable: {unavailable()}")
 
@@ -37,29 +36,16 @@ def lab():
         yield built
 
 
-class LanNode:
+class LanNode(NodeProcess):
     """`ark-lattice federation start --bind 0.0.0.0` inside one namespace."""
 
     def __init__(self, host, home: Path, *extra: str) -> None:
-        self.host, self.home = host, home
-        self.log_path = home.parent / f"{home.name}.out"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [*host.exec_prefix(), sys.executable, "-m", "ark_lattice", "--home", str(home),
-             "federation", "start", "--bind", "0.0.0.0", "--port", str(PORT), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        self.host = host
+        # Not waited for here: the nodes of a test start side by side, then wait_started().
+        super().__init__(home, *extra, bind="0.0.0.0", port=PORT, prefix=tuple(host.exec_prefix()), wait=False)
 
     def wait_started(self) -> None:
         wait_for(lambda: self._status() is not None, timeout=60, what=f"node on {self.host.netns} to start")
-
-    def _status(self) -> dict | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"node exited with {self.proc.returncode}: {self.output()}")
-        if not (self.home / "control.sock").exists():
-            return None
-        result = run_cli(self.home, "federation", "status", "--json")
-        return json.loads(result.stdout) if result.returncode == 0 else None
 
     def seen(self) -> list[dict]:
         result = run_cli(self.home, "federation", "discover", "--json")
@@ -80,23 +66,6 @@ class LanNode:
         result = run_cli(self.home, "peers", "list", "--json")
         assert result.returncode == 0, result.stderr
         return {p["id"]: p for p in json.loads(result.stdout)}
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"node did not stop: {self.output()}")
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
