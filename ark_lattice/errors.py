@@ -25,11 +25,18 @@ misbehaviour (a peer sent something it must not), as h11 does::
     └── ProtocolError                   a session could not go on
         ├── LocalProtocolError          we tried something the protocol forbids (a bug)
         └── RemoteProtocolError         the peer misbehaved; carries a wire error code
+
+:class:`ErrorCode` is the vocabulary of those wire codes: the code of an error frame, of a
+``RemoteProtocolError``, of a session's close reason and of an audit event about a peer. It lives
+here, beside the exceptions that carry it, so no module spells a code as a raw string.
 """
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
+    "ErrorCode",
     "ArkLatticeError",
     "UsageError",
     "NotFound",
@@ -51,6 +58,36 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
 ]
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes of error frames, close reasons and audit events about a peer (docs/protocol.md §13).
+
+    A ``StrEnum``: each member is its wire text, so ``ErrorCode.BLOCKED == "blocked"``.
+    """
+
+    MALFORMED = "malformed"  # undecodable frame or field out of bounds
+    UNKNOWN_FRAME = "unknown_frame"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_LARGE = "too_large"
+    HANDSHAKE_FAILED = "handshake_failed"
+    DECRYPT_FAILED = "decrypt_failed"  # tampered, replayed or reordered ciphertext
+    BAD_SIGNATURE = "bad_signature"
+    BAD_MANIFEST = "bad_manifest"  # expired, rolled back, or not the peer's own
+    BAD_PACKET = "bad_packet"  # a packet that fails verification
+    FUTURE_TIMESTAMP = "future_timestamp"
+    FORBIDDEN = "forbidden"  # the tier does not allow this
+    POLICY_DENIED = "policy_denied"
+    RATE_LIMITED = "rate_limited"
+    UNSOLICITED = "unsolicited"  # an answer or packets nobody asked for
+    OUT_OF_ORDER = "out_of_order"  # a frame not allowed in the session's state
+    DUPLICATE_SESSION = "duplicate_session"
+    BLOCKED = "blocked"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+    # A close reason only, never sent in a frame: the transport ended without the peer telling us
+    # why (or with a reason that is not one of these codes).
+    CONNECTION_LOST = "connection_lost"
 
 
 class ArkLatticeError(Exception):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
-from ark_lattice.errors import LocalProtocolError, RemoteProtocolError
+from ark_lattice.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ark_lattice.protocol.handshake import HandshakeResult
 
 __all__ = ["SecureChannel", "KEY_SIZE", "TAG_SIZE", "MAX_PLAINTEXT", "MAX_FRAME"]
@@ -90,12 +90,12 @@ class SecureChannel:
         if len(frame) > MAX_FRAME:
             self._closed = True
             raise RemoteProtocolError(
-                "too_large", f"frame is {len(frame)} bytes, over the limit of {MAX_FRAME}"
+                ErrorCode.TOO_LARGE, f"frame is {len(frame)} bytes, over the limit of {MAX_FRAME}"
             )
         if len(frame) < TAG_SIZE:
             self._closed = True
             raise RemoteProtocolError(
-                "malformed", f"frame is {len(frame)} bytes, shorter than a tag"
+                ErrorCode.MALFORMED, f"frame is {len(frame)} bytes, shorter than a tag"
             )
         if self._recv_counter >= _COUNTER_LIMIT:
             self._closed = True
@@ -107,7 +107,7 @@ class SecureChannel:
         except CryptoError:
             self._closed = True
             raise RemoteProtocolError(
-                "decrypt_failed", f"frame {self._recv_counter} did not authenticate"
+                ErrorCode.DECRYPT_FAILED, f"frame {self._recv_counter} did not authenticate"
             ) from None
         self._recv_counter += 1
         return plaintext

@@ -8,18 +8,17 @@ frame object that exists is a valid frame. :func:`parse_frame` turns any failure
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cbor2
 
-from ark_lattice.errors import Malformed, RemoteProtocolError
+from ark_lattice.errors import ErrorCode, Malformed, RemoteProtocolError
 from ark_lattice.packet import MAX_BODY, MAX_HEADER
 
 __all__ = [
     "FRAME_VERSION",
-    "ErrorCode",
+    "ErrorCode",  # re-exported from errors.py until runtime/peering.py imports it from there
     "Frame",
     "ManifestFrame",
     "TermsFrame",
@@ -48,30 +47,6 @@ MAX_RECON = 512 * 1024
 MAX_REASON = 256
 MAX_QUERY_LIMIT = 1000
 _MAX_TOPIC = 128
-
-
-class ErrorCode(enum.StrEnum):
-    """Codes of error frames and of audit events about a peer (docs/protocol.md, "Errors")."""
-
-    MALFORMED = "malformed"  # undecodable frame or field out of bounds
-    UNKNOWN_FRAME = "unknown_frame"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    TOO_LARGE = "too_large"
-    HANDSHAKE_FAILED = "handshake_failed"
-    DECRYPT_FAILED = "decrypt_failed"  # tampered, replayed or reordered ciphertext
-    BAD_SIGNATURE = "bad_signature"
-    BAD_MANIFEST = "bad_manifest"  # expired, rolled back, or not the peer's own
-    BAD_PACKET = "bad_packet"  # a packet that fails verification
-    FUTURE_TIMESTAMP = "future_timestamp"
-    FORBIDDEN = "forbidden"  # the tier does not allow this
-    POLICY_DENIED = "policy_denied"
-    RATE_LIMITED = "rate_limited"
-    UNSOLICITED = "unsolicited"  # an answer or packets nobody asked for
-    OUT_OF_ORDER = "out_of_order"  # a frame not allowed in the session's state
-    DUPLICATE_SESSION = "duplicate_session"
-    BLOCKED = "blocked"
-    TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
 
 
 def _describe(value: Any) -> str:

@@ -43,7 +43,7 @@ from nacl.exceptions import CryptoError
 
 from ark_lattice import PROTOCOL_VERSION
 from ark_lattice.encoding import Purpose, canonical, decode
-from ark_lattice.errors import BadSignature, LocalProtocolError, Malformed, RemoteProtocolError
+from ark_lattice.errors import BadSignature, ErrorCode, LocalProtocolError, Malformed, RemoteProtocolError
 from ark_lattice.identity import Identity, NodeId
 
 __all__ = [
@@ -171,7 +171,7 @@ class Initiator(_Side):
         if self._expected_peer is not None and peer != self._expected_peer:
             expected = self._expected_peer.short
             raise RemoteProtocolError(
-                "handshake_failed", f"expected peer {expected}, reached {peer.short}"
+                ErrorCode.HANDSHAKE_FAILED, f"expected peer {expected}, reached {peer.short}"
             )
         reply = self._noise.write_message(
             lambda h: _identity_payload(self._identity, h, ROLE_INITIATOR)
@@ -212,7 +212,7 @@ class Responder(_Side):
             _check_size(message, MSG1_SIZE, "msg1")
             payload, _ = self._noise.read_message(message)
             if payload:  # cannot happen with the size check; keeps msg1's payload reserved-empty
-                raise RemoteProtocolError("malformed", "msg1 carries a payload")
+                raise RemoteProtocolError(ErrorCode.MALFORMED, "msg1 carries a payload")
             reply = self._noise.write_message(
                 lambda h: _identity_payload(self._identity, h, ROLE_RESPONDER)
             )
@@ -292,7 +292,7 @@ class CipherState:
         except CryptoError:
             # §5.1: on failure the nonce is not incremented; the caller abandons the handshake.
             raise RemoteProtocolError(
-                "handshake_failed", "a handshake message did not authenticate"
+                ErrorCode.HANDSHAKE_FAILED, "a handshake message did not authenticate"
             ) from None
         self._n += 1
         return plaintext
@@ -436,7 +436,7 @@ class HandshakeState:
         self._check_turn(writing=False)
         self._failed = True
         if len(message) > _MAX_NOISE_MESSAGE:
-            raise RemoteProtocolError("malformed", "Noise message over 65535 bytes")
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "Noise message over 65535 bytes")
         sym = self._symmetric
         view = memoryview(message)
         for token in self._pattern.messages[self._index]:
@@ -456,7 +456,7 @@ class HandshakeState:
                 sym.mix_key(self._dh_token(token))
         h = sym.handshake_hash
         if sym.cipher.has_key() and len(view) < TAGLEN:
-            raise RemoteProtocolError("malformed", "handshake message too short for its tag")
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "handshake message too short for its tag")
         payload = sym.decrypt_and_hash(bytes(view))
         self._index += 1
         self._failed = False
@@ -525,7 +525,7 @@ def _check_size(message: bytes, expected: int, what: str) -> None:
         raise LocalProtocolError(f"{what} must be bytes")
     if len(message) != expected:
         raise RemoteProtocolError(
-            "malformed", f"{what} is {len(message)} bytes, expected {expected}"
+            ErrorCode.MALFORMED, f"{what} is {len(message)} bytes, expected {expected}"
         )
 
 
@@ -539,7 +539,7 @@ def _verify_identity(payload: bytes, h: bytes, role: bytes, remote_static: bytes
     try:
         value = decode(payload, max_size=_IDENTITY_PAYLOAD_SIZE, what="handshake identity payload")
     except Malformed as exc:
-        raise RemoteProtocolError("malformed", str(exc)) from None
+        raise RemoteProtocolError(ErrorCode.MALFORMED, str(exc)) from None
     if (
         not isinstance(value, list)
         or len(value) != 2
@@ -549,21 +549,21 @@ def _verify_identity(payload: bytes, h: bytes, role: bytes, remote_static: bytes
         or len(value[1]) != 64
         or canonical(value) != payload
     ):
-        raise RemoteProtocolError("malformed", "handshake identity payload is not [key, signature]")
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "handshake identity payload is not [key, signature]")
     public_key, signature = value
     try:
         static_from_identity = sodium.crypto_sign_ed25519_pk_to_curve25519(public_key)
     except CryptoError:
-        raise RemoteProtocolError("malformed", "identity key is not an Ed25519 point") from None
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "identity key is not an Ed25519 point") from None
     if remote_static is None or not hmac.compare_digest(static_from_identity, remote_static):
         raise RemoteProtocolError(
-            "bad_signature", "identity key does not match the Noise static key"
+            ErrorCode.BAD_SIGNATURE, "identity key does not match the Noise static key"
         )
     peer = NodeId(public_key)
     try:
         peer.verify(Purpose.HANDSHAKE, h + role, signature)
     except BadSignature:
-        raise RemoteProtocolError("bad_signature", "bad handshake transcript signature") from None
+        raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "bad handshake transcript signature") from None
     return peer
 
 
@@ -585,12 +585,12 @@ def _dh(private: bytes, public: bytes) -> bytes:
         return sodium.crypto_scalarmult(private, public)
     except CryptoError:
         # libsodium refuses a low-order public key (all-zero result); §12.1 allows this rejection.
-        raise RemoteProtocolError("handshake_failed", "peer sent a low-order X25519 key") from None
+        raise RemoteProtocolError(ErrorCode.HANDSHAKE_FAILED, "peer sent a low-order X25519 key") from None
 
 
 def _take(view: memoryview, size: int) -> bytes:
     if len(view) < size:
-        raise RemoteProtocolError("malformed", "handshake message too short")
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "handshake message too short")
     return bytes(view[:size])
 
 

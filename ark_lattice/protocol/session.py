@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ark_lattice.errors import (
+    ErrorCode,
     LocalProtocolError,
     Malformed,
     RemoteProtocolError,
@@ -46,7 +47,6 @@ from ark_lattice.protocol import handshake, reconcile
 from ark_lattice.protocol.channel import SecureChannel
 from ark_lattice.protocol.frames import (
     AnswerFrame,
-    ErrorCode,
     ErrorFrame,
     Frame,
     ManifestFrame,
@@ -64,6 +64,21 @@ from ark_lattice.protocol.frames import (
     MAX_IDS,
     MAX_PACKETS,
     parse_frame,
+)
+from ark_lattice.protocol.events import (
+    Audited,
+    Closed,
+    Event,
+    Misbehaviour,
+    PacketsReceived,
+    PacketsWanted,
+    PeerAuthenticated,
+    PeerIdentified,
+    PeerReportedError,
+    QueryAnswered,
+    QueryReceived,
+    SyncCompleted,
+    SyncReady,
 )
 from ark_lattice.tiers import TrustTier
 
@@ -114,124 +129,6 @@ class SessionConfig:
     max_packets_bytes: int = MAX_FRAME_PAYLOAD - 64 * 1024  # plaintext budget of a packets frame
     future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
     recon_frame_limit: int = 400_000  # under frames.MAX_RECON; fewer rounds when d is large
-
-
-# -- events -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeerAuthenticated:
-    """The handshake proved the peer's identity; answer with ``admit(tier, held_seq)``."""
-
-    peer: NodeId
-
-
-@dataclass(frozen=True)
-class PeerIdentified:
-    """The peer's manifest verified (signature, identity, expiry, no rollback); record it."""
-
-    peer: NodeId
-    manifest: SignedManifest
-
-
-@dataclass(frozen=True)
-class SyncReady:
-    """Both sides' terms are known and packets may flow; answer with ``start_sync(items)``.
-
-    ``items`` must be the packets we would share with this peer (see docs/protocol.md "Sets"):
-    everything shareable if ``send``, else only what this peer itself sent us.
-    """
-
-    send: bool  # packets may flow from us to the peer
-    receive: bool  # packets may flow from the peer to us
-
-
-@dataclass(frozen=True)
-class SyncCompleted:
-    offered: int
-    wanted: int
-
-
-@dataclass(frozen=True)
-class PacketsWanted:
-    """The peer asks for these ids; answer with ``send_packets`` (those we hold and may share)."""
-
-    ids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class PacketsReceived:
-    """Verified packets our terms accept; store them, quarantined if ``quarantine``."""
-
-    packets: tuple[Packet, ...]
-    quarantine: bool
-    live: bool
-
-
-@dataclass(frozen=True)
-class QueryReceived:
-    """A read-only query our terms allow; answer with ``answer_query(query_id, packets)``."""
-
-    query_id: int
-    topic: str
-    limit: int
-
-
-@dataclass(frozen=True)
-class QueryAnswered:
-    query_id: int
-    packets: tuple[Packet, ...]
-    more: bool
-
-
-@dataclass(frozen=True)
-class Misbehaviour:
-    """The peer broke a rule; the node audits it and counts a strike."""
-
-    code: str
-    reason: str
-    fatal: bool
-
-
-@dataclass(frozen=True)
-class PeerReportedError:
-    """The peer sent us an error frame (we may have a bug, or it disagrees with our terms)."""
-
-    code: str
-    reason: str
-    fatal: bool
-
-
-@dataclass(frozen=True)
-class Audited:
-    """Policy decisions taken in this session; the node writes every one to the ledger."""
-
-    records: tuple[dict[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class Closed:
-    """The session is over; ``code`` is ours or the peer's reason (an ``ErrorCode`` value)."""
-
-    code: str
-    reason: str
-    by_peer: bool
-
-
-Event = (
-    PeerAuthenticated
-    | PeerIdentified
-    | SyncReady
-    | SyncCompleted
-    | PacketsWanted
-    | PacketsReceived
-    | QueryReceived
-    | QueryAnswered
-    | Misbehaviour
-    | PeerReportedError
-    | Audited
-    | Closed
-)
 
 
 def terms_for(tier: TrustTier) -> TermsFrame:
@@ -405,8 +302,8 @@ class Session:
     def connection_lost(self, now: float) -> None:
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
-            self.close_code = self.close_code or "connection_lost"
-            self._events.append(Closed("connection_lost", "the connection dropped", by_peer=True))
+            self.close_code = self.close_code or ErrorCode.CONNECTION_LOST
+            self._events.append(Closed(ErrorCode.CONNECTION_LOST, "the connection dropped", by_peer=True))
 
     # -- node decisions ---------------------------------------------------------------------
 
