@@ -80,6 +80,7 @@ from ark_lattice.protocol.events import (
     SyncCompleted,
     SyncReady,
 )
+from ark_lattice.terms import terms_for, worth_a_session
 from ark_lattice.tiers import TrustTier
 
 __all__ = [
@@ -129,21 +130,6 @@ class SessionConfig:
     max_packets_bytes: int = MAX_FRAME_PAYLOAD - 64 * 1024  # plaintext budget of a packets frame
     future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
     recon_frame_limit: int = 400_000  # under frames.MAX_RECON; fewer rounds when d is large
-
-
-def terms_for(tier: TrustTier) -> TermsFrame:
-    """What we do for a peer of ``tier`` — the table of DESIGN §5, in one place."""
-    return TermsFrame(
-        accepts=tier in (TrustTier.CORE, TrustTier.SANDBOX),
-        sends=tier is TrustTier.CORE,
-        answers_queries=tier in (TrustTier.CORE, TrustTier.EXTERNAL),
-    )
-
-
-def worth_a_session(tier: TrustTier) -> bool:
-    """Whether to keep dialling a peer of ``tier``: only if our terms let something flow."""
-    terms = terms_for(tier)
-    return terms.accepts or terms.sends or terms.answers_queries
 
 
 def keep_existing_session(
