@@ -2,10 +2,11 @@
 
 Bytes come in through :meth:`Session.receive_data` (one WebSocket message each) and go out through
 :meth:`Session.data_to_send`; what the node must act on comes out of :meth:`Session.events` as
-frozen dataclasses, and the node answers by calling methods (``admit``, ``start_sync``,
-``send_packets``, ``answer_query``, …). Time is an argument of every call that needs it; the
-session never reads a clock, a socket or the store. The runtime, the simulator and the tests all
-drive this same object.
+frozen dataclasses (``protocol/events.py``), and the node answers by calling methods (``admit``,
+``start_sync``, ``send_packets``, ``answer_query``, …). Time is an argument of every call that
+needs it; the session never reads a clock, a socket or the store, and :meth:`Session.next_deadline`
+says when it next needs ``tick``. The runtime, the simulator and the tests all drive this same
+object.
 
 Flow of a session (docs/protocol.md)::
 
@@ -16,28 +17,39 @@ Flow of a session (docs/protocol.md)::
     offer / want / packets                → PacketsWanted, PacketsReceived
     packets (live push), query / answer, ping / pong, error
 
-Trust tiers (DESIGN §5) are enforced on both sides: :func:`terms_for` says what we do for a peer
-of a given tier, and every inbound frame is checked against *our* terms, whatever the peer claims;
-a frame our terms forbid gets an error frame, a :class:`Misbehaviour` event (the node audits it and
-counts a strike) and is dropped.
+The states and the only ways between them are the table :data:`TRANSITIONS`; every change of
+state goes through it, and one it does not list raises ``LocalProtocolError`` (as h11's
+``_state.py``). The session composes three parts that have their own modules: the tier terms
+(``terms.py``), the reconciliation runs (``reconciliation.py``) and the transfer window
+(``transfer.py``).
+
+Trust tiers (DESIGN §5) are enforced on both sides: :func:`~ark_lattice.terms.terms_for` says what
+we do for a peer of a given tier, and every inbound frame is checked against *our* terms, whatever
+the peer claims; a frame our terms forbid gets an error frame, a :class:`Misbehaviour` event (the
+node audits it and counts a strike) and is dropped.
+
+Errors: what the peer does wrong becomes a ``Misbehaviour`` event and an error frame, never an
+exception out of the session; what the node does wrong (a call the state does not allow, an
+unknown error code) raises ``LocalProtocolError``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ark_lattice.errors import (
+    BadSignature,
     ErrorCode,
     LocalProtocolError,
     Malformed,
     RemoteProtocolError,
     UsageError,
     VerificationError,
-    BadSignature,
 )
 from ark_lattice.hlc import unpack
 from ark_lattice.identity import Identity, NodeId
@@ -45,26 +57,6 @@ from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import handshake, reconcile
 from ark_lattice.protocol.channel import SecureChannel
-from ark_lattice.protocol.frames import (
-    AnswerFrame,
-    ErrorFrame,
-    Frame,
-    ManifestFrame,
-    OfferFrame,
-    PacketsFrame,
-    PingFrame,
-    PongFrame,
-    QueryFrame,
-    ReconFrame,
-    SyncedFrame,
-    TermsFrame,
-    WantFrame,
-    WirePacket,
-    MAX_FRAME_PAYLOAD,
-    MAX_IDS,
-    MAX_PACKETS,
-    parse_frame,
-)
 from ark_lattice.protocol.events import (
     Audited,
     Closed,
@@ -80,6 +72,26 @@ from ark_lattice.protocol.events import (
     SyncCompleted,
     SyncReady,
 )
+from ark_lattice.protocol.frames import (
+    MAX_FRAME_PAYLOAD,
+    AnswerFrame,
+    ErrorFrame,
+    Frame,
+    ManifestFrame,
+    OfferFrame,
+    PacketsFrame,
+    PingFrame,
+    PongFrame,
+    QueryFrame,
+    ReconFrame,
+    SyncedFrame,
+    TermsFrame,
+    WantFrame,
+    WirePacket,
+    parse_frame,
+)
+from ark_lattice.protocol.reconciliation import Reconciliation, ReconStep
+from ark_lattice.protocol.transfer import TransferWindow, packet_frames
 from ark_lattice.terms import terms_for, worth_a_session
 from ark_lattice.tiers import TrustTier
 
@@ -88,9 +100,12 @@ __all__ = [
     "SessionConfig",
     "Role",
     "State",
+    "Transition",
+    "TRANSITIONS",
+    "keep_existing_session",
+    # Re-exported until runtime/ and sim/ import them from events.py and terms.py.
     "terms_for",
     "worth_a_session",
-    "keep_existing_session",
     "PeerAuthenticated",
     "PeerIdentified",
     "SyncReady",
@@ -120,6 +135,26 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class Transition(enum.Enum):
+    """What moves a session from one state to the next (docs/protocol.md §2)."""
+
+    AUTHENTICATE = "authenticate"  # the handshake proved who the peer is
+    ADMIT = "admit"  # the node gave the peer a tier other than blocked; our manifest goes out
+    IDENTIFY = "identify"  # the peer's manifest verified
+    CLOSE = "close"  # ours, the peer's, a timeout, or the transport ended
+
+
+#: Every allowed change of state, in one place; anything else is a bug of ours
+#: (``LocalProtocolError``). A session only moves forward, and may close from any live state.
+TRANSITIONS: Mapping[State, Mapping[Transition, State]] = {
+    State.HANDSHAKE: {Transition.AUTHENTICATE: State.AUTHENTICATED, Transition.CLOSE: State.CLOSED},
+    State.AUTHENTICATED: {Transition.ADMIT: State.IDENTIFYING, Transition.CLOSE: State.CLOSED},
+    State.IDENTIFYING: {Transition.IDENTIFY: State.OPEN, Transition.CLOSE: State.CLOSED},
+    State.OPEN: {Transition.CLOSE: State.CLOSED},
+    State.CLOSED: {},
+}
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     heartbeat_interval: float = 15.0  # seconds of our silence before a ping
@@ -131,6 +166,16 @@ class SessionConfig:
     future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
     recon_frame_limit: int = 400_000  # under frames.MAX_RECON; fewer rounds when d is large
 
+    def with_idle_timeout(self, seconds: float) -> SessionConfig:
+        """This config with another idle timeout, and heartbeats at a third of it.
+
+        A third, so that two lost pings never make a peer stale: a peer that answers any one of
+        the three pings sent within an idle timeout stays alive.
+        """
+        if not 0 < seconds < math.inf:
+            raise UsageError(f"the idle timeout must be a positive number of seconds, not {seconds!r}")
+        return dataclasses.replace(self, idle_timeout=seconds, heartbeat_interval=seconds / 3)
+
 
 def keep_existing_session(
     my_id: NodeId, peer: NodeId, existing_role: Role, new_role: Role
@@ -139,16 +184,12 @@ def keep_existing_session(
 
     Both sides evaluate this with the same inputs mirrored, so they keep the same connection.
     """
+    # Not exported to the new modules: this rule moves to the node coordinator.
     if existing_role is new_role:
         return True  # a redial over a live session: keep the one that works
     smaller_is_me = my_id.key < peer.key
     winning_role = Role.INITIATOR if smaller_is_me else Role.RESPONDER
     return existing_role is winning_role
-
-
-_FATAL_CODES = frozenset(
-    {ErrorCode.DECRYPT_FAILED, ErrorCode.HANDSHAKE_FAILED, ErrorCode.TOO_LARGE, ErrorCode.BAD_MANIFEST}
-)
 
 
 class Session:
@@ -195,35 +236,22 @@ class Session:
         self._events: list[Event] = []
         self._channel: SecureChannel | None = None
         self._ping_nonce = 0
-        # reconciliation
-        self._items: reconcile.ItemSet | None = None
-        self._sync_ready_sent = False  # a SyncReady is out and start_sync() has not answered it
-        self._recon_initiator: reconcile.Initiator | None = None
-        self._recon_responder: reconcile.Responder | None = None
-        self._recon_round = 0
-        self._buffered_recon: ReconFrame | None = None
-        self._sync_requested = False
-        self._offered = 0
-        self._wanted_total = 0
-        # transfer (receiver-driven flow control)
-        self._want_queue: deque[bytes] = deque()
-        self._queued: set[bytes] = set()
-        self._inflight: deque[set[bytes]] = deque()  # one set per want frame, in order
-        self._inflight_ids: set[bytes] = set()
-        # ids not to ask this peer for again in this session: it did not send them when asked,
-        # or our policy refused them (reconciliation would otherwise offer them every round)
-        self._skip: set[bytes] = set()
+        self._recon = Reconciliation(
+            initiator=role is Role.INITIATOR, frame_size_limit=config.recon_frame_limit
+        )
+        self._transfer = TransferWindow(
+            want_batch=config.want_batch, max_inflight_wants=config.max_inflight_wants
+        )
         # queries we asked
         self._next_query = 1
         self._queries: set[int] = set()
-        kw = dict(random_bytes=random_bytes)
         if role is Role.INITIATOR:
             self._hs: handshake.Initiator | handshake.Responder | None = handshake.Initiator(
-                identity, federation_key, expected_peer=expected_peer, **kw
+                identity, federation_key, expected_peer=expected_peer, random_bytes=random_bytes
             )
             self._send_raw(self._hs.start(), now)
         else:
-            self._hs = handshake.Responder(identity, federation_key, **kw)
+            self._hs = handshake.Responder(identity, federation_key, random_bytes=random_bytes)
 
     # -- I/O surface ------------------------------------------------------------------------
 
@@ -247,7 +275,7 @@ class Session:
 
     @property
     def syncing(self) -> bool:
-        return bool(self._recon_initiator or self._want_queue or self._inflight)
+        return self._recon.running or self._transfer.busy
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed one WebSocket message from the peer."""
@@ -263,33 +291,57 @@ class Session:
             frame = parse_frame(self._channel.open(data))
             self._dispatch(frame, now)
         except RemoteProtocolError as exc:
-            # A channel that refused a frame refuses all later ones, so that failure ends the session too.
-            fatal = exc.code in _FATAL_CODES or self._channel is None or self._channel.closed
-            self._misbehaved(exc.code, exc.reason, now, fatal=fatal)
+            self._peer_failed(exc, now)
 
     def tick(self, now: float) -> None:
-        """Timers: handshake deadline, heartbeats, stale detection. Call every second or so."""
+        """Timers: handshake deadline, heartbeats, stale detection.
+
+        Call it at :meth:`next_deadline` (or more often: a call before it does nothing).
+        """
         if self.state is State.CLOSED:
             return
-        if self.state is not State.OPEN and now - self._started > self.config.handshake_timeout:
+        # The timeouts are "more than N seconds", the heartbeat "N seconds or more";
+        # next_deadline() computes the same sums, so the two never disagree by a rounding.
+        if self.state is not State.OPEN and now > self._started + self.config.handshake_timeout:
             self._close(ErrorCode.TIMEOUT, "session setup took too long", now, notify=False)
             return
-        if now - self._last_received > self.config.idle_timeout:
+        if now > self._last_received + self.config.idle_timeout:
             self._close(ErrorCode.TIMEOUT, "peer silent past the idle timeout (stale)", now, notify=False)
             return
-        if self.state is State.OPEN and now - self._last_sent >= self.config.heartbeat_interval:
+        if self.state is State.OPEN and now >= self._last_sent + self.config.heartbeat_interval:
             self._ping_nonce += 1
             self._send(PingFrame(self._ping_nonce), now)
 
+    def next_deadline(self) -> float | None:
+        """The earliest time at which :meth:`tick` does something; ``None`` once closed.
+
+        Exact: ``tick(t)`` for any ``t`` before it does nothing, and ``tick`` at it does what is
+        due. Every call into the session can move it (data in or out, ``admit``…), so ask again
+        after each. The timeouts fire strictly after their limit, hence the next float past it.
+        """
+        if self.state is State.CLOSED:
+            return None
+        deadline = _just_after(self._last_received + self.config.idle_timeout)
+        if self.state is not State.OPEN:
+            return min(deadline, _just_after(self._started + self.config.handshake_timeout))
+        return min(deadline, self._last_sent + self.config.heartbeat_interval)
+
     def close(self, code: str, reason: str, now: float) -> None:
         """Close from our side with an error frame (e.g. shutdown, duplicate, blocked)."""
-        self._close(code, reason, now, notify=True)
+        self._close(_our_code(code), reason, now, notify=True)
 
-    def connection_lost(self, now: float) -> None:
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self.close_code = self.close_code or ErrorCode.CONNECTION_LOST
-            self._events.append(Closed(ErrorCode.CONNECTION_LOST, "the connection dropped", by_peer=True))
+    def connection_lost(self, now: float, *, peer_code: str | None = None) -> None:
+        """The transport ended. ``peer_code`` is the reason the peer gave when it closed (the
+        WebSocket close reason, e.g. ``blocked``); it is untrusted text, so it becomes the
+        ``Closed`` code only if it is an :class:`ErrorCode` value, else ``connection_lost``."""
+        if self.state is State.CLOSED:
+            return
+        code = _peer_code(peer_code)
+        if code is ErrorCode.CONNECTION_LOST:
+            reason = "the connection dropped"
+        else:
+            reason = f"the peer closed the connection ({code.value})"
+        self._close(code, reason, now, notify=False, by_peer=True)
 
     # -- node decisions ---------------------------------------------------------------------
 
@@ -297,7 +349,7 @@ class Session:
         self, tier: TrustTier, now: float, *, held_seq: int | None = None, strikes: int = 0
     ) -> None:
         """The node's answer to :class:`PeerAuthenticated`: the tier it gives this peer."""
-        if self.state is not State.AUTHENTICATED:
+        if Transition.ADMIT not in TRANSITIONS[self.state]:
             raise LocalProtocolError(f"admit() in state {self.state.value}")
         self.tier = tier
         self.strikes = strikes
@@ -306,11 +358,11 @@ class Session:
             # DESIGN §5: nothing for a blocked peer, not even our manifest.
             self._close(ErrorCode.BLOCKED, "blocked", now, notify=False)
             return
-        self.state = State.IDENTIFYING
+        self._transition(Transition.ADMIT)
         self._send(ManifestFrame(self._manifest.to_bytes()), now)
         if self._pending_manifest is not None:
             pending, self._pending_manifest = self._pending_manifest, None
-            self._on_manifest(pending, now)
+            self._replay(lambda: self._on_manifest(pending, now), now)
 
     def set_tier(self, tier: TrustTier, now: float) -> None:
         """The operator or policy changed this peer's tier during the session."""
@@ -328,23 +380,19 @@ class Session:
 
     def start_sync(self, items: reconcile.ItemSet, now: float) -> None:
         """The node's answer to :class:`SyncReady`: the set this session reconciles over."""
-        self._items = items
-        self._sync_ready_sent = False
-        if self.role is Role.INITIATOR:
-            self._begin_reconciliation(now)
-        else:
-            self._recon_responder = reconcile.Responder(
-                items, frame_size_limit=self.config.recon_frame_limit
-            )
-            if self._buffered_recon is not None:
-                frame, self._buffered_recon = self._buffered_recon, None
-                self._on_recon(frame, now)
+        first = self._recon.start(items)
+        if first is not None:
+            self._send(first, now)
+            return
+        held = self._recon.take_held()
+        if held is not None:
+            self._replay(lambda: self._on_recon(held, now), now)
 
     def request_sync(self) -> bool:
         """Ask for a fresh reconciliation (auto-sync); the node then gets :class:`SyncReady`."""
         if self.state is not State.OPEN or self.role is not Role.INITIATOR or not any(self.flows):
             return False
-        if self._recon_initiator is not None:
+        if self._recon.running:
             return False  # one already running
         self._ready()
         return True
@@ -369,22 +417,19 @@ class Session:
 
     def want(self, ids: Iterable[bytes], now: float, *, first: bool = False) -> None:
         """Fetch more ids from this peer (missing dependencies go ``first``)."""
-        fresh = [
-            i for i in ids if i not in self._queued and i not in self._inflight_ids and i not in self._skip
-        ]
-        if first:
-            self._want_queue.extendleft(reversed(fresh))
-        else:
-            self._want_queue.extend(fresh)
-        self._queued.update(fresh)
+        self._transfer.want(ids, first=first)
         self._pump_wants(now)
 
     def query(self, topic: str, limit: int, now: float) -> int:
-        """Send a read-only query; the answer arrives as :class:`QueryAnswered`."""
+        """Send a read-only query; the answer arrives as :class:`QueryAnswered`.
+
+        Raises ``LocalProtocolError`` if the session is not open or the peer's terms say it
+        answers none of our queries: asking would only earn us a strike.
+        """
         if self.state is not State.OPEN or self.their_terms is None:
-            raise UsageError("the session with this peer is not open yet")
+            raise LocalProtocolError("the session with this peer is not open yet")
         if not self.their_terms.answers_queries:
-            raise UsageError("this peer does not answer our queries (its tier for us forbids it)")
+            raise LocalProtocolError("this peer does not answer our queries (its tier for us forbids it)")
         qid = self._next_query
         self._next_query += 1
         self._queries.add(qid)
@@ -408,7 +453,16 @@ class Session:
 
     def refuse(self, code: str, reason: str, now: float, *, fatal: bool = False) -> None:
         """Tell the peer the node refused something (policy, rate limit) and count it."""
-        self._misbehaved(code, reason, now, fatal=fatal)
+        self._misbehaved(_our_code(code), reason, now, fatal=fatal)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _transition(self, transition: Transition) -> None:
+        """The one place the state changes; only along :data:`TRANSITIONS`."""
+        target = TRANSITIONS[self.state].get(transition)
+        if target is None:
+            raise LocalProtocolError(f"cannot {transition.value} a session in state {self.state.value}")
+        self.state = target
 
     # -- handshake --------------------------------------------------------------------------
 
@@ -426,7 +480,7 @@ class Session:
         if self.peer == self._identity.node_id:
             self._close(ErrorCode.DUPLICATE_SESSION, "connected to ourselves", now, notify=True)
             return
-        self.state = State.AUTHENTICATED
+        self._transition(Transition.AUTHENTICATE)
         self._events.append(PeerAuthenticated(result.peer))
 
     # -- frames -----------------------------------------------------------------------------
@@ -474,7 +528,7 @@ class Session:
         except VerificationError as exc:
             raise RemoteProtocolError(ErrorCode.BAD_MANIFEST, str(exc)) from None
         self.peer_manifest = signed
-        self.state = State.OPEN
+        self._transition(Transition.IDENTIFY)
         self._events.append(PeerIdentified(self.peer, signed))
         self._send_terms(now)
 
@@ -487,73 +541,42 @@ class Session:
     def _on_terms(self, frame: TermsFrame, now: float) -> None:
         self.their_terms = frame
         if not self.flows[1]:
-            self._drop_transfer_state()  # they no longer send to us: forget what we wanted
+            self._transfer.drop_queue()  # they no longer send to us: forget what we wanted
         self._maybe_ready()
 
     def _maybe_ready(self) -> None:
         if self.our_terms is None or self.their_terms is None or not any(self.flows):
             return
-        if self.role is Role.INITIATOR and self._recon_initiator is not None:
-            self._sync_requested = True  # terms changed mid-run: reconcile again afterwards
-            return
+        if self._recon.defer():
+            return  # terms changed mid-run: reconcile again afterwards
         self._ready()
 
     def _ready(self) -> None:
-        self._sync_ready_sent = True
+        self._recon.asked()
         self._events.append(SyncReady(*self.flows))
-
-    def _begin_reconciliation(self, now: float) -> None:
-        assert self._items is not None
-        self._recon_initiator = reconcile.Initiator(
-            self._items, frame_size_limit=self.config.recon_frame_limit
-        )
-        self._recon_round = 0
-        self._offered = self._wanted_total = 0
-        self._send(ReconFrame(0, self._recon_initiator.initiate()), now)
 
     def _on_recon(self, frame: ReconFrame, now: float) -> None:
         if not any(self.flows):
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "reconciliation while no packets may flow")
-        if self.role is Role.RESPONDER:
-            if self._recon_responder is None:
-                if self._buffered_recon is not None:
-                    raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")
-                self._buffered_recon = frame  # the node is still preparing our set
-                if not self._sync_ready_sent:
-                    # A new reconciliation after an earlier one ended (auto-sync, sync now): our
-                    # node must give a fresh snapshot of our set before we can answer.
-                    self._ready()
-                return
-            self._send(ReconFrame(frame.round, self._recon_responder.reconcile(frame.message)), now)
-            return
-        if self._recon_initiator is None or frame.round != self._recon_round:
-            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "reconciliation reply nobody asked for")
-        message, have, need = self._recon_initiator.reconcile(frame.message)
         send, receive = self.flows
-        if send and have:
-            self._offered += len(have)
-            for i in range(0, len(have), MAX_IDS):
-                self._send(OfferFrame(tuple(have[i : i + MAX_IDS])), now)
-        if receive and need:
-            self._wanted_total += len(need)
-            self.want(need, now)
-        if message is not None:
-            self._recon_round += 1
-            self._send(ReconFrame(self._recon_round, message), now)
-            return
-        self._recon_initiator = None
-        self.last_sync = now
-        self._send(SyncedFrame(self._offered, self._wanted_total), now)
-        self._events.append(SyncCompleted(self._offered, self._wanted_total))
-        if self._sync_requested:
-            self._sync_requested = False
+        self._apply(self._recon.receive(frame, send=send, receive=receive), now)
+
+    def _apply(self, step: ReconStep, now: float) -> None:
+        for offer in step.offers:
+            self._send(offer, now)
+        if step.want:
+            self.want(step.want, now)
+        if step.reply is not None:
+            self._send(step.reply, now)
+        if isinstance(step.reply, SyncedFrame):
+            self.last_sync = now
+            self._events.append(SyncCompleted(step.reply.offered, step.reply.wanted))
+        if step.ready:
             self._ready()
 
     def _on_synced(self, frame: SyncedFrame, now: float) -> None:
-        if self.role is not Role.RESPONDER:
-            raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "only the initiator ends a reconciliation")
+        self._recon.synced()
         self.last_sync = now
-        self._recon_responder = None  # the next round starts from a fresh snapshot
         self._events.append(SyncCompleted(frame.offered, frame.wanted))
 
     def _on_offer(self, frame: OfferFrame, now: float) -> None:
@@ -569,12 +592,9 @@ class Session:
         self._events.append(PacketsWanted(frame.ids))
 
     def _on_packets(self, frame: PacketsFrame, now: float) -> None:
-        if not frame.live:
-            if not self._inflight:
-                raise RemoteProtocolError(ErrorCode.UNSOLICITED, "packets nobody asked for")
-            batch = self._inflight[0]
-        else:
-            batch = None
+        solicited = not frame.live
+        if solicited and not self._transfer.answering:
+            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "packets nobody asked for")
         accepted = self.our_terms is not None and self.our_terms.accepts and self.flows[1]
         good: list[Packet] = []
         problems: list[tuple[str, str]] = []
@@ -587,28 +607,24 @@ class Session:
             except VerificationError as exc:
                 problems.append((ErrorCode.BAD_PACKET, str(exc)))
                 continue
-            if batch is not None:
-                if packet.id not in batch:
-                    problems.append((ErrorCode.UNSOLICITED, f"packet {packet.hex_id[:16]} was not wanted"))
-                    continue
-                batch.discard(packet.id)
-                self._inflight_ids.discard(packet.id)
+            if solicited and not self._transfer.arrived(packet.id):
+                problems.append((ErrorCode.UNSOLICITED, f"packet {packet.hex_id[:16]} was not wanted"))
+                continue
             physical_ms, _ = unpack(packet.header.created_at)
             if physical_ms > now * 1000 + self.config.future_skew_ms:
                 problems.append((ErrorCode.FUTURE_TIMESTAMP, f"packet {packet.hex_id[:16]} is stamped in the future"))
                 continue
             good.append(packet)
-        if batch is not None and frame.last:
-            self._inflight.popleft()
-            self._inflight_ids.difference_update(batch)  # ids the peer did not send: not again
-            self._skip.update(batch)
+        if solicited and frame.last:
+            self._transfer.answered()  # ids the peer did not send: not again
         if good and accepted and self.gate is not None:
+            assert self.tier is not None
             verdicts = self.gate.packets(
                 "inbound_packet", good, peer_id=str(self.peer), peer_tier=self.tier.value,
-                strikes=self.strikes, now=now, solicited=not frame.live,
+                strikes=self.strikes, now=now, solicited=solicited,
             )
             good = list(verdicts.allowed)
-            self._skip.update(p.id for p in verdicts.denied)
+            self._transfer.skip(p.id for p in verdicts.denied)
             self._events.append(Audited(verdicts.records))
             if verdicts.rate_limit is not None:
                 problems.append((ErrorCode.RATE_LIMITED, f"rate limit {verdicts.rate_limit} exceeded"))
@@ -667,32 +683,12 @@ class Session:
     def _pump_wants(self, now: float) -> None:
         if not self.flows[1]:
             return
-        while self._want_queue and len(self._inflight) < self.config.max_inflight_wants:
-            batch: list[bytes] = []
-            while self._want_queue and len(batch) < self.config.want_batch:
-                ident = self._want_queue.popleft()
-                self._queued.discard(ident)
-                batch.append(ident)
-            self._inflight.append(set(batch))
-            self._inflight_ids.update(batch)
-            self._send(WantFrame(tuple(batch)), now)
-
-    def _drop_transfer_state(self) -> None:
-        self._want_queue.clear()
-        self._queued.clear()
+        for frame in self._transfer.pump():
+            self._send(frame, now)
 
     def _send_packet_frames(self, packets: Sequence[Packet], now: float, *, live: bool) -> None:
-        chunk: list[WirePacket] = []
-        budget = self.config.max_packets_bytes
-        for p in packets:
-            wire = WirePacket(p.header_bytes, p.signature, p.body)
-            if chunk and (wire.size > budget or len(chunk) == MAX_PACKETS):
-                self._send(PacketsFrame(tuple(chunk), live=live, last=False), now)
-                chunk, budget = [], self.config.max_packets_bytes
-            chunk.append(wire)
-            budget -= wire.size
-        if chunk or not live:
-            self._send(PacketsFrame(tuple(chunk), live=live, last=True), now)
+        for frame in packet_frames(packets, budget=self.config.max_packets_bytes, live=live):
+            self._send(frame, now)
         self.packets_out += len(packets)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -720,6 +716,20 @@ class Session:
         self._events.append(Audited(verdicts.records))
         return verdicts.allowed
 
+    def _replay(self, handle: Callable[[], None], now: float) -> None:
+        """Handle peer input that waited for the node (a manifest before admit(), a recon
+        message before start_sync()): its faults are the peer's, so they must not escape into the
+        node's call as exceptions."""
+        try:
+            handle()
+        except RemoteProtocolError as exc:
+            self._peer_failed(exc, now)
+
+    def _peer_failed(self, exc: RemoteProtocolError, now: float) -> None:
+        # A channel that refused a frame refuses all later ones, so that failure ends the session too.
+        fatal = exc.code in _FATAL_CODES or self._channel is None or self._channel.closed
+        self._misbehaved(exc.code, exc.reason, now, fatal=fatal)
+
     def _misbehaved(self, code: str, reason: str, now: float, *, fatal: bool = False) -> None:
         self.strikes += 1
         self._events.append(Misbehaviour(code, reason, fatal))
@@ -733,6 +743,32 @@ class Session:
             return
         if notify and self._channel is not None:
             self._send(ErrorFrame(code, reason, True), now)
-        self.state = State.CLOSED
+        self._transition(Transition.CLOSE)
         self.close_code = code
         self._events.append(Closed(code, reason, by_peer))
+
+
+_FATAL_CODES = frozenset(
+    {ErrorCode.DECRYPT_FAILED, ErrorCode.HANDSHAKE_FAILED, ErrorCode.TOO_LARGE, ErrorCode.BAD_MANIFEST}
+)
+
+
+def _just_after(limit: float) -> float:
+    """The first time past ``limit``: when a "more than N seconds" timeout fires."""
+    return math.nextafter(limit, math.inf)
+
+
+def _our_code(code: str) -> ErrorCode:
+    """The node's own error code; anything but an ``ErrorCode`` value is a bug of ours."""
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        raise LocalProtocolError(f"{code!r} is not an error code") from None
+
+
+def _peer_code(text: str | None) -> ErrorCode:
+    """The code a peer gave for closing (untrusted text), or ``connection_lost``."""
+    try:
+        return ErrorCode(text)
+    except ValueError:
+        return ErrorCode.CONNECTION_LOST

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ark_lattice.errors import RemoteProtocolError, UsageError
+from ark_lattice.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import PeerManifest, SignedManifest
@@ -31,7 +31,7 @@ from ark_lattice.protocol import frames as f
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.protocol.intake import Intake
 from ark_lattice.protocol.reconcile import ItemSet
-from ark_lattice.protocol.session import (
+from ark_lattice.protocol.events import (
     Closed,
     Event,
     Misbehaviour,
@@ -42,15 +42,17 @@ from ark_lattice.protocol.session import (
     PeerReportedError,
     QueryAnswered,
     QueryReceived,
+    SyncCompleted,
+    SyncReady,
+)
+from ark_lattice.protocol.session import (
     Role,
     Session,
     SessionConfig,
     State,
-    SyncCompleted,
-    SyncReady,
     keep_existing_session,
-    terms_for,
 )
+from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
 
 CORE, SANDBOX, EXTERNAL, UNKNOWN, BLOCKED = (
@@ -68,7 +70,7 @@ T0 = 1_700_000_000.0
 T0_MS = int(T0 * 1000)
 CONFIG = SessionConfig()
 
-# DESIGN §5, written out independently of session.terms_for so the two are checked against each other.
+# DESIGN §5, written out independently of terms.terms_for so the two are checked against each other.
 WE_SEND = {CORE}
 WE_ACCEPT = {CORE, SANDBOX}
 WE_ANSWER = {CORE, EXTERNAL}
@@ -504,7 +506,7 @@ def test_tier_table_decides_who_answers_queries(b_gives_a: TrustTier) -> None:
     pair = open_pair(EXTERNAL, b_gives_a, [], b_packets)
     a, b = pair.a, pair.b
     if b_gives_a not in WE_ANSWER:
-        with pytest.raises(UsageError):
+        with pytest.raises(LocalProtocolError):
             a.session.query("public/news", 10, pair.now)
         assert not a.sent_of(f.QueryFrame)
         return
@@ -564,7 +566,7 @@ def test_unknown_peer_gets_handshake_and_manifest_only() -> None:
     assert [type(fr) for fr in a.sent] == [type(fr) for fr in b.sent] == [f.ManifestFrame, f.TermsFrame]
     assert a.sent[1] == f.TermsFrame(accepts=False, sends=False, answers_queries=False)
     assert a.session.flows == (False, False) and a.session.request_sync() is False
-    with pytest.raises(UsageError):
+    with pytest.raises(LocalProtocolError):
         a.session.query("lab/notes", 1, pair.now)
     assert a.session.state is b.session.state is State.OPEN
 
@@ -1065,7 +1067,7 @@ def test_parse_frame_on_arbitrary_bytes_raises_only_remote_protocol_error(data: 
     try:
         frame = f.parse_frame(data)
     except RemoteProtocolError as exc:
-        assert exc.code in set(f.ErrorCode)
+        assert exc.code in set(ErrorCode)
     else:
         assert isinstance(frame, f.Frame)
 
@@ -1094,6 +1096,6 @@ def test_parse_frame_on_well_formed_cbor_of_any_shape(version: Any, kind: Any, f
     try:
         frame = f.parse_frame(data)
     except RemoteProtocolError as exc:
-        assert exc.code in set(f.ErrorCode) and len(exc.reason) < 200
+        assert exc.code in set(ErrorCode) and len(exc.reason) < 200
     else:
         assert f.parse_frame(frame.serialize()) == frame

@@ -1,0 +1,137 @@
+"""One session's reconciliation runs: the bookkeeping around ``reconcile.py``'s two parties.
+
+:mod:`ark_lattice.protocol.reconcile` computes one run of negentropy between two sets and keeps no
+state between runs. A session reconciles many times (after the terms, after each tier change,
+on auto-sync and ``sync now``), and the node must hand over a fresh snapshot of our set before
+each run. :class:`Reconciliation` keeps what spans those runs (docs/protocol.md §8):
+
+- whether a ``SyncReady`` is out and the node has not answered it with ``start_sync`` yet;
+- the initiator's run in progress, its round number and what it offered and wanted so far;
+- the responder's snapshot of our set, dropped at ``synced`` so the next run starts fresh;
+- the responder's first message of a run that arrived before the node gave us our set (held,
+  since answering it needs the set);
+- a request to run again that came while a run was in progress (terms changed mid-run).
+
+It is pure bookkeeping: it returns what to send in a :class:`ReconStep` and the session sends it,
+wants through its transfer window, and emits the events. It never sees the clock or the channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ark_lattice.errors import ErrorCode, RemoteProtocolError
+from ark_lattice.protocol import reconcile
+from ark_lattice.protocol.frames import MAX_IDS, OfferFrame, ReconFrame, SyncedFrame
+
+__all__ = ["Reconciliation", "ReconStep"]
+
+
+@dataclass(frozen=True)
+class ReconStep:
+    """What the session does after a ``recon`` frame, in this order (the wire order matters).
+
+    ``offers`` go out first, then the session wants ``want`` from the peer, then ``reply`` (the
+    next ``recon`` frame, or ``synced`` when the initiator's run is over: the session then reports
+    ``SyncCompleted``), then, if ``ready``, it asks the node for a fresh set (``SyncReady``).
+    """
+
+    offers: tuple[OfferFrame, ...] = ()
+    want: Sequence[bytes] = ()
+    reply: ReconFrame | SyncedFrame | None = None
+    ready: bool = False
+
+
+class Reconciliation:
+    """The reconciliation runs of one session, on the initiator's or the responder's side."""
+
+    def __init__(self, *, initiator: bool, frame_size_limit: int) -> None:
+        self.initiator = initiator
+        self.frame_size_limit = frame_size_limit
+        # A SyncReady is out and start_sync() has not answered it.
+        self.awaiting_items = False
+        self._run: reconcile.Initiator | None = None
+        self._round = 0
+        self._offered = 0
+        self._wanted = 0
+        self._snapshot: reconcile.Responder | None = None
+        self._held: ReconFrame | None = None
+        self._again = False
+
+    @property
+    def running(self) -> bool:
+        """The initiator has a run in progress (the responder never knows when one ends early)."""
+        return self._run is not None
+
+    def asked(self) -> None:
+        """The session asked the node for a set (emitted ``SyncReady``)."""
+        self.awaiting_items = True
+
+    def defer(self) -> bool:
+        """Terms let packets flow: if a run is in progress, run again once it ends instead.
+
+        Returns whether it deferred; if not, the session asks the node for a set now.
+        """
+        if self.initiator and self._run is not None:
+            self._again = True
+            return True
+        return False
+
+    def start(self, items: reconcile.ItemSet) -> ReconFrame | None:
+        """The node gave us our set. The initiator opens a run (returns its first message); the
+        responder keeps the snapshot to answer with (see :meth:`take_held`)."""
+        self.awaiting_items = False
+        if self.initiator:
+            self._run = reconcile.Initiator(items, frame_size_limit=self.frame_size_limit)
+            self._round = 0
+            self._offered = self._wanted = 0
+            return ReconFrame(0, self._run.initiate())
+        self._snapshot = reconcile.Responder(items, frame_size_limit=self.frame_size_limit)
+        return None
+
+    def take_held(self) -> ReconFrame | None:
+        """The responder's held first message, to answer now that the snapshot is there."""
+        held, self._held = self._held, None
+        return held
+
+    def receive(self, frame: ReconFrame, *, send: bool, receive: bool) -> ReconStep:
+        """A ``recon`` frame from the peer, with the flows as they are now.
+
+        Raises ``RemoteProtocolError`` if the frame is out of turn or its message malformed.
+        """
+        if not self.initiator:
+            return self._answer(frame)
+        if self._run is None or frame.round != self._round:
+            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "reconciliation reply nobody asked for")
+        message, have, need = self._run.reconcile(frame.message)
+        offers: tuple[OfferFrame, ...] = ()
+        if send and have:
+            self._offered += len(have)
+            offers = tuple(OfferFrame(tuple(have[i : i + MAX_IDS])) for i in range(0, len(have), MAX_IDS))
+        want: Sequence[bytes] = ()
+        if receive and need:
+            self._wanted += len(need)
+            want = need
+        if message is not None:
+            self._round += 1
+            return ReconStep(offers, want, ReconFrame(self._round, message))
+        self._run = None
+        again, self._again = self._again, False
+        return ReconStep(offers, want, SyncedFrame(self._offered, self._wanted), ready=again)
+
+    def synced(self) -> None:
+        """The initiator ended the run (``synced``); only the responder receives that."""
+        if self.initiator:
+            raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "only the initiator ends a reconciliation")
+        self._snapshot = None  # the next run starts from a fresh snapshot
+
+    def _answer(self, frame: ReconFrame) -> ReconStep:
+        if self._snapshot is not None:
+            return ReconStep(reply=ReconFrame(frame.round, self._snapshot.reconcile(frame.message)))
+        if self._held is not None:
+            raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")
+        self._held = frame  # the node is still preparing our set
+        # A new run after an earlier one ended (auto-sync, sync now): the node must give a fresh
+        # snapshot of our set before we can answer; unless a SyncReady is already out.
+        return ReconStep(ready=not self.awaiting_items)

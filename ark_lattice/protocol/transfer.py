@@ -1,0 +1,116 @@
+"""The transfer window of one session: which packet ids we want from the peer, and how many at once.
+
+Transfer is receiver-driven (docs/protocol.md §9): we ask for ids in ``want`` frames of at most
+``want_batch`` ids, with at most ``max_inflight_wants`` frames unanswered, and the peer answers
+each ``want`` in order with ``packets`` frames, the last one flagged ``last``. So a peer can never
+push more wanted packets at us than we asked for, and a slow receiver slows the sender down.
+
+:class:`TransferWindow` keeps the queue of ids still to ask for, the batches in flight (one per
+``want``, oldest first), and the ids not to ask this peer for again in this session.
+:func:`packet_frames` is the sending side: packets cut into ``packets`` frames under the size
+budget. Both are pure; the session sends the frames they return.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from ark_lattice.packet import Packet
+from ark_lattice.protocol.frames import MAX_PACKETS, PacketsFrame, WantFrame, WirePacket
+
+__all__ = ["TransferWindow", "packet_frames"]
+
+
+class TransferWindow:
+    """The ids we want from one peer: queued, in flight, or not to be asked for again."""
+
+    def __init__(self, *, want_batch: int, max_inflight_wants: int) -> None:
+        self.want_batch = want_batch
+        self.max_inflight_wants = max_inflight_wants
+        self._queue: deque[bytes] = deque()
+        self._queued: set[bytes] = set()
+        self._inflight: deque[set[bytes]] = deque()  # one set per want frame, in order
+        self._inflight_ids: set[bytes] = set()
+        # Ids not to ask this peer for again in this session: it did not send them when asked, or
+        # our policy refused them (reconciliation would otherwise offer them every round).
+        self._skip: set[bytes] = set()
+
+    @property
+    def busy(self) -> bool:
+        """Ids are still queued or a want is unanswered."""
+        return bool(self._queue or self._inflight)
+
+    def want(self, ids: Iterable[bytes], *, first: bool = False) -> None:
+        """Queue ids not already queued, in flight or skipped (missing dependencies go ``first``)."""
+        fresh = [i for i in ids if i not in self._queued and i not in self._inflight_ids and i not in self._skip]
+        if first:
+            self._queue.extendleft(reversed(fresh))
+        else:
+            self._queue.extend(fresh)
+        self._queued.update(fresh)
+
+    def pump(self) -> list[WantFrame]:
+        """The want frames to send now: queued ids, as far as the window has room."""
+        frames: list[WantFrame] = []
+        while self._queue and len(self._inflight) < self.max_inflight_wants:
+            batch: list[bytes] = []
+            while self._queue and len(batch) < self.want_batch:
+                ident = self._queue.popleft()
+                self._queued.discard(ident)
+                batch.append(ident)
+            self._inflight.append(set(batch))
+            self._inflight_ids.update(batch)
+            frames.append(WantFrame(tuple(batch)))
+        return frames
+
+    def drop_queue(self) -> None:
+        """The peer no longer sends to us: forget what we had not asked for yet."""
+        self._queue.clear()
+        self._queued.clear()
+
+    @property
+    def answering(self) -> bool:
+        """A want is unanswered, so a non-live ``packets`` frame is expected."""
+        return bool(self._inflight)
+
+    def arrived(self, ident: bytes) -> bool:
+        """A packet of the answer to the oldest want; false if that want did not ask for it."""
+        batch = self._inflight[0]
+        if ident not in batch:
+            return False
+        batch.discard(ident)
+        self._inflight_ids.discard(ident)
+        return True
+
+    def answered(self) -> None:
+        """The ``last`` frame of the answer to the oldest want: what it did not bring, we skip."""
+        batch = self._inflight.popleft()
+        self._inflight_ids.difference_update(batch)
+        self._skip.update(batch)
+
+    def skip(self, ids: Iterable[bytes]) -> None:
+        """Never ask this peer for these again in this session (our policy refused them)."""
+        self._skip.update(ids)
+
+
+def packet_frames(packets: Sequence[Packet], *, budget: int, live: bool) -> list[PacketsFrame]:
+    """``packets`` in order, cut into frames of at most ``budget`` bytes and ``MAX_PACKETS`` each.
+
+    A packet bigger than the budget still goes, alone in its frame (a 1 MiB body always fits the
+    channel). The answer to a want always ends with a ``last`` frame, even an empty one, so the
+    peer's window moves on; a live push of nothing sends nothing.
+    """
+    frames: list[PacketsFrame] = []
+    chunk: list[WirePacket] = []
+    left = budget
+    for p in packets:
+        wire = WirePacket(p.header_bytes, p.signature, p.body)
+        if chunk and (wire.size > left or len(chunk) == MAX_PACKETS):
+            frames.append(PacketsFrame(tuple(chunk), live=live, last=False))
+            chunk, left = [], budget
+        chunk.append(wire)
+        left -= wire.size
+    if chunk or not live:
+        frames.append(PacketsFrame(tuple(chunk), live=live, last=True))
+    return frames
