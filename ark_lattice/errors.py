@@ -11,6 +11,7 @@ misbehaviour (a peer sent something it must not), as h11 does::
     │   ├── AmbiguousId                 a prefix that matches several objects
     │   └── AlreadyExists               init on a home that already holds a node
     ├── ConfigError                     a config or policy file that cannot be used
+    │   └── PolicyError                 a policy that does not load; names its ``file`` and ``line``
     ├── IdentityError                   the node identity cannot be loaded
     │   ├── NotInitialised              no identity in this home yet
     │   └── BadPassphrase               the sealed key did not open
@@ -23,8 +24,8 @@ misbehaviour (a peer sent something it must not), as h11 does::
     │   └── LedgerCorrupt               ``ledger verify`` found a bad entry (names it)
     ├── NodeNotRunning                  a live-node command with no node running
     └── ProtocolError                   a session could not go on
-        ├── LocalProtocolError          we tried something the protocol forbids (a bug)
-        └── RemoteProtocolError         the peer misbehaved; carries a wire error code
+        ├── LocalProtocolError          our node misused a session or the protocol core (a bug)
+        └── RemoteProtocolError         the peer misbehaved; carries a wire ``ErrorCode``
 
 :class:`ErrorCode` is the vocabulary of those wire codes: the code of an error frame, of a
 ``RemoteProtocolError``, of a session's close reason and of an audit event about a peer. It lives
@@ -43,6 +44,7 @@ __all__ = [
     "AmbiguousId",
     "AlreadyExists",
     "ConfigError",
+    "PolicyError",
     "IdentityError",
     "NotInitialised",
     "BadPassphrase",
@@ -114,6 +116,17 @@ class AlreadyExists(UsageError):
 
 class ConfigError(ArkLatticeError):
     pass
+
+
+class PolicyError(ConfigError):
+    """A policy that does not load. ``file`` is where it came from (a path, or a name such as
+    ``default.toml``); ``line`` is the line of the first problem, for ``policy check`` to point at,
+    or ``None`` when the file could not be read at all."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
 
 
 class IdentityError(ArkLatticeError):

@@ -31,7 +31,7 @@ from typing import Any
 
 import cel
 
-from ark_lattice.errors import ConfigError, UsageError
+from ark_lattice.errors import PolicyError, UsageError
 
 __all__ = [
     "Policy",
@@ -201,7 +201,7 @@ class Policy:
 
     @classmethod
     def load(cls, text: str, source: str = "policy.toml") -> Policy:
-        """Parse, check and compile a policy; a ConfigError names the line of the first problem."""
+        """Parse, check and compile a policy; a PolicyError names the line of the first problem."""
         return _Loader(text, source).load()
 
     @classmethod
@@ -209,9 +209,10 @@ class Policy:
         try:
             text = Path(path).read_bytes().decode("utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read policy file {str(path)!r}: {exc.strerror}") from None
+            message = f"cannot read policy file {str(path)!r}: {exc.strerror}"
+            raise PolicyError(message, file=str(path)) from None
         except UnicodeDecodeError:
-            raise ConfigError(f"policy file {str(path)!r} is not UTF-8 text") from None
+            raise PolicyError(f"policy file {str(path)!r} is not UTF-8 text", file=str(path)) from None
         return cls.load(text, source=str(path))
 
     @classmethod
@@ -540,11 +541,8 @@ class _Loader:
         self.block_values: set[tuple[Any, ...]] = set()
         self.ids: set[str] = set()
 
-    def fail(self, line: int, message: str) -> ConfigError:
-        err = ConfigError(f"{self.source} line {line}: {message}")
-        err.line = line  # type: ignore[attr-defined]  # for `policy check` to point at
-        err.source = self.source  # type: ignore[attr-defined]
-        return err
+    def fail(self, line: int, message: str) -> PolicyError:
+        return PolicyError(f"{self.source} line {line}: {message}", file=self.source, line=line)
 
     def line(self, *paths: tuple[Any, ...]) -> int:
         """The line of the first path found, trying each path and then its parents."""
@@ -580,7 +578,7 @@ class _Loader:
         rules = tuple(self._rule(i, entry) for i, entry in enumerate(self._tables(doc, "rule")))
         return Policy(self.text, self.source, rules, rate_limits, limits)
 
-    def _toml_error(self, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    def _toml_error(self, exc: tomllib.TOMLDecodeError) -> PolicyError:
         message = str(exc)
         match = _TOML_AT.search(message)
         if match:

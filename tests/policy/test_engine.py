@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ark_lattice.errors import ConfigError, UsageError
+from ark_lattice.errors import ConfigError, PolicyError, UsageError
 from ark_lattice.policy import (
     DEFAULT_POLICY_TEXT,
     VARIABLES,
@@ -30,8 +30,8 @@ def load(text: str) -> Policy:
     return Policy.load(textwrap.dedent(text).lstrip("\n"))
 
 
-def load_error(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
+def load_error(text: str) -> PolicyError:
+    with pytest.raises(PolicyError) as caught:
         load(text)
     return caught.value
 
@@ -421,15 +421,17 @@ LOAD_ERRORS = {
 def test_load_error_names_line_and_problem(case: str) -> None:
     text, line, words = LOAD_ERRORS[case]
     err = load_error(text)
-    assert err.line == line  # type: ignore[attr-defined]
+    assert err.line == line and err.file == "policy.toml"
+    assert isinstance(err, ConfigError)  # the CLI's exit code for config errors still applies
     assert str(err).startswith(f"policy.toml line {line}: ")
     assert words in str(err)
     assert "\n" not in str(err)
 
 
 def test_load_error_names_the_source() -> None:
-    with pytest.raises(ConfigError, match=r"^/etc/ark/p\.toml line 1: missing version"):
+    with pytest.raises(PolicyError, match=r"^/etc/ark/p\.toml line 1: missing version") as caught:
         Policy.load("", source="/etc/ark/p.toml")
+    assert (caught.value.file, caught.value.line) == ("/etc/ark/p.toml", 1)
 
 
 def test_comprehension_variables_are_not_unknown() -> None:
@@ -517,12 +519,15 @@ def test_loaded_policy_keeps_text_digest_rules_and_limits(tmp_path: Path) -> Non
 
 
 def test_from_file_errors_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read policy file"):
+    with pytest.raises(PolicyError, match="cannot read policy file") as caught:
         Policy.from_file(tmp_path / "missing.toml")
+    assert (caught.value.file, caught.value.line) == (str(tmp_path / "missing.toml"), None)
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(b"version = 1 # caf\xe9\n")
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    with pytest.raises(PolicyError, match="not UTF-8") as caught:
         Policy.from_file(bad)
+    assert (caught.value.file, caught.value.line) == (str(bad), None)
+    assert isinstance(caught.value, ConfigError)
 
 
 def test_limits_default_when_absent() -> None:

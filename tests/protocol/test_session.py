@@ -11,6 +11,7 @@ advances. Every frame a side seals is recorded, so tests assert on what crossed 
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ark_lattice.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from ark_lattice.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, UsageError
 from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import PeerManifest, SignedManifest
@@ -50,6 +51,8 @@ from ark_lattice.protocol.session import (
     Session,
     SessionConfig,
     State,
+    Transition,
+    TRANSITIONS,
     keep_existing_session,
 )
 from ark_lattice.terms import terms_for
@@ -936,6 +939,283 @@ def test_a_late_admit_uses_the_manifest_that_arrived_meanwhile() -> None:
     real(session, event, pair.now)
     pair.settle()
     assert pair.b.session.state is State.OPEN and b.ids() == a.ids()
+
+
+# -- deadlines: tick exactly when something is due ------------------------------------------------
+
+
+def _quiet_before_and_busy_at(session: Session, deadline: float) -> bool:
+    """``tick`` just before ``deadline`` does nothing; returns whether ``tick`` at it did something."""
+    before = (session.state, session.bytes_out)
+    session.tick(math.nextafter(deadline, -math.inf))
+    assert (session.state, session.bytes_out) == before, "tick() acted before next_deadline()"
+    session.tick(deadline)
+    return (session.state, session.bytes_out) != before
+
+
+def advance_by_deadlines(pair: Pair, seconds: float) -> list[float]:
+    """Let time pass as the runtime and the simulator do: tick each session only at its
+    ``next_deadline()``, checking on the way that it is exact. Returns the times ticked."""
+    end = pair.now + seconds
+    ticked: list[float] = []
+    while True:
+        due = {side.name: side.session.next_deadline() for side in (pair.a, pair.b)}
+        pending = [d for d in due.values() if d is not None]
+        if not pending or min(pending) > end:
+            pair.now = end
+            return ticked
+        at = min(pending)
+        assert at > pair.now  # never overdue once settled
+        pair.now = at
+        for side in (pair.a, pair.b):
+            if due[side.name] == at:
+                assert _quiet_before_and_busy_at(side.session, at)
+            else:
+                before = (side.session.state, side.session.bytes_out)
+                side.session.tick(at)
+                assert (side.session.state, side.session.bytes_out) == before
+        ticked.append(at)
+        pair.settle()
+
+
+def test_ticking_at_deadlines_pings_as_ticking_every_second_does() -> None:
+    pair = open_pair(CORE, CORE)
+    ticked = advance_by_deadlines(pair, 315)
+    assert ticked == [T0 + 15 * n for n in range(1, 22)]  # one heartbeat every 15 s, nothing else
+    for side, other in ((pair.a, pair.b), (pair.b, pair.a)):
+        nonces = [p.nonce for p in side.sent_of(f.PingFrame)]
+        assert nonces == list(range(1, 22))
+        assert [p.nonce for p in other.sent_of(f.PongFrame)] == nonces
+    assert pair.a.session.state is pair.b.session.state is State.OPEN
+
+
+def test_a_silent_peer_is_closed_at_the_first_instant_past_the_idle_timeout() -> None:
+    pair = open_pair(CORE, CORE)
+    pair.muted.add("b")
+    ticked = advance_by_deadlines(pair, 100)
+    stale = math.nextafter(T0 + 45, math.inf)
+    assert ticked[:4] == [T0 + 15, T0 + 30, T0 + 45, stale]
+    assert len(pair.a.sent_of(f.PingFrame)) == 3
+    assert pair.a.session.close_code == "timeout" and pair.a.session.next_deadline() is None
+    assert pair.b.of(Closed)[-1].code == "connection_lost"
+
+
+@pytest.mark.parametrize("mute", ["a", "b", "nobody-admits"])
+def test_the_setup_deadline_is_exact(mute: str) -> None:
+    a, b = Node(ALICE, {BOB.node_id: CORE}), Node(BOB, {ALICE.node_id: CORE})
+    if mute == "nobody-admits":
+        b.on_event = lambda session, event, now: None  # type: ignore[method-assign]
+    pair = Pair(a, b)
+    if mute != "nobody-admits":
+        pair.muted.add(mute)
+    pair.settle()
+    ticked = advance_by_deadlines(pair, 60)
+    assert ticked[0] == math.nextafter(T0 + 10, math.inf)
+    assert "timeout" in (pair.a.session.close_code, pair.b.session.close_code)
+    assert pair.a.session.next_deadline() is pair.b.session.next_deadline() is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    idle=st.floats(3, 120),
+    heartbeat=st.floats(0.5, 150),
+    setup=st.floats(0.5, 30),
+    mute_after=st.one_of(st.none(), st.floats(0, 200)),
+    mute=st.sampled_from(["a", "b"]),
+    a_dials=st.booleans(),
+)
+def test_next_deadline_is_exact_whatever_the_timers(
+    idle: float, heartbeat: float, setup: float, mute_after: float | None, mute: str, a_dials: bool
+) -> None:
+    config = SessionConfig(heartbeat_interval=heartbeat, idle_timeout=idle, handshake_timeout=setup)
+    pair = open_pair(CORE, CORE, config=config, a_dials=a_dials)
+    if mute_after is None:
+        advance_by_deadlines(pair, 400)
+    else:
+        advance_by_deadlines(pair, mute_after)
+        pair.muted.add(mute)
+        advance_by_deadlines(pair, 400)
+        assert pair.a.session.state is pair.b.session.state is State.CLOSED
+    if heartbeat < idle and mute_after is None:
+        assert pair.a.session.state is pair.b.session.state is State.OPEN
+
+
+def test_with_idle_timeout_sets_heartbeats_to_a_third() -> None:
+    config = SessionConfig(want_batch=7).with_idle_timeout(30)
+    assert (config.idle_timeout, config.heartbeat_interval, config.want_batch) == (30, 10, 7)
+    assert SessionConfig().with_idle_timeout(45) == SessionConfig()  # the defaults follow the rule
+    for bad in (0, -1, math.inf, math.nan):
+        with pytest.raises(UsageError):
+            SessionConfig().with_idle_timeout(bad)
+    # Three pings go out before a silent peer is stale, the last at the limit itself: two may be
+    # lost and the answer to the third still keeps the session.
+    pair = open_pair(CORE, CORE, config=SessionConfig().with_idle_timeout(6))
+    pair.muted.add("b")
+    assert advance_by_deadlines(pair, 10) == [T0 + 2, T0 + 4, T0 + 6, math.nextafter(T0 + 6, math.inf)]
+    assert len(pair.a.sent_of(f.PingFrame)) == 3 and pair.a.session.close_code == "timeout"
+
+
+# -- the transport ends -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [State.HANDSHAKE, State.AUTHENTICATED, State.OPEN])
+@pytest.mark.parametrize(
+    ("peer_code", "code"),
+    [
+        (None, "connection_lost"),
+        ("blocked", "blocked"),
+        ("shutdown", "shutdown"),
+        ("duplicate_session", "duplicate_session"),
+        ("connection_lost", "connection_lost"),
+        ("", "connection_lost"),
+        ("BLOCKED", "connection_lost"),
+        ("blocked ", "connection_lost"),
+        ("no such code", "connection_lost"),
+        ("x" * 10_000, "connection_lost"),
+    ],
+)
+def test_connection_lost_keeps_the_peers_reason_only_if_it_is_an_error_code(
+    state: State, peer_code: str | None, code: str
+) -> None:
+    a, b = Node(ALICE, {BOB.node_id: CORE}), Node(BOB, {ALICE.node_id: CORE})
+    if state is State.AUTHENTICATED:
+        b.on_event = lambda session, event, now: None  # type: ignore[method-assign]
+    pair = Pair(a, b)
+    if state is State.HANDSHAKE:
+        pair.muted.add("a")
+    pair.settle()
+    session = pair.b.session
+    assert session.state is state
+    session.connection_lost(pair.now, peer_code=peer_code)
+    (closed,) = [e for e in session.events() if isinstance(e, Closed)]
+    assert closed.code == code and type(closed.code) is ErrorCode and closed.by_peer
+    assert session.close_code == code and session.state is State.CLOSED
+    assert session.data_to_send() == [] and session.next_deadline() is None
+    session.connection_lost(pair.now, peer_code="timeout")  # once closed, nothing more happens
+    assert session.events() == [] and session.close_code == code
+
+
+def test_a_peer_that_blocks_us_is_told_apart_from_a_dropped_link() -> None:
+    pair = open_pair(CORE, BLOCKED)
+    # Pair.settle() saw b close and dropped a's link without a reason; the runtime passes the
+    # WebSocket close reason, which for a blocking peer is its close code.
+    assert pair.a.of(Closed)[-1] == Closed("connection_lost", "the connection dropped", by_peer=True)
+    x = lone_session(ALICE, Role.INITIATOR)
+    x.connection_lost(T0, peer_code=pair.b.session.close_code)
+    assert x.events() == [Closed("blocked", "the peer closed the connection (blocked)", by_peer=True)]
+
+
+# -- the state table ------------------------------------------------------------------------------
+
+
+def test_the_state_table_only_moves_forward_and_closes_from_anywhere() -> None:
+    order = list(State)
+    for state, moves in TRANSITIONS.items():
+        for transition, target in moves.items():
+            assert order.index(target) > order.index(state), (state, transition)
+        assert (moves.get(Transition.CLOSE) is State.CLOSED) is (state is not State.CLOSED)
+    assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == {}
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_an_illegal_transition_raises(state: State) -> None:
+    for transition in set(Transition) - set(TRANSITIONS[state]):
+        session = lone_session(ALICE, Role.INITIATOR)
+        session.state = state
+        with pytest.raises(LocalProtocolError, match=f"cannot {transition.value} a session in state {state.value}"):
+            session._transition(transition)
+        assert session.state is state
+
+
+def test_misuse_by_the_node_raises_local_protocol_error() -> None:
+    pair = open_pair(CORE, CORE)
+    session = pair.a.session
+    with pytest.raises(LocalProtocolError, match="admit"):
+        session.admit(CORE, pair.now)  # already open
+    with pytest.raises(LocalProtocolError, match="not an error code"):
+        session.close("bye", "made-up code", pair.now)
+    with pytest.raises(LocalProtocolError, match="not an error code"):
+        session.refuse("nope", "made-up code", pair.now)
+    assert session.state is State.OPEN and not pair.a.sent_of(f.ErrorFrame)
+    with pytest.raises(LocalProtocolError, match="admit"):
+        lone_session(ALICE, Role.INITIATOR).admit(CORE, T0)  # before the handshake
+    session.close(ErrorCode.SHUTDOWN, "bye", pair.now)
+    with pytest.raises(LocalProtocolError, match="not open"):
+        session.query("public/x", 1, pair.now)
+
+
+def test_every_transition_in_the_table_is_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: set[tuple[State, Transition]] = set()
+    real = Session._transition
+
+    def recording(self: Session, transition: Transition) -> None:
+        seen.add((self.state, transition))
+        real(self, transition)
+
+    monkeypatch.setattr(Session, "_transition", recording)
+    open_pair(CORE, CORE).a.session.close(ErrorCode.SHUTDOWN, "bye", T0)  # the whole way; open → closed
+    open_pair(BLOCKED, CORE)  # authenticated → closed
+    test_bad_manifest_is_fatal("expired")  # identifying → closed
+    test_handshake_timeout("a")  # handshake → closed
+    listed = {(state, transition) for state, moves in TRANSITIONS.items() for transition in moves}
+    assert seen == listed
+
+
+# -- peer input that waited for the node ----------------------------------------------------------
+
+
+def test_a_bad_manifest_held_until_admit_fails_the_session_not_the_node() -> None:
+    a = Node(ALICE, {BOB.node_id: CORE}, manifest=make_manifest(ALICE, issued=T0 - 7200, lifetime=3600))
+    b = Node(BOB, {ALICE.node_id: CORE})
+    held: list[tuple[Session, Event]] = []
+    real = b.on_event
+    b.on_event = lambda session, event, now: (  # type: ignore[method-assign]
+        held.append((session, event)) if isinstance(event, PeerAuthenticated) else real(session, event, now)
+    )
+    pair = Pair(a, b).settle()
+    assert pair.b.session.state is State.AUTHENTICATED  # a's expired manifest is held
+    session, event = held[0]
+    real(session, event, pair.now)  # admit() replays it: no exception escapes into the node
+    pair.settle()
+    assert [(e.code, e.fatal) for e in pair.b.of(Misbehaviour)] == [("bad_manifest", True)]
+    assert pair.b.session.close_code == "bad_manifest" and not pair.b.of(PeerIdentified)
+    assert pair.a.of(Closed)[-1].code == "bad_manifest"
+
+
+def test_a_malformed_recon_held_until_start_sync_fails_the_frame_not_the_node() -> None:
+    a, b = Node(ALICE, {BOB.node_id: CORE}), Node(BOB, {ALICE.node_id: CORE}, [make_packet(BOB, 1)])
+    ready: list[SyncReady] = []
+    for node in (a, b):
+        real = node.on_event
+        node.on_event = lambda session, event, now, real=real: (  # type: ignore[method-assign]
+            ready.append(event) if isinstance(event, SyncReady) else real(session, event, now)
+        )
+    pair = Pair(a, b).settle()
+    assert len(ready) == 2  # neither node answered its SyncReady yet
+    pair.a.inject(f.ReconFrame(0, bytes([0x61, 0x80])))  # a truncated varint: malformed negentropy
+    assert not pair.b.of(Misbehaviour)  # held: b cannot answer before it has its set
+    pair.b.session.start_sync(ItemSet([]), pair.now)
+    pair.settle()
+    assert pair.b.codes() == ["malformed"] and not pair.b.of(Misbehaviour)[0].fatal
+    assert [e.code for e in pair.a.of(PeerReportedError)] == ["malformed"]
+    assert pair.b.session.state is State.OPEN
+
+
+def test_terms_changed_mid_run_reconcile_again_once_it_ends() -> None:
+    pair = open_pair(CORE, CORE, [make_packet(ALICE, 1)], [make_packet(BOB, 2)])
+    later = make_packet(BOB, 3)
+    pair.b.node.store[later.id] = Stored(later, "local", False)
+    assert pair.a.session.request_sync() is True
+    pair.a.drain_events()  # a's node answers with its set: the run starts
+    assert pair.a.session.syncing
+    pair.a.session.set_tier(CORE, pair.now)  # fresh terms mid-run: no second run alongside
+    pair.a.drain_events()
+    assert len(pair.a.of(SyncReady)) == 2 and pair.a.session.syncing
+    pair.settle()
+    assert len(pair.a.of(SyncReady)) == 3 and len(pair.a.of(SyncCompleted)) == 3
+    assert pair.a.of(SyncCompleted)[1].wanted == 1
+    assert pair.a.node.ids() == pair.b.node.ids() and not pair.a.session.syncing
+    assert not pair.a.of(Misbehaviour) and not pair.b.of(Misbehaviour)
 
 
 # -- simultaneous dials --------------------------------------------------------------------------
