@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
-from typing import Annotated, Any, Optional
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -20,9 +21,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @app.command("start")
 def start(
     ctx: typer.Context,
-    bind: Annotated[Optional[str], typer.Option(help="Address to listen on (default: all).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on (0 picks a free one).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Node name, on first run only.")] = None,
+    bind: Annotated[str | None, typer.Option(help="Address to listen on (default: all).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one).")] = None,
+    name: Annotated[str | None, typer.Option(help="Node name, on first run only.")] = None,
     anchor_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between signed ledger checkpoints.")
     ] = 300.0,
@@ -75,8 +76,8 @@ def start(
 @app.command("status")
 def status(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Show the running node: ID, uptime, listen address, counts and connections."""
-    from ark_lattice.errors import NodeNotRunning
     from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
 
     application: Application = ctx.obj
     application.home.load_config()  # a clear error for a home with no node at all
@@ -87,7 +88,7 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
             application.print_json({"running": False, "home": str(application.home.root)})
         else:
             application.console.print(f"the node in {application.home.root} is not running")
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     doc["running"] = True
     if json_:
         application.print_json(doc)
@@ -104,6 +105,14 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
             f"[red]isolated[/] {item['peer'][:16]} after {item['strikes']} strikes "
             f"(last: {item['last']}); see `ark-lattice ledger log --kind peer.strike`"
         )
+    for target in doc.get("dialling", []):
+        if target["dialling"] or not target["last_error"]:
+            continue
+        wait = max(0.0, target["next_attempt"] - time.time())
+        if target["blocked_by_peer"]:
+            c.print(f"[yellow]blocked by peer[/] {target['url']}: it closed us as blocked; next try in {wait:.0f} s")
+        else:
+            c.print(f"[yellow]not connected[/] {target['url']}: {target['last_error']}; next try in {wait:.0f} s")
     if doc["connections"]:
         from rich.table import Table
 
@@ -112,8 +121,8 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
             table.add_column(col)
         for conn in doc["connections"]:
             table.add_row(
-                conn["peer"][:16],
-                conn["tier"],
+                (conn["peer"] or conn["remote"])[:16],
+                conn["tier"] or "-",
                 conn["state"],
                 str(conn["packets_in"]),
                 str(conn["packets_out"]),
@@ -123,8 +132,6 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
 
 
 def _ago(when: float | None) -> str:
-    import time
-
     return "-" if not when else f"{time.time() - when:.0f} s ago"
 
 
@@ -249,10 +256,10 @@ def add_peer(
 def auto_sync(
     ctx: typer.Context,
     start: Annotated[
-        Optional[bool], typer.Option("--start/--stop", help="Turn periodic reconciliation on or off.")
+        bool | None, typer.Option("--start/--stop", help="Turn periodic reconciliation on or off.")
     ] = None,
     interval: Annotated[
-        Optional[float], typer.Option(min=1.0, help="Seconds between reconciliations.")
+        float | None, typer.Option(min=1.0, help="Seconds between reconciliations.")
     ] = None,
     json_: JsonOption = False,
 ) -> None:

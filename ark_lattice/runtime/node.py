@@ -51,7 +51,7 @@ class NodeRuntime:
             sync_interval=sync_interval,
             auto_sync=auto_sync,
             gate=PolicyGate(node.load_policy(), node.config.node_id),
-            config=_session_config(SessionConfig(), idle_timeout),
+            config=SessionConfig() if idle_timeout is None else SessionConfig().with_idle_timeout(idle_timeout),
         )
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
@@ -208,6 +208,7 @@ class NodeRuntime:
             "auto_sync": self.federation.auto_sync,
             "sync_interval": self.federation.sync_interval,
             "isolated": self.federation.isolated,
+            "dialling": self.federation.dial_targets(),
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:
@@ -221,7 +222,7 @@ class NodeRuntime:
 
     async def _auto_sync(self, args: dict[str, Any]) -> dict[str, Any]:
         interval = args.get("interval")
-        self.federation.set_auto_sync(bool(args["enabled"]), float(interval) if interval else None)
+        await self.federation.set_auto_sync(bool(args["enabled"]), float(interval) if interval else None)
         return {"auto_sync": self.federation.auto_sync, "interval": self.federation.sync_interval}
 
     async def _sync_now(self, _args: dict[str, Any]) -> dict[str, Any]:
@@ -257,12 +258,3 @@ class NodeRuntime:
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()
-
-
-def _session_config(base: Any, idle_timeout: float | None) -> Any:
-    """Heartbeats at a third of the idle timeout, so two lost pings never make a peer stale."""
-    if idle_timeout is None:
-        return base
-    import dataclasses
-
-    return dataclasses.replace(base, idle_timeout=idle_timeout, heartbeat_interval=idle_timeout / 3)

@@ -1,24 +1,25 @@
 """The simulated mesh: many nodes in one process, each one the node's own code, in virtual time.
 
-Every simulated node is a real :class:`~ark_lattice.runtime.peering.Federation` (sessions,
-reconciliation, transfer, live push, strikes, dialling with backoff) over a real
-:class:`~ark_lattice.store.store.Store` (the SQLite ledger, in memory, run inline), with the policy
-gate a real node uses. Only what lies outside a node process is replaced: the clock (virtual, see
-clock.py), the network (network.py) and the random sources (seeded). Nothing of the protocol is
-re-implemented here; this module builds the federation a scenario describes, applies its workload
-and faults at their times, and watches the ledgers to report convergence.
+Every simulated node is the node's own protocol core — its
+:class:`~ark_lattice.protocol.coordinator.Coordinator` and real sessions (reconciliation, transfer,
+live push, strikes, dialling with backoff) — carried out by the same action loop and store effects
+as a real node (runtime/effects.py) over a real :class:`~ark_lattice.store.store.Store` (the SQLite
+ledger, in memory, run inline), with the policy gate a real node uses. Only what lies outside a node
+process is replaced: the clock (virtual, see clock.py), the network (network.py) and the random
+sources (seeded). There is no event loop: the store never waits, so its coroutines run inline
+(``store.inline.run``). Nothing of the protocol is re-implemented here; this module builds the
+federation a scenario describes, applies its workload and faults at their times, and watches the
+ledgers to report convergence.
 
 Determinism: identities, federation key, link latencies, losses, handshake ephemeral keys, backoff
 jitter, topology, workload and fault choices all come from generators seeded by (seed, purpose,
-node); the loop runs callbacks in the order they were scheduled and never consults a wall clock;
+node); the scheduler runs callbacks in the order they were scheduled and never consults a wall clock;
 the report is canonical JSON with integers for times. The same scenario and seed therefore give
 byte-identical reports, under any ``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import gc
 import hashlib
 import heapq
@@ -32,14 +33,17 @@ from typing import Any
 
 from ark_lattice import __version__
 from ark_lattice.encoding import decode
-from ark_lattice.errors import ConfigError
+from ark_lattice.errors import ConfigError, ErrorCode
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
-from ark_lattice.protocol.session import Role, SyncCompleted
-from ark_lattice.runtime.peering import Federation
-from ark_lattice.sim.clock import OWNER, VirtualTimeLoop
+from ark_lattice.protocol.coordinator import Action, Coordinator, LinkId, Reconcile
+from ark_lattice.protocol.events import SyncCompleted
+from ark_lattice.protocol.session import Role, Session, State
+from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
+from ark_lattice.runtime.peering import AUDIT_FLUSH_SECONDS, CLOSE_CODE_BASE
+from ark_lattice.sim.clock import Scheduler, Timer
 from ark_lattice.sim.convergence import FlowGraph, dials, flows, merkle_root
 from ark_lattice.sim.network import Host, Network, Socket, Traffic
 from ark_lattice.sim.scenario import Fault, Scenario, Selection, Workload
@@ -61,21 +65,22 @@ def report_bytes(report: Mapping[str, Any]) -> bytes:
     return (json.dumps(report, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode()
 
 
-class _ObservedFederation(Federation):
-    """The node's Federation, unchanged, plus one counter: reconciliations completed."""
-
-    def __init__(self, *args: Any, traffic: Traffic, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._traffic = traffic
-
-    async def _on_event(self, link: Any, event: Any) -> None:
-        if isinstance(event, SyncCompleted) and link.session.role is Role.INITIATOR:
-            self._traffic.reconciliations += 1  # counted once per run, by the side that drove it
-        await super()._on_event(link, event)
+@dataclass(eq=False)
+class _SimLink:
+    id: LinkId
+    session: Session
+    socket: Socket
+    timer: Timer | None = None
 
 
-class SimNode:
-    """One simulated node: its identity, its in-memory ledger and, while up, its Federation."""
+class SimNode(Driver):
+    """One simulated node: its identity, its in-memory ledger and, while up, its coordinator.
+
+    This is the node's driver for virtual time, as runtime/peering.py is for asyncio: it carries
+    out the coordinator's actions (through the same :class:`Driver` loop and :class:`Effects`),
+    feeds each session what its socket delivers, ticks it at its next deadline and sends what it
+    says. It decides nothing.
+    """
 
     def __init__(self, sim: Simulation, index: int, name: str, group: str, identity: Identity) -> None:
         self.sim = sim
@@ -88,40 +93,27 @@ class SimNode:
         self.host = Host(name, group, self.url, self._accept)
         self.state = "new"  # new, up, down (crashed, may restart), dropped (left for good)
         self.store: Store | None = None
-        self.federation: Federation | None = None
-        self.tasks: dict[asyncio.Task[Any], None] = {}  # creation order: cancelled in that order
+        self.core: Coordinator | None = None
+        self.links: dict[LinkId, _SimLink] = {}
+        self.clock = sim.clock
         self.rng = sim.rng("backoff", index)
         self._keys = sim.rng("ephemeral-keys", index)
+        self._wake: Timer | None = None
+        self._audit: Timer | None = None
+        self._pushed_seq = 0
+        self._incarnation = 0  # callbacks of an earlier life (before a crash) are ignored
         # what the ledger holds (bitsets over the simulation's packet index), read from its events
         self.held = 0
         self.shared = 0
         self._cursor = 0
 
-    # -- the clock.OWNER protocol: every task created in this node's context is ours --------
-
-    def adopt(self, task: asyncio.Task[Any]) -> None:
-        self.tasks[task] = None
-        task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.pop(task, None)
-
-    def _context(self) -> contextvars.Context:
-        ctx = contextvars.Context()  # a fresh one per task: the store keeps per-task state in it
-        ctx.run(OWNER.set, self)
-        return ctx
-
-    async def inside(self, coro: Any) -> Any:
-        """Run ``coro`` as a task of this node (so a crash cancels what it starts)."""
-        return await asyncio.get_running_loop().create_task(coro, context=self._context())
-
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def open_store(self) -> Store:
-        self.store = await Store.open(Path(":memory:"), clock=self.sim.clock, connect=inline.connect)
+    def open_store(self) -> Store:
+        self.store = inline.run(Store.open(Path(":memory:"), clock=self.sim.clock, connect=inline.connect))
         return self.store
 
-    async def start(self) -> None:
+    def start(self) -> None:
         assert self.store is not None
         sim = self.sim
         gate = None
@@ -129,53 +121,49 @@ class SimNode:
             from ark_lattice.policy.gate import PolicyGate
 
             gate = PolicyGate(sim.policy, self.node_id)
-        self.federation = _ObservedFederation(
-            self.store,
-            self.identity,
-            sim.federation_key,
-            name=self.name,
-            clock=sim.clock,
-            rng=self.rng,
-            sync_interval=sim.scenario.sync_interval_s,
-            auto_sync=True,
-            connect=sim.network.dialer(self.host),
-            offload=False,
-            gate=gate,
-            random_bytes=self._keys.randbytes,
-            traffic=sim.network.traffic,
+        manifest = inline.run(our_manifest(self.store, self.identity, self.name, [self.url], self.clock()))
+        self.core = Coordinator(
+            self.identity, sim.federation_key, manifest, self.rng,
+            gate=gate, random_bytes=self._keys.randbytes,
+            sync_interval=sim.scenario.sync_interval_s, auto_sync=True,
         )
-        await self.inside(self.federation.start([self.url]))
+        self.effects = Effects(self.store, self.core)
+        self._pushed_seq = inline.run(self.store.event_count())
         self.state = "up"
         self.host.up = True
+        self._run(self.core.start(self.clock()))
 
-    async def crash(self, *, final: str = "down") -> None:
-        """Stop abruptly: connections reset, every task cancelled; the ledger survives."""
+    def crash(self, *, final: str = "down") -> None:
+        """Stop abruptly: connections reset, timers forgotten; the ledger survives (what an
+        acknowledged write put there), and so does nothing else."""
         self.host.up = False
         self.state = final
+        self._incarnation += 1
         self.sim.network.sever(self.host)
-        while self.tasks:
-            pending = list(self.tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        self.federation = None
+        for link in self.links.values():
+            if link.timer is not None:
+                link.timer.cancel()
+        for timer in (self._wake, self._audit):
+            if timer is not None:
+                timer.cancel()
+        self.links.clear()
+        self._wake = self._audit = None
+        self.core = None
 
-    async def publish(self, topic: str, body: bytes) -> Packet:
+    def publish(self, topic: str, body: bytes) -> Packet:
         """What `packets publish` does on a running node: the node's own publish, then a push."""
-        assert self.store is not None and self.federation is not None
+        assert self.store is not None and self.core is not None
         config = Config(node_id=self.node_id, name=self.name, created_at=int(self.sim.clock()))
         local = LocalNode(Home(f"/nonexistent/simulated/{self.name}"), config, self.store, self.identity)
-        packet = await local.publish(topic=topic, kind="note", body=body)
-        await self.federation.local_packets_changed()
-        return packet
+        packet = inline.run(local.publish(topic=topic, kind="note", body=body))
+        while True:
+            stored, seq = inline.run(self.store.stored_since(self._pushed_seq))
+            if seq == self._pushed_seq:
+                return packet
+            self._pushed_seq = seq
+            self._run(self.core.local_packets(stored))
 
-    def _accept(self, sock: Socket) -> None:
-        if self.federation is None or self.state != "up":
-            sock.abort()
-            return
-        asyncio.get_running_loop().create_task(self.federation.accept(sock), context=self._context())
-
-    async def read_ledger(self) -> None:
+    def read_ledger(self) -> None:
         """Fold packets stored since the last look into ``held`` / ``shared``."""
         assert self.store is not None
         sql = (
@@ -183,7 +171,7 @@ class SimNode:
             f"WHERE kind = '{EventKind.PACKET_STORED}' AND seq > {int(self._cursor)} ORDER BY seq"
         )
         index_of = self.sim.packet_index
-        async for seq, subject, data in self.store.iter_rows(sql):
+        for seq, subject, data in inline.run(_rows(self.store, sql)):
             self._cursor = seq
             i = index_of.get(subject)
             if i is None:
@@ -192,6 +180,132 @@ class SimNode:
             self.held |= bit
             if not decode(data, max_size=1 << 16, what="ledger event").get("quarantined"):
                 self.shared |= bit
+
+    # -- Driver -----------------------------------------------------------------------------
+
+    def on_link(self, action: Any) -> list[Action]:
+        link = self.links.get(action.link)
+        if link is None:
+            return []
+        items = inline.run(self.effects.sync_set(action)) if isinstance(action, Reconcile) else None
+        apply_to_session(link.session, action, self.clock(), items)
+        return self._after(link)
+
+    def dial(self, url: str) -> None:
+        life = self._incarnation
+        self.sim.network.dial(
+            self.host, url,
+            lambda sock: self._connected(life, url, sock),
+            lambda reason: self._alive(life) and self._run(self._core.dial_failed(url, reason, self.clock())),
+        )
+
+    def wake_at(self, at: float) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake = self.sim.scheduler.call_at(at - self.sim.start_time, self._woken)
+
+    def audit_queued(self) -> None:
+        if self._audit is None:
+            self._audit = self.sim.scheduler.call_later(AUDIT_FLUSH_SECONDS, self._write_audit)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        inline.run(self.carry_out(actions))
+
+    @property
+    def _core(self) -> Coordinator:
+        assert self.core is not None
+        return self.core
+
+    def _alive(self, life: int) -> bool:
+        return life == self._incarnation and self.state == "up"
+
+    def _woken(self) -> None:
+        self._wake = None
+        self._run(self._core.wake(self.clock()))
+
+    def _write_audit(self) -> None:
+        self._audit = None
+        inline.run(self.effects.write_audit())
+
+    def _accept(self, sock: Socket) -> None:
+        if self.core is None or self.state != "up":
+            sock.abort()
+            return
+        self._open(sock, Role.RESPONDER, f"{sock.remote_address[0]}:{sock.remote_address[1]}", None)
+
+    def _connected(self, life: int, url: str, sock: Socket) -> None:
+        if not self._alive(life):
+            sock.abort()
+            return
+        self._open(sock, Role.INITIATOR, url, url)
+
+    def _open(self, sock: Socket, role: Role, remote: str, url: str | None) -> None:
+        link_id, session = self._core.open_link(role, remote, self.clock(), url=url)
+        link = _SimLink(link_id, session, sock)
+        self.links[link_id] = link
+        sock.bind(lambda data: self._received(link, data), lambda code, reason: self._lost(link, reason))
+        self._run(self._after(link))
+
+    def _received(self, link: _SimLink, data: bytes) -> None:
+        if self.links.get(link.id) is link:
+            link.session.receive_data(data, self.clock())
+            self._run(self._after(link))
+
+    def _lost(self, link: _SimLink, reason: str) -> None:
+        if self.links.get(link.id) is link:
+            link.session.connection_lost(self.clock(), peer_code=reason or None)
+            self._run(self._after(link))
+
+    def _tick(self, link: _SimLink) -> None:
+        link.timer = None
+        if self.links.get(link.id) is not link:
+            return
+        deadline = link.session.next_deadline()
+        if deadline is not None and deadline > self.clock():
+            link.timer = self.sim.scheduler.call_at(deadline - self.sim.start_time, self._tick, link)
+            return
+        link.session.tick(self.clock())
+        self._run(self._after(link))
+
+    def _after(self, link: _SimLink) -> list[Action]:
+        """What a session said after it was fed: its events to the coordinator, its bytes to the
+        wire, and, once it closed, the end of the link."""
+        session, now = link.session, self.clock()
+        actions: list[Action] = []
+        events = session.events()
+        if events:
+            for event in events:
+                if isinstance(event, SyncCompleted) and session.role is Role.INITIATOR:
+                    self.sim.network.traffic.reconciliations += 1  # once per run, by its driver
+            actions += self._core.session_events(link.id, events, now)
+        for data in session.data_to_send():
+            link.socket.send(data)
+        if session.state is State.CLOSED:
+            if self.links.pop(link.id, None) is not None:
+                if link.timer is not None:
+                    link.timer.cancel()
+                code = session.close_code
+                if code and code != ErrorCode.CONNECTION_LOST:
+                    link.socket.close(CLOSE_CODE_BASE, code)
+                else:
+                    link.socket.close(1000)
+                actions += self._core.link_ended(link.id, now)
+            return actions
+        deadline = session.next_deadline()
+        if deadline is not None:
+            at = deadline - self.sim.start_time
+            # One timer per link, moved on lazily: most traffic only pushes the deadline later.
+            if link.timer is None or at < link.timer.at:
+                if link.timer is not None:
+                    link.timer.cancel()
+                link.timer = self.sim.scheduler.call_at(at, self._tick, link)
+        return actions
+
+
+async def _rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    return [row async for row in store.iter_rows(sql)]
 
 
 @dataclass(order=True)
@@ -249,7 +363,7 @@ class Simulation:
         self.authored: list[int] = []  # per node: bitset of packets it published (or started with)
         self.policy: Any = None
         self.log = _LogCount()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.scheduler = Scheduler()
         self._queue: list[_Action] = []
         self._seq = 0
         self._rngs = {
@@ -280,8 +394,7 @@ class Simulation:
         return sorted(self.packets[i].hex() for i in range(bits.bit_length()) if bits >> i & 1)
 
     def clock(self) -> float:
-        assert self._loop is not None
-        return self.start_time + self._loop.time()
+        return self.start_time + self.scheduler.time()
 
     def run(self) -> dict[str, Any]:
         logger = logging.getLogger("ark_lattice")
@@ -295,8 +408,7 @@ class Simulation:
         thresholds = gc.get_threshold()
         gc.set_threshold(50_000, 20, 100)
         try:
-            with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-                return runner.run(self._main())
+            return self._main()
         finally:
             gc.unfreeze()
             gc.set_threshold(*thresholds)
@@ -305,38 +417,37 @@ class Simulation:
 
     # -- the run ----------------------------------------------------------------------------
 
-    async def _main(self) -> dict[str, Any]:
-        self._loop = asyncio.get_running_loop()
+    def _main(self) -> dict[str, Any]:
         sc = self.scenario
         if sc.policy == "default":
             from ark_lattice.policy import Policy
 
             self.policy = Policy.default()
-        self.network = Network(self._loop, self._rngs["network"], self._profile_of)
-        await self._build()
+        self.network = Network(self.scheduler, self._rngs["network"], self._profile_of)
+        self._build()
         self._check_fault_names()
         for node in self.nodes:
-            await node.start()
+            node.start()
         gc.collect()
         gc.freeze()
         epochs: list[dict[str, Any]] = []
         try:
             for epoch in range(sc.epochs):
-                epochs.append(await self._run_epoch(epoch))
+                epochs.append(self._run_epoch(epoch))
             for node in self.nodes:
                 if node.state == "up":
-                    await node.crash()
-            ledgers = await self._verify_ledgers()
+                    node.crash()
+            ledgers = self._verify_ledgers()
         finally:
             for node in self.nodes:
                 if node.state == "up":
-                    await node.crash()
+                    node.crash()
             for node in self.nodes:
                 if node.store is not None:
-                    await node.store.close()
+                    inline.run(node.store.close())
         return self._report(epochs, ledgers)
 
-    async def _verify_ledgers(self) -> dict[str, Any]:
+    def _verify_ledgers(self) -> dict[str, Any]:
         """`ledger verify` on every node's ledger, crashed ones included (DESIGN §8, §14)."""
         from ark_lattice.ledger import verify
         from ark_lattice.errors import ArkLatticeError
@@ -345,12 +456,12 @@ class Simulation:
         for node in self.nodes:
             assert node.store is not None
             try:
-                await verify(node.store, node.identity.node_id)
+                inline.run(verify(node.store, node.identity.node_id))
             except ArkLatticeError as exc:
                 failed.append(f"{node.name}: {exc}")
         return {"verified": len(self.nodes) - len(failed), "failed": failed}
 
-    async def _build(self) -> None:
+    def _build(self) -> None:
         sc = self.scenario
         sizes = sc.group_sizes()
         for group in sc.groups:
@@ -374,15 +485,15 @@ class Simulation:
         carry: list[list[int]] = [[] for _ in self.nodes]
         terminal: list[list[int]] = [[] for _ in self.nodes]
         for node in self.nodes:
-            await node.open_store()
+            node.open_store()
         for a, b in edges:
             na, nb = self.nodes[a], self.nodes[b]
             ta, tb = sc.tier(na.group, nb.group), sc.tier(nb.group, na.group)
             assert na.store is not None and nb.store is not None
             # The dialler knows where to reach its peer; the other side learns it from the
             # dialler's manifest at the first session, as with `federation add-peer`.
-            await na.store.add_peer(nb.node_id, tier=ta, endpoints=[nb.url])
-            await nb.store.add_peer(na.node_id, tier=tb)
+            inline.run(na.store.add_peer(nb.node_id, tier=ta, endpoints=[nb.url]))
+            inline.run(nb.store.add_peer(na.node_id, tier=tb))
             for u, w, tu, tw in ((a, b, ta, tb), (b, a, tb, ta)):
                 how = flows(tu, tw)
                 if how == "carry":
@@ -397,7 +508,7 @@ class Simulation:
             assert node.store is not None
             for packet in self._initial[name]:
                 self._register(packet, node)
-            await node.store.put_packets(self._initial[name])
+            inline.run(node.store.put_packets(self._initial[name]))
 
     def _topology(self) -> list[tuple[int, int]]:
         """Connections as (dialler, dialled); each pair once; the dialler must dial its tier."""
@@ -474,7 +585,7 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, _Action(at, self._seq, kind, arg))
 
-    async def _run_epoch(self, epoch: int) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
         sc = self.scenario
         t0 = epoch * sc.epoch_seconds
         end = t0 + sc.epoch_seconds
@@ -506,11 +617,11 @@ class Simulation:
         self.network.traffic.take()  # counters start afresh with the epoch
         while True:
             action = heapq.heappop(self._queue)
-            await self._sleep_until(action.at)
+            self.scheduler.run_until(action.at)
             if action.kind == "end":
                 break
-            await self._do(action)
-        status = await self._observe()
+            self._do(action)
+        status = self._observe()
         if self._epoch["settled_at_ms"] is None and status["converged"] == status["up"]:
             self._epoch["settled_at_ms"] = _ms(sc.epoch_seconds)
         record = self._epoch
@@ -527,21 +638,12 @@ class Simulation:
             self._on_progress((epoch + 1) / sc.epochs, record)
         return record
 
-    async def _sleep_until(self, at: float) -> None:
-        loop = asyncio.get_running_loop()
-        if at <= loop.time():
-            await asyncio.sleep(0)
-            return
-        wake = loop.create_future()
-        loop.call_at(at, _set, wake)
-        await wake
-
-    async def _do(self, action: _Action) -> None:
+    def _do(self, action: _Action) -> None:
         if action.kind == "publish":
-            await self._publish(action.arg)
+            self._publish(action.arg)
         elif action.kind == "sample":
-            status = await self._observe()
-            now = asyncio.get_running_loop().time()
+            status = self._observe()
+            now = self.scheduler.time()
             if (
                 self._epoch["settled_at_ms"] is None
                 and now >= self._settle_after
@@ -551,21 +653,21 @@ class Simulation:
             if self._on_progress is not None:
                 self._on_progress(now / (self.scenario.epochs * self.scenario.epoch_seconds), None)
         elif action.kind == "fault":
-            await self._fault(action.arg)
+            self._fault(action.arg)
         elif action.kind == "churn-crash":
             node, token = action.arg
             if node.state == "up":
-                await node.crash()
+                node.crash()
                 self._churned[node.index] = token
         elif action.kind == "churn-restart":
             node, token = action.arg
             if node.state == "down" and self._churned.get(node.index) == token:
                 del self._churned[node.index]
-                await node.start()
+                node.start()
         else:
             raise AssertionError(action.kind)
 
-    async def _publish(self, workload: Workload) -> None:
+    def _publish(self, workload: Workload) -> None:
         rng = self._rngs["workload"]
         authors = [n for n in self.nodes if n.group == workload.group and n.state == "up"]
         body = rng.randbytes(workload.body_bytes)
@@ -573,11 +675,11 @@ class Simulation:
             self._epoch["skipped_publishes"] += 1
             return
         author = authors[rng.randrange(len(authors))]
-        packet = await author.inside(author.publish(workload.topic, body))
+        packet = author.publish(workload.topic, body)
         self._register(packet, author)
         self._epoch["published"] += 1
 
-    async def _fault(self, fault: Fault) -> None:
+    def _fault(self, fault: Fault) -> None:
         self._epoch["faults"].append(fault.describe())
         if fault.kind == "partition":
             side_of_group = {g: i for i, side in enumerate(fault.sides) for g in side}
@@ -586,20 +688,20 @@ class Simulation:
             self.network.heal()
         elif fault.kind == "crash":
             for node in self._select(fault.select, lambda n: n.state == "up"):
-                await node.crash()
+                node.crash()
         elif fault.kind == "restart":
             for node in self._select(fault.select, lambda n: n.state == "down"):
                 self._churned.pop(node.index, None)
-                await node.start()
+                node.start()
         elif fault.kind == "drop":
             for node in self._select(fault.select, lambda n: n.state in ("up", "down")):
                 if node.state == "up":
-                    await node.crash(final="dropped")
+                    node.crash(final="dropped")
                 node.state = "dropped"
                 self.graph.remove(node.index)
         elif fault.kind == "churn":
             rng = self._rngs["faults"]
-            now = asyncio.get_running_loop().time()
+            now = self.scheduler.time()
             end = (fault.epoch + 1) * self.scenario.epoch_seconds
             for node in self._select(fault.select, lambda n: n.state == "up"):
                 self._seq += 1
@@ -627,10 +729,10 @@ class Simulation:
 
     # -- observation ------------------------------------------------------------------------
 
-    async def _observe(self) -> dict[str, Any]:
+    def _observe(self) -> dict[str, Any]:
         for node in self.nodes:
             if node.store is not None and node.state != "dropped":
-                await node.read_ledger()
+                node.read_ledger()
         expected = self.graph.expected([n.shared for n in self.nodes])
         allowed = self.allowed_graph.expected(self.authored)
         up = converged = violations = 0
@@ -701,11 +803,6 @@ class Simulation:
                 "log": dict(self.log.counts),
             },
         }
-
-
-def _set(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _ms(seconds: float) -> int:

@@ -1,9 +1,9 @@
 """The virtual network: WebSocket-like connections between simulated nodes, with latency and loss.
 
-A node's :class:`~ark_lattice.runtime.peering.Federation` dials through :meth:`Network.dialer` and
-accepts what :class:`Host` hands it, exactly as it would use ``websockets``: ``async for`` over
-binary messages, ``send``, ``close``, ``remote_address``. Messages are delivered with
-``loop.call_at`` after the link's latency.
+A simulated node dials through :meth:`Network.dial` and is handed inbound connections by its
+:class:`Host`; each end is a :class:`Socket` that sends binary messages and reports what arrives to
+the callbacks its node binds (``on_message``, ``on_close``), as the node runtime's WebSocket tasks
+would. Messages are delivered by the scheduler (clock.py) after the link's latency.
 
 A connection is a reliable ordered stream, as TCP is: a *lost* message is not dropped (that would
 desynchronise the AEAD nonces of the session, which no real network does) but retransmitted after
@@ -15,22 +15,18 @@ the close after one latency.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Network", "Host", "Socket", "Traffic", "ConnectionClosed"]
+from ark_lattice.sim.clock import Scheduler
+
+__all__ = ["Network", "Host", "Socket", "Traffic"]
 
 CONNECT_TIMEOUT = 10.0  # seconds, as the node's websocket dialler (runtime/peering.py)
 MIN_RTO = 0.2  # seconds: Linux's minimum TCP retransmission timeout
 MAX_RETRANSMITS = 8
-
-
-class ConnectionClosed(ConnectionError):
-    """Sending on a closed connection (websockets raises its own ConnectionClosed here)."""
-
 
 @dataclass
 class Traffic:
@@ -76,58 +72,48 @@ class Host:
         self.group = group
         self.url = url
         self.up = False
-        self._accept = accept  # starts serving an inbound connection (in the node's context)
+        self.accept = accept  # starts serving an inbound connection
         self.sockets: dict[Socket, None] = {}  # insertion-ordered: severed in a fixed order
 
 
 class Socket:
-    """One end of a connection, shaped like a ``websockets`` connection."""
+    """One end of a connection. Its node binds callbacks for what arrives; until it does, arrivals wait."""
 
     def __init__(self, network: Network, host: Host, remote: Host, port: int) -> None:
         self._network = network
         self.host = host
         self.remote = remote
         self.remote_address = (remote.name, port)
-        self._inbox: deque[bytes | _Close] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._on_message: Callable[[bytes], None] | None = None
+        self._on_close: Callable[[int, str], None] | None = None
+        self._early: list[bytes | _Close] = []  # arrived before bind()
         self._closed = False  # we closed, or were reset: nothing more in or out
-        self._peer_closed = False  # the peer's close arrived: read what is left, send nothing
+        self._peer_closed = False  # the peer's close arrived: send nothing more
         self._pipe: _Pipe | None = None  # towards the peer
         host.sockets[self] = None
 
-    # -- websockets surface -----------------------------------------------------------------
+    def bind(self, on_message: Callable[[bytes], None], on_close: Callable[[int, str], None]) -> None:
+        self._on_message, self._on_close = on_message, on_close
+        early, self._early = self._early, []
+        for item in early:
+            self._deliver(item)
 
-    async def send(self, data: bytes) -> None:
-        if self._closed or self._peer_closed:
-            raise ConnectionClosed("the connection is closed")
+    @property
+    def open(self) -> bool:
+        return not self._closed and not self._peer_closed
+
+    def send(self, data: bytes) -> bool:
+        """Send one message; False if the connection is closed (the message is dropped)."""
+        if not self.open:
+            return False
         traffic = self._network.traffic
         traffic.messages += 1
         traffic.bytes += len(data)
         self._network._transmit(self, data)
+        return True
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
         self.abort(code, reason)
-
-    def __aiter__(self) -> Socket:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._inbox:
-                item = self._inbox.popleft()
-                if isinstance(item, _Close):
-                    self._finish()
-                    raise StopAsyncIteration
-                return item
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    # -- network side -----------------------------------------------------------------------
 
     def abort(self, code: int = 1006, reason: str = "") -> None:
         """Close now (a reset when the host crashed); the peer learns it after one latency."""
@@ -137,67 +123,25 @@ class Socket:
         if not self._peer_closed:
             self._network._transmit(self, _Close(code, reason))
 
+    # -- network side -----------------------------------------------------------------------
+
     def _finish(self) -> None:
         self._closed = True
-        self._inbox.clear()
+        self._early.clear()
         self.host.sockets.pop(self, None)
-        self._wake()
 
     def _deliver(self, item: bytes | _Close) -> None:
         if self._closed:
             return  # arrived after we closed: dropped, as a reset connection drops it
+        if self._on_message is None or self._on_close is None:
+            self._early.append(item)
+            return
         if isinstance(item, _Close):
             self._peer_closed = True
-        self._inbox.append(item)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
-class _Dial:
-    """``async with network.dialer(host)(url) as ws`` — what ``websockets.connect`` does for a node."""
-
-    def __init__(self, network: Network, host: Host, url: str) -> None:
-        self._network = network
-        self._host = host
-        self._url = url
-        self._socket: Socket | None = None
-
-    async def __aenter__(self) -> Socket:
-        net, src = self._network, self._host
-        dst = net.hosts.get(self._url)
-        if dst is None:
-            net.traffic.failed_dials += 1
-            raise OSError(f"cannot resolve {self._url}")
-        latency, _ = net.profile(src, dst)
-        if not net.reachable(src, dst):
-            await asyncio.sleep(CONNECT_TIMEOUT)  # the SYN goes nowhere
-            net.traffic.failed_dials += 1
-            raise TimeoutError(f"timed out connecting to {self._url}")
-        await asyncio.sleep(latency)
-        if not net.reachable(src, dst):  # cut while the SYN was on its way
-            await asyncio.sleep(max(0.0, CONNECT_TIMEOUT - latency))
-            net.traffic.failed_dials += 1
-            raise TimeoutError(f"timed out connecting to {self._url}")
-        if not dst.up:
-            await asyncio.sleep(latency)
-            net.traffic.failed_dials += 1
-            raise ConnectionRefusedError(f"connection to {self._url} refused")
-        ours, theirs = net._connect(src, dst)
-        self._socket = ours
-        try:
-            dst._accept(theirs)
-            await asyncio.sleep(latency)  # the answer travels back
-        except BaseException:
-            ours.abort()
-            raise
-        return ours
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._socket is not None:
-            self._socket.abort(1000)
+            self._finish()
+            self._on_close(item.code, item.reason)
+        else:
+            self._on_message(item)
 
 
 class Network:
@@ -205,11 +149,11 @@ class Network:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        clock: Scheduler,
         rng: random.Random,
         profile_of: Callable[[str, str], tuple[tuple[float, float], float]],
     ) -> None:
-        self._loop = loop
+        self._clock = clock
         self._rng = rng
         self._profile_of = profile_of  # (group, group) -> ((low ms, high ms), loss)
         self._profiles: dict[tuple[str, str], tuple[float, float]] = {}
@@ -222,8 +166,47 @@ class Network:
     def add(self, host: Host) -> None:
         self.hosts[host.url] = host
 
-    def dialer(self, host: Host) -> Callable[[str], _Dial]:
-        return lambda url: _Dial(self, host, url)
+    def dial(
+        self,
+        src: Host,
+        url: str,
+        connected: Callable[[Socket], None],
+        failed: Callable[[str], None],
+    ) -> None:
+        """Connect ``src`` to the host at ``url``: ``connected(socket)`` once the answer is back
+        (one round trip), or ``failed(reason)`` — unknown host at once, a cut network after the
+        dial timeout, a host that is down after one round trip."""
+        dst = self.hosts.get(url)
+        clock = self._clock
+        if dst is None:
+            self.traffic.failed_dials += 1
+            failed(f"cannot resolve {url}")
+            return
+        latency, _ = self.profile(src, dst)
+
+        def fail(reason: str) -> None:
+            self.traffic.failed_dials += 1
+            failed(reason)
+
+        def syn_arrives() -> None:
+            if not self.reachable(src, dst):  # cut while the SYN was on its way
+                clock.call_later(max(0.0, CONNECT_TIMEOUT - latency), fail, f"timed out connecting to {url}")
+            elif not dst.up:
+                clock.call_later(latency, fail, f"connection to {url} refused")
+            else:
+                ours, theirs = self._connect(src, dst)
+                dst.accept(theirs)
+                clock.call_later(latency, answer_arrives, ours)
+
+        def answer_arrives(ours: Socket) -> None:
+            if ours._closed:
+                return  # reset meanwhile: the dialler crashed and the socket went with it
+            connected(ours)
+
+        if not self.reachable(src, dst):
+            clock.call_later(CONNECT_TIMEOUT, fail, f"timed out connecting to {url}")  # the SYN goes nowhere
+        else:
+            clock.call_later(latency, syn_arrives)
 
     def profile(self, a: Host, b: Host) -> tuple[float, float]:
         """(one-way latency in seconds, loss) of the path between two hosts; fixed per pair."""
@@ -295,21 +278,21 @@ class Network:
                 delay += rto
                 rto *= 2
                 self.traffic.retransmissions += 1
-        at = max(self._loop.time() + delay, pipe.last_at)  # a stream: never overtakes
+        at = max(self._clock.time() + delay, pipe.last_at)  # a stream: never overtakes
         pipe.last_at = at
         # One timer per pipe, for its head: timers due at the same instant may fire in any
         # order, messages of one stream must not.
         pipe.queue.append((at, item))
         if len(pipe.queue) == 1:
-            self._loop.call_at(at, self._arrive, pipe)
+            self._clock.call_at(at, self._arrive, pipe)
 
     def _arrive(self, pipe: _Pipe) -> None:
-        now = self._loop.time()
+        now = self._clock.time()
         queue = pipe.queue
         while queue and queue[0][0] <= now:
             pipe.receiver._deliver(queue.popleft()[1])
         if queue:
-            self._loop.call_at(queue[0][0], self._arrive, pipe)
+            self._clock.call_at(queue[0][0], self._arrive, pipe)
 
     def held_messages(self) -> int:
         return sum(len(p.held) for p in self._held)

@@ -1,0 +1,805 @@
+"""The node coordinator: every protocol decision that spans sessions, sans-I/O.
+
+A :class:`~ark_lattice.protocol.session.Session` decides what one connection may carry. The
+coordinator decides one level up, across all of a node's sessions (DESIGN §2):
+
+- which packet set a session reconciles over, and that quarantined packets never leave;
+- relay fan-out: a packet stored from one peer is pushed to the others whose tier lets us send,
+  never back to its source, and never when it came from a sandbox peer;
+- the dependency loop: packets wait in the intake until what they build on is stored, and
+  missing dependencies are wanted from the peer that sent the dependant;
+- strikes and isolation: misbehaviour is audited, and past the policy's threshold the peer is
+  blocked (if policy allows the tier change) — the defence-first rule of DESIGN §5;
+- duplicate sessions: when two connections reach the same peer, both sides keep the same one;
+- dialling: which endpoints are worth a session, exponential backoff with jitter, a rate limit
+  per wake-up, and a long, growing backoff for a peer that closes us as ``blocked``;
+- periodic reconciliation (auto-sync).
+
+It never awaits and never reads a clock, a socket or the store. Inputs are method calls: session
+events, answers from the store, ``now`` and a seeded random generator. Outputs are
+:data:`Action` values — frozen dataclasses the driver carries out in order (the node runtime over
+WebSockets and SQLite, the simulator over its virtual network and clock). Actions that read the
+store name the method to call with the answer (``…_read``, ``…_loaded``, ``struck``…), so the
+rule that uses the answer stays here too.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ark_lattice.errors import ErrorCode, LocalProtocolError
+from ark_lattice.identity import Identity, NodeId
+from ark_lattice.manifest import SignedManifest
+from ark_lattice.packet import Packet
+from ark_lattice.protocol import events as ev
+from ark_lattice.protocol.intake import Admission, Intake
+from ark_lattice.protocol.session import Role, Session, SessionConfig
+from ark_lattice.terms import terms_for, worth_a_session
+from ark_lattice.tiers import TrustTier
+
+__all__ = [
+    "Coordinator",
+    "DialPolicy",
+    "LinkId",
+    "SyncSet",
+    "keep_existing_session",
+    # actions
+    "Action",
+    "Dial",
+    "WakeAt",
+    "ReadDialTargets",
+    "ReadTiers",
+    "RecordPeer",
+    "RecordManifest",
+    "RecordEndpoints",
+    "Admit",
+    "Reconcile",
+    "LoadWanted",
+    "LoadQuery",
+    "SendPackets",
+    "AnswerQuery",
+    "Ingest",
+    "Push",
+    "Want",
+    "RequestSync",
+    "SetTier",
+    "Close",
+    "Strike",
+    "Isolate",
+    "Audit",
+    "Query",
+    "QueryResult",
+]
+
+log = logging.getLogger("ark_lattice.peering")
+
+LinkId = int
+
+STRIKES_TO_BLOCK = 5  # without a policy gate; with one, the policy's own threshold
+DIALS_PER_WAKE = 8  # a flood of announcements cannot make us dial a crowd at once
+DIAL_PACE = 1.0  # seconds between two rounds of at most DIALS_PER_WAKE dials
+REFRESH_SECONDS = 30.0  # dial targets are re-read after a change, or this often as a safety net
+
+
+@dataclass(frozen=True)
+class DialPolicy:
+    """Backoff between dials of one endpoint (seconds); jitter is ×[0.5, 1.5) from the rng."""
+
+    base: float = 1.0
+    maximum: float = 60.0
+    # A peer that closed us as `blocked` has decided; asking again every minute only costs it a
+    # handshake. Minutes, doubling, up to an hour: an operator who unblocks us is found soon enough.
+    blocked_base: float = 300.0
+    blocked_maximum: float = 3600.0
+
+    def delay(self, failures: int, blocked: int, rng: random.Random) -> float:
+        if blocked:
+            step = min(self.blocked_maximum, self.blocked_base * 2 ** min(blocked - 1, 10))
+        else:
+            step = min(self.maximum, self.base * 2 ** min(failures, 10))
+        return step * rng.uniform(0.5, 1.5)
+
+
+class SyncSet(enum.Enum):
+    """The packet set one reconciliation runs over (docs/protocol.md, "Sets")."""
+
+    SHAREABLE = "shareable"  # everything we hold and may share: not quarantined
+    FROM_PEER = "from_peer"  # only what this peer itself sent us (we send it nothing)
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Open a connection to ``url``; report ``link_opened`` on success, ``dial_failed`` if not."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class WakeAt:
+    """Call :meth:`Coordinator.wake` at ``at`` (or earlier; a later WakeAt replaces it)."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class ReadDialTargets:
+    """Read remembered endpoints and peers; answer with :meth:`Coordinator.dial_targets_read`."""
+
+
+@dataclass(frozen=True)
+class ReadTiers:
+    """Read the tiers of these peers; answer with :meth:`Coordinator.tiers_read`."""
+
+    peers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordPeer:
+    """Remember an authenticated peer (and the URL we reached it at), then answer with
+    :meth:`Coordinator.peer_recorded` and its record."""
+
+    link: LinkId
+    peer: str
+    url: str | None
+
+
+@dataclass(frozen=True)
+class RecordManifest:
+    peer: str
+    manifest: SignedManifest
+
+
+@dataclass(frozen=True)
+class RecordEndpoints:
+    """Remember endpoints (``peer`` None: an operator's URL, not yet identified)."""
+
+    urls: tuple[str, ...]
+    source: str
+    peer: str | None = None
+
+
+@dataclass(frozen=True)
+class Admit:
+    link: LinkId
+    tier: TrustTier
+    held_seq: int | None
+    strikes: int
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Load the ``over`` set (with ``peer`` for FROM_PEER) and start the link's reconciliation."""
+
+    link: LinkId
+    over: SyncSet
+    peer: str
+
+
+@dataclass(frozen=True)
+class LoadWanted:
+    """Load these packets; answer with :meth:`Coordinator.wanted_loaded`."""
+
+    link: LinkId
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class LoadQuery:
+    """Load packets of ``topic``; answer with :meth:`Coordinator.query_loaded`."""
+
+    link: LinkId
+    query_id: int
+    topic: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class SendPackets:
+    """Answer the link's want with these packets (already filtered: nothing quarantined)."""
+
+    link: LinkId
+    packets: tuple[Packet, ...]
+
+
+@dataclass(frozen=True)
+class AnswerQuery:
+    link: LinkId
+    query_id: int
+    packets: tuple[Packet, ...]
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """Store received packets through the intake (see :meth:`Coordinator.admit_packets`), then
+    report what was stored with :meth:`Coordinator.ingested`."""
+
+    link: LinkId
+    peer: str
+    packets: tuple[Packet, ...]
+    quarantine: bool
+
+
+@dataclass(frozen=True)
+class Push:
+    """Live push to a peer we send to (its session still checks both sides' terms)."""
+
+    link: LinkId
+    packets: tuple[Packet, ...]
+
+
+@dataclass(frozen=True)
+class Want:
+    """Ask the link for these ids ahead of anything else (missing dependencies)."""
+
+    link: LinkId
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class RequestSync:
+    link: LinkId
+
+
+@dataclass(frozen=True)
+class SetTier:
+    link: LinkId
+    tier: TrustTier
+
+
+@dataclass(frozen=True)
+class Close:
+    link: LinkId
+    code: ErrorCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class Strike:
+    """Audit misbehaviour; for a known ``peer`` add a strike and answer with
+    :meth:`Coordinator.struck` and the peer's strike count."""
+
+    link: LinkId
+    peer: str | None
+    subject: str  # the peer id, or the remote address before the handshake
+    code: str
+    reason: str
+    fatal: bool
+
+
+@dataclass(frozen=True)
+class Isolate:
+    """Block the peer in the store, with the evidence as the reason."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Policy decisions for the ledger's audit trail."""
+
+    records: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Send a read-only query on the link (the operator asked); its answer comes as QueryResult."""
+
+    link: LinkId
+    peer: str
+    topic: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    peer: str
+    query_id: int
+    packets: tuple[Packet, ...]
+    more: bool
+
+
+Action = (
+    Dial
+    | WakeAt
+    | ReadDialTargets
+    | ReadTiers
+    | RecordPeer
+    | RecordManifest
+    | RecordEndpoints
+    | Admit
+    | Reconcile
+    | LoadWanted
+    | LoadQuery
+    | SendPackets
+    | AnswerQuery
+    | Ingest
+    | Push
+    | Want
+    | RequestSync
+    | SetTier
+    | Close
+    | Strike
+    | Isolate
+    | Audit
+    | Query
+    | QueryResult
+)
+
+
+def keep_existing_session(
+    my_id: NodeId, peer: NodeId, existing_role: Role, new_role: Role, *, existing_open: bool = True
+) -> bool:
+    """When two connections reach the same peer, which one both sides keep.
+
+    Both nodes dialled each other (different roles): keep the session the smaller node id
+    initiated; both sides evaluate this with the same inputs mirrored, so they keep the same one.
+    The peer dialled again (same role): keep the existing session only if it is open — one that
+    never opened is one the peer has given up on, and keeping it would refuse every redial.
+    """
+    if existing_role is new_role:
+        return existing_open
+    smaller_is_me = my_id.key < peer.key
+    winning_role = Role.INITIATOR if smaller_is_me else Role.RESPONDER
+    return existing_role is winning_role
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Link:
+    id: LinkId
+    role: Role
+    remote: str
+    url: str | None  # the URL we dialled, for links we initiated
+    peer: str | None = None
+    tier: TrustTier | None = None
+    open: bool = False
+    closed: bool = False
+
+
+@dataclass
+class _Target:
+    url: str
+    failures: int = 0
+    blocked: int = 0  # consecutive sessions the peer closed as `blocked`
+    next_attempt: float = 0.0
+    dialling: bool = False  # a dial or a session from it is under way
+    last_error: str | None = None
+
+
+@dataclass
+class _Isolation:
+    peer: str
+    strikes: int
+    last: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peer": self.peer, "strikes": self.strikes, "last": self.last, "at": self.at}
+
+
+@dataclass
+class Coordinator:
+    """Decisions across one node's sessions; see the module docstring.
+
+    ``gate`` is the node's policy gate (policy/gate.py): its strike threshold and tier-change
+    decisions apply; without one, :data:`STRIKES_TO_BLOCK` and no tier-change check.
+    """
+
+    identity: Identity
+    federation_key: bytes
+    manifest: SignedManifest
+    rng: random.Random
+    config: SessionConfig = field(default_factory=SessionConfig)
+    gate: Any = None
+    random_bytes: Callable[[int], bytes] | None = None
+    sync_interval: float = 60.0
+    auto_sync: bool = True
+    dial_policy: DialPolicy = field(default_factory=DialPolicy)
+
+    def __post_init__(self) -> None:
+        self.node_id = self.identity.node_id
+        self.intake = Intake()
+        self.isolated: list[_Isolation] = []  # peers we blocked while running, newest last
+        self._links: dict[LinkId, _Link] = {}
+        self._next_link = 1
+        self._targets: dict[str, _Target] = {}
+        self._targets_stale = True
+        self._targets_read_at: float | None = None
+        self._last_sync: float | None = None
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        self._last_sync = now
+        return [ReadDialTargets()]
+
+    def stop(self, now: float) -> list[Action]:
+        """No more dials; every live session is told we are leaving."""
+        self._closing = True
+        return [Close(link.id, ErrorCode.SHUTDOWN, "node shutting down") for link in self._live()]
+
+    def set_auto_sync(self, enabled: bool, interval: float | None, now: float) -> list[Action]:
+        self.auto_sync = enabled
+        if interval is not None:
+            self.sync_interval = interval
+        return self.wake(now)
+
+    # -- links ------------------------------------------------------------------------------
+
+    def open_link(self, role: Role, remote: str, now: float, *, url: str | None = None) -> tuple[LinkId, Session]:
+        """A connection exists (we accepted it, or our dial of ``url`` connected): its session.
+
+        The driver owns the returned session: it feeds it bytes and ticks, sends what it says,
+        hands its events to :meth:`session_events` and carries out link actions on it.
+        """
+        link = _Link(self._next_link, role, remote, url)
+        self._next_link += 1
+        self._links[link.id] = link
+        session = Session(
+            self.identity,
+            self.federation_key,
+            role,
+            self.manifest,
+            now=now,
+            config=self.config,
+            gate=self.gate,
+            random_bytes=self.random_bytes,
+        )
+        return link.id, session
+
+    def dial_failed(self, url: str, reason: str, now: float) -> list[Action]:
+        target = self._targets.get(url)
+        if target is not None:
+            target.dialling = False
+            target.last_error = reason
+            self._backoff(target, now, blocked=False)
+        return self.wake(now)
+
+    def link_ended(self, link_id: LinkId, now: float) -> list[Action]:
+        """The driver let go of the link (its session closed and the transport is gone)."""
+        link = self._links.get(link_id)
+        if link is None:
+            return []
+        if not link.closed:  # the session never said it closed: count it as a lost connection
+            self._closed(link, ev.Closed(ErrorCode.CONNECTION_LOST, "the connection ended", True), now)
+        del self._links[link_id]
+        self._targets_stale = True  # a peer without a session may be worth dialling again
+        return self.wake(now)
+
+    def session_events(self, link_id: LinkId, events: Iterable[ev.Event], now: float) -> list[Action]:
+        actions: list[Action] = []
+        for event in events:
+            actions += self._on_event(link_id, event, now)
+        return actions
+
+    # -- answers from the store -------------------------------------------------------------
+
+    def peer_recorded(
+        self, link_id: LinkId, tier: TrustTier, held_seq: int | None, strikes: int, now: float
+    ) -> list[Action]:
+        link = self._links.get(link_id)
+        if link is None or link.closed:
+            return []
+        link.tier = tier
+        return [Admit(link_id, tier, held_seq, strikes)]
+
+    def wanted_loaded(self, link_id: LinkId, stored: Sequence[Any]) -> list[Action]:
+        """``stored``: StoredPacket-like (``.packet``, ``.quarantined``) for the wanted ids."""
+        return [SendPackets(link_id, _shareable(stored))]
+
+    def query_loaded(self, link_id: LinkId, query_id: int, stored: Sequence[Any]) -> list[Action]:
+        return [AnswerQuery(link_id, query_id, _shareable(stored))]
+
+    def admit_packets(self, packets: Sequence[Packet], held: set[bytes]) -> Admission:
+        """The intake's split of a received batch: ready now (in order) or waiting."""
+        return self.intake.admit(packets, held)
+
+    def packets_stored(self, ids: Iterable[bytes]) -> list[Packet]:
+        """Waiting packets that became ready because ``ids`` are now stored."""
+        return self.intake.stored(ids)
+
+    def ingested(
+        self, link_id: LinkId, stored: Sequence[Packet], quarantined: bool, missing: set[bytes], now: float
+    ) -> list[Action]:
+        """What an Ingest stored (new to us) and which dependencies are still missing."""
+        actions: list[Action] = []
+        link = self._links.get(link_id)
+        if missing and link is not None and not link.closed:
+            # sorted: the wire order must not depend on the hash seed (the simulator's reports)
+            actions.append(Want(link_id, tuple(sorted(missing))))
+        if stored and not quarantined:
+            # Sandbox packets are never re-shared (DESIGN §5); the rest flows on.
+            actions += self._relay(stored, source=link.peer if link else None)
+        return actions
+
+    def local_packets(self, stored: Sequence[Any]) -> list[Action]:
+        """Packets the operator published since the last call (StoredPacket-like): push them."""
+        fresh = [sp.packet for sp in stored if not sp.quarantined and sp.source == "local"]
+        return self._relay(fresh, source=None)
+
+    def struck(self, link_id: LinkId, peer: str, strikes: int, old_tier: TrustTier, code: str, reason: str, now: float) -> list[Action]:
+        """A strike was counted; past the threshold the peer is isolated (if policy agrees)."""
+        threshold = self.strikes_to_block
+        if not threshold or strikes < threshold:
+            return []
+        actions: list[Action] = []
+        if self.gate is not None:
+            decision, record = self.gate.tier_change(
+                peer_id=peer, old_tier=old_tier.value, new_tier=TrustTier.BLOCKED.value,
+                actor="policy", strikes=strikes, now=now,
+            )
+            actions.append(Audit((record,)))
+            if not decision.allowed:
+                return actions
+        actions.append(Isolate(peer, f"isolated after {strikes} strikes; last: {code}: {reason}"))
+        if old_tier is not TrustTier.BLOCKED and all(i.peer != peer for i in self.isolated):
+            self.isolated.append(_Isolation(peer, strikes, code, now))
+            log.warning("isolated peer %s after %d strikes", peer[:16], strikes)
+        for link in self._live():
+            if link.peer == peer:
+                link.tier = TrustTier.BLOCKED
+                actions.append(SetTier(link.id, TrustTier.BLOCKED))
+        self._targets_stale = True
+        return actions
+
+    def dial_targets_read(
+        self,
+        endpoints: Iterable[tuple[str, str | None]],
+        peers: Iterable[tuple[str, TrustTier, Sequence[str]]],
+        now: float,
+    ) -> list[Action]:
+        """Dial endpoints never identified yet, and those of peers whose tier gives a session work.
+
+        ``endpoints``: (url, peer id or None); ``peers``: (peer id, tier, endpoints).
+        """
+        self._targets_stale, self._targets_read_at = False, now
+        wanted = {url for url, peer in endpoints if peer is None}
+        connected = {link.peer for link in self._live() if link.open}
+        for peer, tier, urls in peers:
+            if worth_a_session(tier) and peer not in connected:
+                wanted.update(urls)
+        for url in sorted(wanted):  # dial order must not depend on the hash seed
+            self._targets.setdefault(url, _Target(url))
+        for url in list(self._targets):
+            if url not in wanted and not self._targets[url].dialling:
+                del self._targets[url]
+        return self._dials(now) + self._next_wake(now)
+
+    def tiers_read(self, tiers: dict[str, TrustTier], now: float) -> list[Action]:
+        """The operator changed tiers: apply them to live sessions."""
+        actions: list[Action] = []
+        for link in self._live():
+            if link.peer is None or link.tier is None:
+                continue
+            tier = tiers.get(link.peer, TrustTier.UNKNOWN)
+            if tier != link.tier:
+                link.tier = tier
+                actions.append(SetTier(link.id, tier))
+        self._targets_stale = True
+        return actions + self.wake(now)
+
+    # -- the operator -----------------------------------------------------------------------
+
+    def add_peer(self, url: str, now: float) -> list[Action]:
+        """Remember ``url`` and dial it now."""
+        target = self._targets.setdefault(url, _Target(url))
+        target.next_attempt = now
+        target.failures = target.blocked = 0
+        self._targets_stale = True
+        return [RecordEndpoints((url,), "operator"), *self.wake(now)]
+
+    def discovered(self, peer: str, urls: Sequence[str], source: str, now: float) -> list[Action]:
+        """A verified announcement (mDNS, beacon) named a peer: remember it; its tier decides
+        whether it is dialled (DESIGN §7)."""
+        if peer == str(self.node_id) or not urls:
+            return []
+        self._targets_stale = True
+        return [RecordEndpoints(tuple(urls), source, peer), *self.wake(now)]
+
+    def tiers_changed(self) -> list[Action]:
+        peers = sorted({link.peer for link in self._live() if link.peer is not None})
+        self._targets_stale = True
+        return [ReadTiers(tuple(peers))]
+
+    def sync_now(self, now: float) -> list[Action]:
+        """A fresh reconciliation on every open session we initiated and where packets flow."""
+        self._last_sync = now
+        actions: list[Action] = []
+        for link in self._live():
+            if link.open and link.role is Role.INITIATOR and link.tier is not None and _flows_at_all(link.tier):
+                actions.append(RequestSync(link.id))
+        return actions
+
+    def query(self, peer: str, topic: str, limit: int) -> list[Action]:
+        for link in self._live():
+            if link.peer == peer and link.open:
+                return [Query(link.id, peer, topic, limit)]
+        raise LocalProtocolError(f"no open session with peer {peer[:16]}")
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def wake(self, now: float) -> list[Action]:
+        """Due dials and auto-sync; the answer always ends with the next WakeAt (if any)."""
+        actions: list[Action] = []
+        if self._closing:
+            return actions
+        due = self._targets_read_at is None or now - self._targets_read_at >= REFRESH_SECONDS
+        if self._targets_stale or due:
+            actions.append(ReadDialTargets())  # its answer dials what is due
+        else:
+            actions += self._dials(now)
+        if self.auto_sync and self._last_sync is not None and now - self._last_sync >= self.sync_interval:
+            actions += self.sync_now(now)
+        actions += self._next_wake(now)
+        return actions
+
+    # -- status -----------------------------------------------------------------------------
+
+    @property
+    def strikes_to_block(self) -> int:
+        return int(self.gate.strikes_to_block) if self.gate is not None else STRIKES_TO_BLOCK
+
+    def dial_targets(self) -> list[dict[str, Any]]:
+        """What `federation status` shows of our dialling: each endpoint, when next and why."""
+        return [
+            {
+                "url": t.url,
+                "dialling": t.dialling,
+                "failures": t.failures,
+                "blocked_by_peer": t.blocked > 0,
+                "next_attempt": t.next_attempt,
+                "last_error": t.last_error,
+            }
+            for t in sorted(self._targets.values(), key=lambda t: t.url)
+        ]
+
+    def isolations(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self.isolated]
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_event(self, link_id: LinkId, event: ev.Event, now: float) -> list[Action]:
+        link = self._links.get(link_id)
+        if link is None:
+            return []
+        if isinstance(event, ev.PeerAuthenticated):
+            return self._authenticated(link, event.peer)
+        if isinstance(event, ev.PeerIdentified):
+            link.open = True
+            target = self._targets.get(link.url) if link.url else None
+            if target is not None:
+                # Only a session that opened proves the endpoint works: a peer that closes us
+                # right after the handshake (it has us blocked) must not reset the backoff.
+                target.failures = target.blocked = 0
+                target.last_error = None
+            m = event.manifest.manifest
+            log.info("session with %s (%s) open as %s", event.peer.short, m.name, link.tier)
+            return [RecordManifest(str(event.peer), event.manifest)]
+        if isinstance(event, ev.SyncReady):
+            assert link.peer is not None
+            return [Reconcile(link.id, SyncSet.SHAREABLE if event.send else SyncSet.FROM_PEER, link.peer)]
+        if isinstance(event, ev.PacketsWanted):
+            return [LoadWanted(link.id, event.ids)]
+        if isinstance(event, ev.PacketsReceived):
+            assert link.peer is not None
+            return [Ingest(link.id, link.peer, event.packets, event.quarantine)]
+        if isinstance(event, ev.QueryReceived):
+            return [LoadQuery(link.id, event.query_id, event.topic, event.limit)]
+        if isinstance(event, ev.QueryAnswered):
+            assert link.peer is not None
+            return [QueryResult(link.peer, event.query_id, event.packets, event.more)]
+        if isinstance(event, ev.Audited):
+            return [Audit(event.records)]
+        if isinstance(event, ev.Misbehaviour):
+            subject = link.peer or link.remote
+            log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
+            return [Strike(link.id, link.peer, subject, event.code, event.reason, event.fatal)]
+        if isinstance(event, ev.PeerReportedError):
+            log.warning("peer %s reported %s: %s", link.peer and link.peer[:8], event.code, event.reason)
+            return []
+        if isinstance(event, ev.SyncCompleted):
+            log.info("synced with %s: offered %d, wanted %d", link.peer and link.peer[:8], event.offered, event.wanted)
+            return []
+        if isinstance(event, ev.Closed):
+            return self._closed(link, event, now)
+        return []
+
+    def _authenticated(self, link: _Link, peer: NodeId) -> list[Action]:
+        peer_id = str(peer)
+        link.peer = peer_id
+        actions: list[Action] = []
+        for other in self._live():
+            if other is link or other.peer != peer_id:
+                continue
+            if keep_existing_session(self.node_id, peer, other.role, link.role, existing_open=other.open):
+                link.closed = True
+                return [Close(link.id, ErrorCode.DUPLICATE_SESSION, "a session with this peer is already open")]
+            other.closed = True
+            actions.append(Close(other.id, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session"))
+        actions.append(RecordPeer(link.id, peer_id, link.url))
+        return actions
+
+    def _closed(self, link: _Link, event: ev.Closed, now: float) -> list[Action]:
+        was_open, link.closed, link.open = link.open, True, False
+        log.info("session with %s closed: %s (%s)", link.peer and link.peer[:8] or link.remote, event.code, event.reason)
+        target = self._targets.get(link.url) if link.url else None
+        if target is None or not target.dialling:
+            return []
+        target.dialling = False
+        if was_open:
+            target.last_error = None
+            self._backoff(target, now, blocked=False)  # failures were reset when it opened
+        elif event.by_peer and event.code == ErrorCode.BLOCKED:
+            target.blocked += 1
+            target.last_error = "the peer has us blocked"
+            self._backoff(target, now, blocked=True)
+        else:
+            target.failures += 1
+            target.last_error = f"{event.code}: {event.reason}"
+            self._backoff(target, now, blocked=False)
+        return []
+
+    # -- rules ------------------------------------------------------------------------------
+
+    def _relay(self, packets: Sequence[Packet], *, source: str | None) -> list[Action]:
+        if not packets:
+            return []
+        batch = tuple(packets)
+        return [
+            Push(link.id, batch)
+            for link in self._live()
+            if link.open and link.peer is not None and link.peer != source
+            and link.tier is not None and terms_for(link.tier).sends
+        ]
+
+    def _dials(self, now: float) -> list[Action]:
+        if self._closing:
+            return []
+        actions: list[Action] = []
+        for target in self._targets.values():
+            if len(actions) == DIALS_PER_WAKE:
+                break
+            if not target.dialling and now >= target.next_attempt:
+                target.dialling = True
+                actions.append(Dial(target.url))
+        return actions
+
+    def _backoff(self, target: _Target, now: float, *, blocked: bool) -> None:
+        delay = self.dial_policy.delay(target.failures, target.blocked if blocked else 0, self.rng)
+        target.next_attempt = now + delay
+        self._targets_stale = True
+
+    def _next_wake(self, now: float) -> list[Action]:
+        # A due target left over by the dial rate limit is dialled at the next pace step.
+        times = [max(t.next_attempt, now + DIAL_PACE) for t in self._targets.values() if not t.dialling]
+        if self._targets_read_at is not None:
+            times.append(self._targets_read_at + REFRESH_SECONDS)
+        if self.auto_sync and self._last_sync is not None:
+            times.append(self._last_sync + self.sync_interval)
+        future = [t for t in times if t > now]
+        return [WakeAt(min(future))] if future else []
+
+    def _live(self) -> list[_Link]:
+        return [link for link in self._links.values() if not link.closed]
+
+
+def _shareable(stored: Sequence[Any]) -> tuple[Packet, ...]:
+    """Quarantined packets never leave this node (DESIGN §5)."""
+    return tuple(sp.packet for sp in stored if not sp.quarantined)
+
+
+def _flows_at_all(tier: TrustTier) -> bool:
+    terms = terms_for(tier)
+    return terms.sends or terms.accepts

@@ -1,0 +1,242 @@
+"""Carrying out the coordinator's actions: what touches the store, and the dispatch of the rest.
+
+The coordinator (protocol/coordinator.py) decides; this module only does. :class:`Effects`
+performs the actions that read or write the ledger and hands each answer back to the coordinator
+(whose reply may be more actions). :class:`Driver` is the loop every node driver shares: it takes a
+list of actions, sends link actions to the link's session, dials, sets the wake-up timer, queues
+ingests and performs the rest through :class:`Effects`, until nothing is left.
+
+Two drivers subclass :class:`Driver`: the node runtime (runtime/peering.py, over WebSockets and
+aiosqlite) and the simulator (sim/mesh.py, over a virtual network and an inline SQLite store).
+Nothing here awaits anything but the store, so the simulator runs it without an event loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ark_lattice import __version__
+from ark_lattice.errors import NotFound
+from ark_lattice.identity import Identity
+from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
+from ark_lattice.packet import Packet
+from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol.intake import Intake
+from ark_lattice.protocol.reconcile import ItemSet
+from ark_lattice.protocol.session import Session
+from ark_lattice.store.events import EventKind
+from ark_lattice.store.store import Store
+from ark_lattice.tiers import TrustTier
+
+__all__ = ["Effects", "Driver", "LINK_ACTIONS", "apply_to_session", "our_manifest"]
+
+AUDIT_CHUNK = 1000  # policy decisions per ledger event
+
+# Actions carried out on one link's session, by whoever owns that session.
+LINK_ACTIONS = (
+    co.Admit,
+    co.Reconcile,
+    co.SendPackets,
+    co.AnswerQuery,
+    co.Push,
+    co.Want,
+    co.RequestSync,
+    co.SetTier,
+    co.Close,
+    co.Query,
+)
+
+
+async def our_manifest(
+    store: Store, identity: Identity, name: str, endpoints: Sequence[str], now: float
+) -> SignedManifest:
+    """This run's signed manifest, with the next sequence number (peers refuse a rollback)."""
+    seq = await store.next_counter("manifest_seq")
+    issued = int(now)
+    return PeerManifest(
+        identity.node_id,
+        name[:64],
+        seq,
+        issued,
+        issued + DEFAULT_LIFETIME,
+        tuple(endpoints),
+        ("sync/1", "query/1"),
+        __version__,
+    ).sign(identity)
+
+
+def apply_to_session(session: Session, action: Any, now: float, items: ItemSet | None = None) -> int | None:
+    """Carry out one link action on its session (``items``: the loaded set, for Reconcile).
+
+    Returns the query id for :class:`~ark_lattice.protocol.coordinator.Query`, else None.
+    """
+    if isinstance(action, co.Admit):
+        session.admit(action.tier, now, held_seq=action.held_seq, strikes=action.strikes)
+    elif isinstance(action, co.Reconcile):
+        assert items is not None
+        session.start_sync(items, now)
+    elif isinstance(action, co.SendPackets):
+        session.send_packets(action.packets, now)
+    elif isinstance(action, co.AnswerQuery):
+        session.answer_query(action.query_id, action.packets, now)
+    elif isinstance(action, co.Push):
+        session.push(action.packets, now)
+    elif isinstance(action, co.Want):
+        session.want(action.ids, now, first=True)
+    elif isinstance(action, co.RequestSync):
+        session.request_sync()
+    elif isinstance(action, co.SetTier):
+        session.set_tier(action.tier, now)
+    elif isinstance(action, co.Close):
+        session.close(action.code, action.reason, now)
+    elif isinstance(action, co.Query):
+        return session.query(action.topic, action.limit, now)
+    else:
+        raise TypeError(f"not a link action: {action!r}")
+    return None
+
+
+class Effects:
+    """The store side of the coordinator's actions."""
+
+    def __init__(self, store: Store, core: co.Coordinator) -> None:
+        self.store = store
+        self.core = core
+        self.decisions: list[dict[str, Any]] = []  # policy decisions not yet in the ledger
+
+    async def perform(self, action: Any, now: float) -> list[co.Action]:
+        """Carry out one store action; returns the coordinator's answer to its result."""
+        store, core = self.store, self.core
+        if isinstance(action, co.ReadDialTargets):
+            endpoints = await store.endpoints()
+            peers = [(p.id, p.tier, p.endpoints) for p in await store.list_peers()]
+            return core.dial_targets_read(endpoints, peers, now)
+        if isinstance(action, co.ReadTiers):
+            tiers = {}
+            for peer in action.peers:
+                record = await store.find_peer(peer)
+                if record is not None:
+                    tiers[peer] = record.tier
+            return core.tiers_read(tiers, now)
+        if isinstance(action, co.RecordPeer):
+            await store.add_peer(action.peer, endpoints=[action.url] if action.url else [])
+            if action.url:
+                await store.bind_endpoint(action.url, action.peer)
+            record = await store.get_peer(action.peer)
+            return core.peer_recorded(action.link, record.tier, record.manifest_seq, record.strikes, now)
+        if isinstance(action, co.RecordManifest):
+            m = action.manifest.manifest
+            await store.record_manifest(action.peer, action.manifest.to_bytes(), m.seq, m.name, list(m.endpoints))
+            return []
+        if isinstance(action, co.RecordEndpoints):
+            if action.peer is not None:
+                await store.add_peer(action.peer, endpoints=list(action.urls))
+            for url in action.urls:
+                await store.add_endpoint(url, source=action.source, peer_id=action.peer)
+            return []
+        if isinstance(action, co.LoadWanted):
+            return core.wanted_loaded(action.link, await store.get_packets(list(action.ids)))
+        if isinstance(action, co.LoadQuery):
+            stored = await store.list_packets(topic=action.topic, limit=action.limit)
+            return core.query_loaded(action.link, action.query_id, stored)
+        if isinstance(action, co.Strike):
+            await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
+            if action.peer is None:
+                return []
+            try:
+                strikes = await store.add_strike(action.peer, action.code, action.reason)
+                record = await store.get_peer(action.peer)
+            except NotFound:
+                return []
+            return core.struck(action.link, action.peer, strikes, record.tier, action.code, action.reason, now)
+        if isinstance(action, co.Isolate):
+            await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
+            return []
+        raise TypeError(f"not a store action: {action!r}")
+
+    async def sync_set(self, action: co.Reconcile) -> ItemSet:
+        if action.over is co.SyncSet.SHAREABLE:
+            return ItemSet(await self.store.shareable_keys())
+        return ItemSet(await self.store.keys_from(action.peer))
+
+    async def ingest(self, batch: Sequence[co.Ingest], now: float) -> list[co.Action]:
+        """Store received packets, dependencies first, in one transaction for the whole batch.
+
+        Returns the coordinator's answer: wants for missing dependencies and the relays.
+        """
+        results: list[tuple[co.Ingest, list[Packet], set[bytes]]] = []
+        async with self.store.transaction():
+            await self.write_audit()  # the decisions that let these packets in, atomically with them
+            for item in batch:
+                deps = Intake.dependencies(item.packets)
+                held = await self.store.held_ids(list(deps)) if deps else set()
+                admission = self.core.admit_packets(item.packets, held)
+                ready, new = admission.ready, []
+                while ready:
+                    new += await self.store.put_packets(ready, source=item.peer, quarantined=item.quarantine)
+                    ready = self.core.packets_stored(p.id for p in ready)
+                results.append((item, new, admission.missing))
+        actions: list[co.Action] = []
+        for item, new, missing in results:
+            actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
+        return actions
+
+    async def write_audit(self) -> None:
+        """Write pending policy decisions as ledger events (many decisions per event)."""
+        while self.decisions:
+            chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
+            await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": chunk})
+
+
+class Driver:
+    """The dispatch loop a node driver shares; subclasses say how links, dials and time work."""
+
+    effects: Effects
+    clock: Callable[[], float]
+
+    async def carry_out(self, actions: Sequence[co.Action]) -> None:
+        """Carry out ``actions`` in order, and the actions their answers bring, until none are left."""
+        pending: deque[co.Action] = deque(actions)
+        while pending:
+            action = pending.popleft()
+            if isinstance(action, LINK_ACTIONS):
+                pending.extend(self.on_link(action))
+            elif isinstance(action, co.Dial):
+                self.dial(action.url)
+            elif isinstance(action, co.WakeAt):
+                self.wake_at(action.at)
+            elif isinstance(action, co.Ingest):
+                pending.extend(await self.ingest(action))
+            elif isinstance(action, co.QueryResult):
+                self.query_answered(action)
+            elif isinstance(action, co.Audit):
+                self.effects.decisions.extend(action.records)
+                self.audit_queued()
+            else:
+                pending.extend(await self.effects.perform(action, self.clock()))
+
+    # -- what a driver provides -------------------------------------------------------------
+
+    def on_link(self, action: Any) -> list[co.Action]:
+        """Hand a link action to the owner of that link's session (see :func:`apply_to_session`);
+        a driver that carries it out at once returns what the session's events brought."""
+        raise NotImplementedError
+
+    def dial(self, url: str) -> None:
+        raise NotImplementedError
+
+    def wake_at(self, at: float) -> None:
+        """Call the coordinator's ``wake`` at ``at``; replaces the previous wake-up."""
+        raise NotImplementedError
+
+    async def ingest(self, action: co.Ingest) -> list[co.Action]:
+        """Store received packets (a runtime may batch them); returns the follow-up actions."""
+        return await self.effects.ingest([action], self.clock())
+
+    def query_answered(self, result: co.QueryResult) -> None:
+        pass
+
+    def audit_queued(self) -> None:
+        """Decisions wait in ``effects.decisions``: write them soon (``effects.write_audit``)."""
