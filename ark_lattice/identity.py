@@ -24,8 +24,8 @@ import nacl.signing
 import nacl.utils
 
 from ark_lattice.encoding import signing_input
-from ark_lattice.privatefile import write_private
 from ark_lattice.errors import BadPassphrase, BadSignature, IdentityError, Malformed, NotInitialised
+from ark_lattice.privatefile import write_private
 
 __all__ = ["NodeId", "Identity", "verify_signature", "KEY_FILE_FORMAT"]
 

@@ -1,7 +1,8 @@
 import stat
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ark_lattice.encoding import Purpose
 from ark_lattice.errors import BadPassphrase, BadSignature, IdentityError, Malformed, NotInitialised

@@ -79,7 +79,8 @@ async def test_any_changed_event_field_is_caught(node, column):
     elif column in ("kind", "subject"):
         tamper(node, f"UPDATE events SET {column} = {column} || 'x' WHERE seq = 10")
     else:
-        tamper(node, f"UPDATE events SET {column} = ? WHERE seq = 10", _flipped(node, "events", column, "seq = 10"))
+        flipped = _flipped(node, "events", column, "seq = 10")
+        tamper(node, f"UPDATE events SET {column} = ? WHERE seq = 10", flipped)
     err = await expect_corrupt(node, "event #10")
     assert "#10" in str(err)
 
@@ -88,7 +89,8 @@ async def test_any_changed_event_field_is_caught(node, column):
 async def test_any_changed_packet_byte_is_caught(node, column):
     await populate(node)
     [(pid,)] = sqlite3.connect(node.store.path).execute("SELECT id FROM packets LIMIT 1 OFFSET 5").fetchall()
-    tamper(node, f"UPDATE packets SET {column} = ? WHERE id = ?", _flipped(node, "packets", column, "id = ?", pid), pid)
+    flipped = _flipped(node, "packets", column, "id = ?", pid)
+    tamper(node, f"UPDATE packets SET {column} = ? WHERE id = ?", flipped, pid)
     await expect_corrupt(node, f"packet {pid.hex()}")
 
 
@@ -112,7 +114,8 @@ async def test_changed_packet_columns_are_caught(node, sql):
 async def test_any_changed_checkpoint_is_caught(node, column):
     await populate(node)
     where = "size = (SELECT MIN(size) FROM checkpoints)"
-    tamper(node, f"UPDATE checkpoints SET {column} = ? WHERE {where}", _flipped(node, "checkpoints", column, where))
+    flipped = _flipped(node, "checkpoints", column, where)
+    tamper(node, f"UPDATE checkpoints SET {column} = ? WHERE {where}", flipped)
     await expect_corrupt(node, "checkpoint of size")
 
 

@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ark_lattice.errors import BadSignature, Malformed, UsageError
 from ark_lattice.identity import Identity

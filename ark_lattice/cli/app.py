@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -77,11 +77,11 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     home: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--home", envvar="ARK_LATTICE_HOME", help="Node home directory (portable mode)."),
     ] = None,
     passphrase_file: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--passphrase-file",
             help="File holding the passphrase of a sealed key (or set ARK_LATTICE_PASSPHRASE).",
@@ -97,10 +97,10 @@ def root(
 @app.command("init")
 def init_command(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option(help="Display name of this node.")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name of this node.")] = None,
     seal: Annotated[bool, typer.Option("--seal", help="Seal the key with a passphrase.")] = False,
     federation_key_file: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Join an existing federation: its 32-byte key file (default: a new one)."),
     ] = None,
 ) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
-from typing import Annotated, Any, Optional
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 
@@ -16,11 +16,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def audit(
     ctx: typer.Context,
-    peer: Annotated[Optional[str], typer.Option(help="Only decisions about this peer (id or prefix).")] = None,
-    decision: Annotated[Optional[str], typer.Option(help="allow or deny.")] = None,
-    hook: Annotated[Optional[str], typer.Option(help="Only this hook.")] = None,
+    peer: Annotated[str | None, typer.Option(help="Only decisions about this peer (id or prefix).")] = None,
+    decision: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
+    hook: Annotated[str | None, typer.Option(help="Only this hook.")] = None,
     since: Annotated[
-        Optional[str], typer.Option(help="ISO time, or an age such as 90s, 15m, 2h, 7d.")
+        str | None, typer.Option(help="ISO time, or an age such as 90s, 15m, 2h, 7d.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
     json_: JsonOption = False,
@@ -56,7 +56,7 @@ def audit(
     for col in ("time", "hook", "peer", "subject", "decision", "rules", "reason"):
         table.add_column(col)
     for r in rows:
-        when = datetime.fromtimestamp(r["ts"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(r["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
             when, r["hook"], r["peer"][:12], str(r["subject"])[:16],
             "allow" if r["allowed"] else "[red]deny[/]", ", ".join(r["rules"]), r["reason"],
@@ -78,5 +78,5 @@ def _since(text: str) -> int:
     except ValueError:
         raise UsageError(f"--since {text!r} is neither an ISO time nor an age like 15m") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)

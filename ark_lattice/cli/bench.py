@@ -77,7 +77,9 @@ def reconcile(
 def policy(
     ctx: typer.Context,
     decisions: Annotated[int, typer.Option(min=1000, help="Decisions to time.")] = 50_000,
-    packets: Annotated[int, typer.Option(min=100, help="Packets to sync, each way of the comparison.")] = 10_000,
+    packets: Annotated[
+        int, typer.Option(min=100, help="Packets to sync, each way of the comparison.")
+    ] = 10_000,
     json_: JsonOption = False,
 ) -> None:
     """Policy decisions/s against bare CEL, and sync ingest with the default policy vs permit-all."""
@@ -89,7 +91,9 @@ def policy(
 @app.command("simulate")
 def simulate(
     ctx: typer.Context,
-    sizes: Annotated[str, typer.Option(help="Comma-separated node counts, each run in its own process.")] = "100,1000",
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated node counts, each run in its own process.")
+    ] = "100,1000",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the baseline scenario per size.")] = 5,
     json_: JsonOption = False,
 ) -> None:

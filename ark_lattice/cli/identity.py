@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -35,7 +35,7 @@ def show(ctx: typer.Context, json_: JsonOption = False) -> None:
     if json_:
         application.print_json(doc)
         return
-    created = datetime.fromtimestamp(config.created_at, tz=timezone.utc).isoformat(timespec="seconds")
+    created = datetime.fromtimestamp(config.created_at, tz=UTC).isoformat(timespec="seconds")
     c = application.console
     c.print(f"[bold]{config.name}[/]")
     c.print(f"node ID   {node_id.grouped}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def log(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
-    kind: Annotated[Optional[str], typer.Option(help="Only events of this kind.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only events of this kind.")] = None,
     json_: JsonOption = False,
 ) -> None:
     """Show the newest ledger events."""
@@ -39,7 +39,7 @@ def log(
     for col in ("seq", "time", "kind", "subject", "data"):
         table.add_column(col)
     for e in events:
-        when = datetime.fromtimestamp(e.ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(e.ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         data = ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items())
         table.add_row(str(e.seq), when, e.kind, e.subject[:16], data)
     application.console.print(table)

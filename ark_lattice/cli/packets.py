@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -23,9 +23,9 @@ def publish(
     topic: Annotated[str, typer.Option(help="Topic, e.g. notes/field or public/alerts.")],
     kind: Annotated[str, typer.Option(help="Packet kind.")] = "note",
     depends: Annotated[
-        Optional[list[str]], typer.Option("--depends", help="Id (or prefix) this packet builds on.")
+        list[str] | None, typer.Option("--depends", help="Id (or prefix) this packet builds on.")
     ] = None,
-    supersedes: Annotated[Optional[str], typer.Option(help="Id of the version this replaces.")] = None,
+    supersedes: Annotated[str | None, typer.Option(help="Id of the version this replaces.")] = None,
     json_: JsonOption = False,
 ) -> None:
     """Sign a packet with this node's key and store it in the ledger."""
@@ -61,8 +61,8 @@ def publish(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    topic: Annotated[Optional[str], typer.Option(help="Only this topic.")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many, newest first.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many, newest first.")] = None,
     json_: JsonOption = False,
 ) -> None:
     """List stored packets, newest first."""
@@ -140,7 +140,7 @@ def _hlc_time(stamp: int) -> str:
     from ark_lattice.hlc import unpack
 
     ms, _ = unpack(stamp)
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command("query")

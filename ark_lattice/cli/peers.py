@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -63,13 +63,13 @@ def add(
     node_id: Annotated[str, typer.Argument(metavar="NODE_ID", help="The peer's full node ID.")],
     tier: Annotated[str, typer.Option(help="Trust tier to give it.")] = "unknown",
     endpoint: Annotated[
-        Optional[list[str]], typer.Option("--endpoint", help="ws://HOST:PORT where it listens.")
+        list[str] | None, typer.Option("--endpoint", help="ws://HOST:PORT where it listens.")
     ] = None,
     name: Annotated[str, typer.Option(help="A name to remember it by.")] = "",
 ) -> None:
     """Pin a peer by its node ID before it is ever seen (out-of-band trust)."""
+    from ark_lattice.errors import Malformed, UsageError
     from ark_lattice.identity import NodeId
-    from ark_lattice.errors import UsageError, Malformed
     from ark_lattice.tiers import TrustTier
 
     application: Application = ctx.obj

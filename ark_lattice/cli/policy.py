@@ -88,7 +88,7 @@ def test(
     except ValueError as exc:
         raise UsageError(f"{input_file} is not valid JSON: {exc}") from None
     cases = doc if isinstance(doc, list) else [doc]
-    results = []
+    results: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
         if not isinstance(case, dict) or "hook" not in case:
             raise UsageError(f"{input_file}: case {i + 1} needs a \"hook\" and its inputs")

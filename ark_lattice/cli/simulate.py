@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,18 +18,20 @@ __all__ = ["simulate"]
 def simulate(
     ctx: typer.Context,
     scenario: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--scenario", "-s", help="A built-in scenario name (see --list) or a JSON file."),
     ] = None,
     nodes: Annotated[
-        Optional[int], typer.Option(min=1, help="Nodes in all (default: the scenario's).")
+        int | None, typer.Option(min=1, help="Nodes in all (default: the scenario's).")
     ] = None,
     epochs: Annotated[
-        Optional[int], typer.Option(min=1, help="Epochs to run (default: the scenario's).")
+        int | None, typer.Option(min=1, help="Epochs to run (default: the scenario's).")
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Seed: the same seed gives the same report, byte for byte.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed: the same seed gives the same report, byte for byte.")
+    ] = 0,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Write the JSON report into this directory.")
+        Path | None, typer.Option("--out", help="Write the JSON report into this directory.")
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios.")] = False,
@@ -66,10 +68,14 @@ def simulate(
         if out is not None:
             application.console.print(f"report: {path}")
     if errors:
-        typer.echo(f"warning: the simulated nodes logged {len(errors)} error(s); first: {errors[0]}", err=True)
+        typer.echo(
+            f"warning: the simulated nodes logged {len(errors)} error(s); first: {errors[0]}", err=True
+        )
 
 
-def _run(application: Application, scenario: Any, seed: int, *, progress: bool) -> tuple[dict[str, Any], list[str]]:
+def _run(
+    application: Application, scenario: Any, seed: int, *, progress: bool
+) -> tuple[dict[str, Any], list[str]]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -96,7 +102,10 @@ def _run(application: Application, scenario: Any, seed: int, *, progress: bool) 
                     f"epoch {epoch['epoch'] + 1}/{scenario.epochs}: "
                     f"{epoch['converged']}/{epoch['honest']} converged"
                 )
-            bar.update(task, completed=done, **({"status": status} if status else {}))
+            if status:
+                bar.update(task, completed=done, status=status)
+            else:
+                bar.update(task, completed=done)
 
         sim = Simulation(scenario, seed=seed, on_progress=on_progress)
         report = sim.run()

@@ -10,11 +10,11 @@ Runtime: this module owns sockets and timers; what a datagram means is decided i
   other nodes (and ``federation discover``) on the same host hear it; our own copy comes back and
   is dropped by node ID.
 - The beacon goes out at start and whenever the announcement changes (each time with two repeats,
-  1 s and 2 s later), every ``BEACON_INTERVAL`` seconds with jitter, and shortly after a solicitation (``SOLICIT_MAGIC``): a node that starts, or
-  a one-shot ``federation discover``, asks once and hears everyone within a fraction of a second
-  instead of waiting for the timer. Answers to solicitations are spaced at least
-  ``SOLICIT_HOLDOFF`` seconds apart (later solicitations wait and share one answer), so the beacon
-  cannot be used as an amplifier.
+  1 s and 2 s later), every ``BEACON_INTERVAL`` seconds with jitter, and shortly after a
+  solicitation (``SOLICIT_MAGIC``): a node that starts, or a one-shot ``federation discover``, asks
+  once and hears everyone within a fraction of a second instead of waiting for the timer. Answers
+  to solicitations are spaced at least ``SOLICIT_HOLDOFF`` seconds apart (later solicitations wait
+  and share one answer), so the beacon cannot be used as an amplifier.
 """
 
 from __future__ import annotations
@@ -120,13 +120,17 @@ class Beacon:
         assert self._recv_sock is not None
         for addr in wanted - self._joined:
             try:
-                self._recv_sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreq(self.group, addr))
+                self._recv_sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreq(self.group, addr)
+                )
                 self._joined.add(addr)
             except OSError as exc:
                 log.warning("beacon: cannot join %s on %s: %s", self.group, addr, exc.strerror)
         for addr in self._joined - wanted:
             try:
-                self._recv_sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _mreq(self.group, addr))
+                self._recv_sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _mreq(self.group, addr)
+                )
             except OSError:
                 pass  # the interface went away, and the membership with it
             self._joined.discard(addr)
@@ -153,7 +157,7 @@ class Beacon:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 repeats = list(REPEATS)  # a change: announce it again, with its repeats
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _send(self, datagram: bytes) -> None:

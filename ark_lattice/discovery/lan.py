@@ -59,7 +59,7 @@ def lan_addresses(bind: str) -> tuple[list[str], str | None]:
     found: list[str] = []
     for adapter in ifaddr.get_adapters():
         for entry in adapter.ips:
-            if entry.is_IPv4:
+            if isinstance(entry.ip, str):  # IPv4; an IPv6 entry is (address, flowinfo, scope_id)
                 ip = ipaddress.ip_address(entry.ip)
             elif bind != "0.0.0.0" and isinstance(entry.ip, tuple):
                 ip = ipaddress.ip_address(entry.ip[0])
@@ -242,10 +242,8 @@ class Discovery:
             except OSError as exc:
                 log.debug("discovery: cannot list interfaces: %s", exc)
                 continue
-            half_life = (
-                self._signed is not None
-                and self.clock() >= (self._signed.announcement.issued_at + self._signed.announcement.expires_at) / 2
-            )
+            current = self._signed.announcement if self._signed is not None else None
+            half_life = current is not None and self.clock() >= (current.issued_at + current.expires_at) / 2
             if addresses == self._addresses and not half_life:
                 continue
             if addresses != self._addresses:
@@ -273,7 +271,8 @@ class Discovery:
         if heard.outcome is Outcome.REJECTED:
             if heard.times == 1 or heard.times % 100 == 0:  # a flood must not flood the log too
                 log.warning(
-                    "dropped a %s announcement from %s: %s (%d so far)", source, sender, heard.reason, heard.times
+                    "dropped a %s announcement from %s: %s (%d so far)",
+                    source, sender, heard.reason, heard.times,
                 )
             return
         if not heard.outcome.passes:
@@ -295,7 +294,8 @@ class Discovery:
             )
         if self._on_peer is None:
             return
-        task = asyncio.get_running_loop().create_task(self._pass_on(str(a.node_id), list(a.endpoints), source))
+        passing_on = self._pass_on(str(a.node_id), list(a.endpoints), source)
+        task = asyncio.get_running_loop().create_task(passing_on)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -116,7 +116,7 @@ class Mdns:
                 await self._browser.async_cancel()
             # Unregisters (goodbye packets, RFC 6762 §10.1) and closes the sockets.
             await asyncio.wait_for(aiozc.async_close(), CLOSE_TIMEOUT)
-        except (asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("mdns: closing was not clean: %s", exc)
         finally:
             self._browser = None

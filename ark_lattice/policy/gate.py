@@ -13,7 +13,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from ark_lattice.hlc import unpack
 from ark_lattice.packet import Packet
@@ -22,7 +22,18 @@ from ark_lattice.policy.ratelimit import RateLimiter
 
 __all__ = ["PolicyGate", "PacketVerdicts", "AuditRecord"]
 
-AuditRecord = dict[str, Any]
+
+class AuditRecord(TypedDict):
+    """One policy decision as the node writes it to the ledger (a ``policy_decision`` event)."""
+
+    hook: str
+    peer: str
+    subject: str  # the packet's hex id, the query's topic, or the tier asked for
+    allowed: bool
+    rules: list[str]  # ids of the rules that fired; ``rate:<limit id>`` for a rate limit
+    reason: str
+
+
 _RATE_WINDOW = 10.0  # seconds: the time constant of the rate_peer / rate_topic averages
 _MAX_RATE_KEYS = 10_000
 
@@ -95,7 +106,7 @@ class PolicyGate:
                 },
             )
             (allowed if decision.allowed else denied).append(packet)
-            records.append(_record(hook, peer_id, packet.hex_id, decision.allowed, decision.fired, decision.reason))
+            records.append(_decided(hook, peer_id, packet.hex_id, decision))
         return PacketVerdicts(tuple(allowed), tuple(denied), limited, tuple(records))
 
     def query(
@@ -111,7 +122,7 @@ class PolicyGate:
             {"now": int(now), "self_id": self.self_id, "peer_id": peer_id, "peer_tier": peer_tier,
              "strikes": strikes, "topic": topic, "direction": "inbound"},
         )
-        return decision, None, _record(Hook.QUERY, peer_id, topic, decision.allowed, decision.fired, decision.reason)
+        return decision, None, _decided(Hook.QUERY, peer_id, topic, decision)
 
     def tier_change(
         self, *, peer_id: str, old_tier: str, new_tier: str, actor: str, strikes: int, now: float
@@ -121,7 +132,7 @@ class PolicyGate:
             {"now": int(now), "self_id": self.self_id, "peer_id": peer_id, "peer_tier": old_tier,
              "new_tier": new_tier, "actor": actor, "strikes": strikes},
         )
-        return decision, _record(Hook.TIER_CHANGE, peer_id, new_tier, decision.allowed, decision.fired, decision.reason)
+        return decision, _decided(Hook.TIER_CHANGE, peer_id, new_tier, decision)
 
     def _rate(self, key: str, now: float) -> float:
         """An exponentially decaying events-per-second average; counts this event."""
@@ -133,7 +144,13 @@ class PolicyGate:
         return rate
 
 
-def _record(hook: Hook | str, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str) -> AuditRecord:
+def _decided(hook: Hook, peer_id: str, subject: str, decision: Decision) -> AuditRecord:
+    return _record(hook, peer_id, subject, decision.allowed, decision.fired, decision.reason)
+
+
+def _record(
+    hook: Hook, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str
+) -> AuditRecord:
     return {
         "hook": str(hook),
         "peer": peer_id,

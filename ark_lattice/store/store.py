@@ -249,7 +249,7 @@ class Store:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, batch),
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())  # aiosqlite types it Iterable
             if not rows:
                 return
             for r in rows:
@@ -337,7 +337,7 @@ class Store:
         return _stored_packet(row)
 
     async def get_packets(self, ids: Sequence[bytes]) -> list[StoredPacket]:
-        out = []
+        out: list[StoredPacket] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -357,7 +357,7 @@ class Store:
         async with self._conn.execute(
             "SELECT id FROM packets WHERE id BETWEEN ? AND ? LIMIT 2", (lo, hi)
         ) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())  # aiosqlite types it Iterable
         if not rows:
             raise NotFound(f"no packet matches {prefix!r}")
         if len(rows) > 1:
@@ -459,7 +459,7 @@ class Store:
         async with self._conn.execute(
             "SELECT id FROM peers WHERE substr(id, 1, ?) = ? LIMIT 2", (len(text), text)
         ) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())  # aiosqlite types it Iterable
         if not rows:
             raise NotFound(f"no peer matches {prefix!r}")
         if len(rows) > 1:
@@ -475,7 +475,9 @@ class Store:
     async def peer_count(self) -> int:
         return await self._scalar("SELECT COUNT(*) FROM peers")
 
-    async def record_manifest(self, node_id: str, manifest: bytes, seq: int, name: str, endpoints: Sequence[str]) -> None:
+    async def record_manifest(
+        self, node_id: str, manifest: bytes, seq: int, name: str, endpoints: Sequence[str]
+    ) -> None:
         """Keep the newest manifest a peer showed us (its seq guards against rollback)."""
         async with self.transaction():
             peer = await self.get_peer(node_id)
@@ -545,7 +547,7 @@ class Store:
             "SELECT seq, subject FROM events WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?",
             (seq, EventKind.PACKET_STORED, limit),
         ) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())  # aiosqlite types it Iterable
         if not rows:
             return [], seq
         ids = [bytes.fromhex(r[1]) for r in rows]
@@ -675,7 +677,8 @@ def _stored_packet(row: Sequence[Any]) -> StoredPacket:
     pid, header, signature, body, source, received_at, quarantined = row
     # Signatures were checked when the packet was stored and `ledger verify` re-checks them all;
     # reading trusts them so that listings stay cheap.
-    return StoredPacket(Packet.from_store(pid, header, signature, body), source, received_at, bool(quarantined))
+    packet = Packet.from_store(pid, header, signature, body)
+    return StoredPacket(packet, source, received_at, bool(quarantined))
 
 
 def _peer_record(row: Sequence[Any]) -> PeerRecord:

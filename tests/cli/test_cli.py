@@ -4,8 +4,6 @@ import json
 import sqlite3
 import stat
 
-import pytest
-
 
 def one_line_error(result, code):
     assert result.exit_code == code, result.output
@@ -46,11 +44,10 @@ def test_sealed_identity(cli, tmp_path):
     secret.write_text("correct horse\n")
     cli("--passphrase-file", str(secret), "init", "--seal")
     assert cli.json("identity", "show")["sealed"] is True
-    cli("--passphrase-file", str(secret), "packets", "publish", "--topic", "t", "-", input=b"x")
+    publish = ("--passphrase-file", str(secret), "packets", "publish", "--topic", "t", "-")
+    cli(*publish, input=b"x")
     secret.write_text("wrong\n")
-    line = one_line_error(
-        cli("--passphrase-file", str(secret), "packets", "publish", "--topic", "t", "-", input=b"x", ok=False), 1
-    )
+    line = one_line_error(cli(*publish, input=b"x", ok=False), 1)
     assert "wrong passphrase" in line
     # Reading does not need the key at all.
     assert len(cli.json("packets", "list")) == 1
@@ -75,14 +72,15 @@ def test_publish_list_show(cli, tmp_path):
 
 def test_publish_errors_are_one_line(cli):
     cli("init")
-    assert "topic" in one_line_error(cli("packets", "publish", "--topic", "Bad Topic", "-", input=b"x", ok=False), 2)
-    assert "kind" in one_line_error(cli("packets", "publish", "--topic", "t", "--kind", "x", "-", input=b"x", ok=False), 2)
-    assert "cannot read" in one_line_error(cli("packets", "publish", "--topic", "t", "/nonexistent", ok=False), 2)
-    assert "no packet" in one_line_error(cli("packets", "publish", "--topic", "t", "--depends", "abcd", "-", input=b"x", ok=False), 2)
+    publish = ("packets", "publish", "--topic")
+    assert "topic" in one_line_error(cli(*publish, "Bad Topic", "-", input=b"x", ok=False), 2)
+    assert "kind" in one_line_error(cli(*publish, "t", "--kind", "x", "-", input=b"x", ok=False), 2)
+    assert "cannot read" in one_line_error(cli(*publish, "t", "/nonexistent", ok=False), 2)
+    depends_on_nothing = cli(*publish, "t", "--depends", "abcd", "-", input=b"x", ok=False)
+    assert "no packet" in one_line_error(depends_on_nothing, 2)
     assert "no packet" in one_line_error(cli("packets", "show", "abcdef", ok=False), 2)
-    assert "not in quarantine" in one_line_error(
-        cli("packets", "promote", cli("packets", "publish", "--topic", "t", "-", input=b"x").stdout.strip(), ok=False), 2
-    )
+    published = cli(*publish, "t", "-", input=b"x").stdout.strip()
+    assert "not in quarantine" in one_line_error(cli("packets", "promote", published, ok=False), 2)
 
 
 def test_peers_lifecycle(cli):
@@ -148,5 +146,7 @@ def test_version_and_help_are_quick_and_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    version = subprocess.run([sys.executable, "-m", "ark_lattice", "--version"], capture_output=True, text=True)
+    version = subprocess.run(
+        [sys.executable, "-m", "ark_lattice", "--version"], capture_output=True, text=True
+    )
     assert version.stdout.startswith("ark-lattice ")

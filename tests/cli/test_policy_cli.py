@@ -21,7 +21,9 @@ def test_init_writes_the_default_policy(cli, home):
 
 def test_check_names_the_bad_line(cli, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('version = 1\n\n[[rule]]\nid = "r"\neffect = "allow"\nhooks = ["query"]\ncondition = "size >"\n')
+    bad.write_text(
+        'version = 1\n\n[[rule]]\nid = "r"\neffect = "allow"\nhooks = ["query"]\ncondition = "size >"\n'
+    )
     result = cli("policy", "check", str(bad), ok=False)
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {bad} line 7:")
@@ -29,7 +31,11 @@ def test_check_names_the_bad_line(cli, tmp_path):
     for text, what in [
         ("version = 1\n[[rule]\n", "line 2"),
         ('version = 1\n[[rule]]\nid = "r"\neffect = "allow"\nhooks = ["nope"]\ncondition = "true"\n', "hook"),
-        ('version = 1\n[[rule]]\nid = "r"\neffect = "allow"\nhooks = ["query"]\ncondition = "colour == 1"\n', "colour"),
+        (
+            'version = 1\n[[rule]]\nid = "r"\neffect = "allow"\nhooks = ["query"]\n'
+            'condition = "colour == 1"\n',
+            "colour",
+        ),
     ]:
         bad.write_text(text)
         assert what in cli("policy", "check", str(bad), ok=False).stderr

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ark_lattice import PROTOCOL_VERSION
 from ark_lattice.discovery import announcement as an
@@ -39,7 +40,8 @@ hosts = st.one_of(
     st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
 )
 endpoints = st.builds(
-    lambda scheme, host, port: f"{scheme}://{host}:{port}", st.sampled_from(["ws", "wss"]), hosts, st.integers(1, 65535)
+    lambda scheme, host, port: f"{scheme}://{host}:{port}",
+    st.sampled_from(["ws", "wss"]), hosts, st.integers(1, 65535),
 )
 endpoint_lists = st.lists(endpoints, min_size=1, max_size=MAX_ENDPOINTS, unique=True)
 names = st.text(max_size=80).filter(lambda s: "\x00" not in s)
@@ -280,7 +282,7 @@ def test_forged_txt_right_format_wrong_signature_is_refused():
 
 def test_txt_endpoint_swapped_or_dropped_after_signing_is_refused():
     props = announce(endpoints=["ws://10.231.0.1:7467", "ws://10.231.1.1:7467"]).sign(ME).to_txt()
-    swapped = dict(props, ep1=b"ws://10.231.0.66:7467")
+    swapped = {**props, "ep1": b"ws://10.231.0.66:7467"}
     with pytest.raises(BadSignature):
         SignedAnnouncement.from_txt(swapped).verify(NOW)
     dropped = {k: v for k, v in props.items() if k != "ep1"}
@@ -325,7 +327,7 @@ def test_the_codec_is_sans_io():
     forbidden = {"asyncio", "socket", "zeroconf", "time", "random", "ifaddr"}
     for module in ("announcement.py", "sightings.py"):
         tree = ast.parse((Path(an.__file__).with_name(module)).read_text())
-        imported = set()
+        imported: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 imported.update(alias.name.split(".")[0] for alias in node.names)

@@ -25,7 +25,8 @@ def test_switched_off_carriers_are_reported_off(homes, start_node):
 
 
 def test_a_bad_beacon_group_is_one_clear_error(homes):
-    for group, words in (("10.0.0.1", "not an IPv4 multicast group"), ("nonsense", "not an IPv4 multicast group")):
+    for group in ("10.0.0.1", "nonsense"):
         result = run_cli(homes("a"), "federation", "start", "--beacon-group", group)
         assert result.returncode == 2
-        assert words in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+        assert "not an IPv4 multicast group" in result.stderr.decode()
+        assert "Traceback" not in result.stderr.decode()

@@ -21,6 +21,7 @@ from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
 from ark_lattice.discovery.announcement import Announcement, SignedAnnouncement
 from ark_lattice.encoding import Purpose
 from ark_lattice.identity import Identity
+
 from conftest import NodeProcess, init_federation, packet_ids, run_cli, set_tier, wait_for
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"LAN lab unavailable: {unavailable()}")
@@ -42,7 +43,9 @@ class LanNode(NodeProcess):
     def __init__(self, host, home: Path, *extra: str) -> None:
         self.host = host
         # Not waited for here: the nodes of a test start side by side, then wait_started().
-        super().__init__(home, *extra, bind="0.0.0.0", port=PORT, prefix=tuple(host.exec_prefix()), wait=False)
+        super().__init__(
+            home, *extra, bind="0.0.0.0", port=PORT, prefix=tuple(host.exec_prefix()), wait=False
+        )
 
     def wait_started(self) -> None:
         wait_for(lambda: self._status() is not None, timeout=60, what=f"node on {self.host.netns} to start")
@@ -143,6 +146,7 @@ def attacker(lab):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         procs.append(proc)
+        assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY", proc.stdout.read()
         return proc
 
@@ -172,13 +176,17 @@ def forgeries(victim_trusts: Identity) -> tuple[Identity, list[SignedAnnouncemen
 
 def three_nodes(homes, lab) -> tuple[dict[str, str], list[tuple[Path, object]]]:
     ids = init_federation(homes, "a", "b", "c")
-    return ids, [(homes(n), host) for n, host in zip("abc", lab.hosts)]
+    # lab.hosts[3] is the attacker's.
+    return ids, [(homes(n), host) for n, host in zip("abc", lab.hosts, strict=False)]
 
 
 def check_forgeries_dropped(a: LanNode, source: str, stranger: Identity, ids: dict, attacker_proc) -> None:
+    def both_forgeries_rejected() -> list[dict] | None:
+        rejected = a.rejected(source)
+        return rejected if len({r["node_id"] for r in rejected}) >= 2 else None
+
     rejected = wait_for(
-        lambda: (r := a.rejected(source)) and len({x["node_id"] for x in r}) >= 2 and r,
-        timeout=30, what=f"the forged {source} announcements to be rejected",
+        both_forgeries_rejected, timeout=30, what=f"the forged {source} announcements to be rejected"
     )
     assert {r["node_id"] for r in rejected} == {str(stranger.node_id), ids["b"]}
     assert all(r["reason"] == "bad beacon signature" for r in rejected)
@@ -199,12 +207,14 @@ def test_mdns_alone_finds_both_others_and_drops_forged_txt_records(lab, homes, l
     stranger, forged = forgeries(Identity.load(homes("b") / "identity.key"))
     evil = attacker(records=[f.to_txt() for f in forged])
     nodes = lan(placed, "--no-multicast")
-    for node, me in zip(nodes, "abc"):
+    for node, me in zip(nodes, "abc", strict=True):
         others = {ids[n] for n in "abc" if n != me}
-        wait_for(lambda: others <= node.verified("mdns"), timeout=30, what=f"{me} to find {others} over mDNS")
+        # wait_for calls the condition before the loop moves on: the late binding (B023) is harmless.
+        wait_for(lambda: others <= node.verified("mdns"),  # noqa: B023 (called at once)
+                 timeout=30, what=f"{me} to find {others} over mDNS")
         assert not node.verified("beacon")
         peers = node.peers()
-        for other, host in zip("abc", lab.hosts):
+        for other, host in zip("abc", lab.hosts, strict=False):
             if other != me:
                 assert f"ws://{host.address}:{PORT}" in peers[ids[other]]["endpoints"]
                 if not (me == "a" and other == "b"):
@@ -221,9 +231,10 @@ def test_beacon_alone_finds_both_others_and_drops_forged_beacons(lab, homes, lan
     stranger, forged = forgeries(Identity.load(homes("b") / "identity.key"))
     nodes = lan(placed, "--no-mdns")
     evil = attacker(datagrams=[f.to_datagram() for f in forged])
-    for node, me in zip(nodes, "abc"):
+    for node, me in zip(nodes, "abc", strict=True):
         others = {ids[n] for n in "abc" if n != me}
-        wait_for(lambda: others <= node.verified("beacon"), timeout=30, what=f"{me} to find {others} by beacon")
+        wait_for(lambda: others <= node.verified("beacon"),  # noqa: B023 (called at once)
+                 timeout=30, what=f"{me} to find {others} by beacon")
         assert not node.verified("mdns")
         assert {ids[n] for n in "abc" if n != me} <= set(node.peers())
     check_forgeries_dropped(nodes[0], "beacon", stranger, ids, evil)
@@ -239,23 +250,26 @@ def test_core_peers_found_on_the_lan_sync_and_catch_up_after_a_link_flap(lab, ho
                 set_tier(homes(me), ids[other], "core")
     # Heartbeats every 2 s, stale after 6 s of silence, so a dead link is noticed within the test.
     a, b, c = lan(placed, "--idle-timeout", "6")
-    for node, me in zip((a, b, c), "abc"):
+    for node, me in zip((a, b, c), "abc", strict=True):
         others = {ids[n] for n in "abc" if n != me}
-        wait_for(lambda: node.open_peers() == others, timeout=60, what=f"{me} to hold sessions with {others}")
+        wait_for(lambda: node.open_peers() == others,  # noqa: B023 (called at once)
+                 timeout=60, what=f"{me} to hold sessions with {others}")
 
-    first = run_cli(homes("a"), "packets", "publish", "--topic", "lan", "-", input=b"first").stdout.decode().strip()
+    publish = ("packets", "publish", "--topic", "lan", "-")
+    first = run_cli(homes("a"), *publish, input=b"first").stdout.decode().strip()
     wait_for(lambda: first in packet_ids(homes("b")) and first in packet_ids(homes("c")),
              timeout=30, what="the packet to reach B and C")
 
     lab.set_link(lab.hosts[2], up=False)  # C drops off the LAN
     wait_for(lambda: ids["c"] not in a.open_peers() and ids["c"] not in b.open_peers(),
              timeout=40, what="A and B to mark C stale")
-    second = run_cli(homes("a"), "packets", "publish", "--topic", "lan", "-", input=b"second").stdout.decode().strip()
+    second = run_cli(homes("a"), *publish, input=b"second").stdout.decode().strip()
     wait_for(lambda: second in packet_ids(homes("b")), timeout=30, what="the second packet to reach B")
     assert second not in packet_ids(homes("c"))
 
     lab.set_link(lab.hosts[2], up=True)
-    wait_for(lambda: second in packet_ids(homes("c")), timeout=90, what="C to catch up after the link is back")
+    wait_for(lambda: second in packet_ids(homes("c")), timeout=90,
+             what="C to catch up after the link is back")
     wait_for(lambda: c.open_peers() == {ids["a"], ids["b"]}, timeout=60, what="C to reconnect to A and B")
     assert "stale" in a.output() or "stale" in c.output()
     for node in (a, b, c):
@@ -301,12 +315,14 @@ def test_a_new_address_is_announced_at_once_on_both_carriers(lab, homes, lan):
     url = f"ws://{extra}:{PORT}"
 
     def endpoints_of_a(source: str) -> list[str]:
-        return next((r["endpoints"] for r in b.seen() if r["node_id"] == ids["a"] and r["source"] == source), [])
+        heard = (r["endpoints"] for r in b.seen() if r["node_id"] == ids["a"] and r["source"] == source)
+        return next(heard, [])
 
     lab.address(lab.hosts[0], extra)
     try:
         for source in ("mdns", "beacon"):
-            wait_for(lambda: url in endpoints_of_a(source), timeout=30, what=f"the new address over {source}")
+            wait_for(lambda: url in endpoints_of_a(source),  # noqa: B023 (called at once)
+                     timeout=30, what=f"the new address over {source}")
         assert url in b.peers()[ids["a"]]["endpoints"]
     finally:
         lab.address(lab.hosts[0], extra, add=False)

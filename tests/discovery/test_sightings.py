@@ -2,7 +2,8 @@
 
 import base64
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ark_lattice.discovery import sightings as sg
 from ark_lattice.discovery.announcement import Announcement, SignedAnnouncement
@@ -23,7 +24,7 @@ def test_a_peer_passes_once_then_repeats_quietly_then_refreshes():
     s = Sightings(ME.node_id)
     first = s.hear("beacon", "10.231.0.2", beacon(), NOW)
     assert first.outcome is Outcome.NEW and first.outcome.passes
-    assert first.announcement.node_id == PEER.node_id
+    assert first.announcement is not None and first.announcement.node_id == PEER.node_id
     assert s.hear("beacon", "10.231.0.2", beacon(), NOW + 1).outcome is Outcome.REPEATED
     later = NOW + sg.REPORT_INTERVAL + 1
     assert s.hear("beacon", "10.231.0.2", beacon(now=later), later).outcome is Outcome.REFRESHED
@@ -42,7 +43,8 @@ def test_changed_endpoints_pass_and_an_older_announcement_is_a_replay():
     s = Sightings(ME.node_id)
     s.hear("beacon", "10.231.0.2", beacon(now=NOW - 100), NOW)
     moved = s.hear("beacon", "10.231.0.2", beacon(endpoints=["ws://10.231.0.9:7467"]), NOW)
-    assert moved.outcome is Outcome.CHANGED and moved.announcement.endpoints == ("ws://10.231.0.9:7467",)
+    assert moved.outcome is Outcome.CHANGED
+    assert moved.announcement is not None and moved.announcement.endpoints == ("ws://10.231.0.9:7467",)
     replay = s.hear("beacon", "10.231.0.2", beacon(now=NOW - 100), NOW + 1)
     assert replay.outcome is Outcome.OUTDATED
     assert s.verified(NOW + 1)[str(PEER.node_id)].endpoints == ("ws://10.231.0.9:7467",)
@@ -114,8 +116,11 @@ def test_txt_rejections_show_the_claimed_id_without_trusting_it():
     assert s.rows(NOW)[0]["node_id"] == "claimed-but-garbage"
 
 
+hearings = st.tuples(st.sampled_from(["beacon", "mdns"]), st.integers(0, 3), st.binary(max_size=300))
+
+
 @settings(max_examples=300)
-@given(st.lists(st.tuples(st.sampled_from(["beacon", "mdns"]), st.integers(0, 3), st.binary(max_size=300)), max_size=30))
+@given(st.lists(hearings, max_size=30))
 def test_nothing_unverified_ever_passes(events):
     s = Sightings(ME.node_id)
     for source, sender, data in events:

@@ -64,7 +64,7 @@ async def test_concurrent_tasks_do_not_interleave_transactions(store):
     await asyncio.gather(writer(0), writer(1000), writer(2000))
     events = list(reversed(await store.events()))
     assert [e.seq for e in events] == list(range(1, 61))
-    for before, after in zip(events, events[1:]):
+    for before, after in zip(events, events[1:], strict=False):
         assert after.prev == before.hash
 
 
@@ -77,7 +77,8 @@ async def test_prefixes_resolve_or_fail_clearly(store):
     shared = next(d for d in first_digits if first_digits.count(d) > 1)
     with pytest.raises(AmbiguousId):
         await store.resolve_packet(shared)
-    missing = next(f"{i:02x}" for i in range(256) if all(not p.hex_id.startswith(f"{i:02x}") for p in packets))
+    prefixes = {p.hex_id[:2] for p in packets}
+    missing = next(f"{i:02x}" for i in range(256) if f"{i:02x}" not in prefixes)
     with pytest.raises(NotFound):
         await store.resolve_packet(missing)
     with pytest.raises(UsageError):
