@@ -258,7 +258,9 @@ class QueryFrame(Frame):
     @classmethod
     def _from_fields(cls, f: list[Any]) -> Frame:
         q, t, n = f
-        return cls(_int(q, "query id", 0, 2**32), _str(t, "topic", _MAX_TOPIC), _int(n, "limit", 1, MAX_QUERY_LIMIT))
+        return cls(
+            _int(q, "query id", 0, 2**32), _str(t, "topic", _MAX_TOPIC), _int(n, "limit", 1, MAX_QUERY_LIMIT)
+        )
 
 
 @dataclass(frozen=True)

@@ -612,7 +612,8 @@ class Session:
                 continue
             physical_ms, _ = unpack(packet.header.created_at)
             if physical_ms > now * 1000 + self.config.future_skew_ms:
-                problems.append((ErrorCode.FUTURE_TIMESTAMP, f"packet {packet.hex_id[:16]} is stamped in the future"))
+                reason = f"packet {packet.hex_id[:16]} is stamped in the future"
+                problems.append((ErrorCode.FUTURE_TIMESTAMP, reason))
                 continue
             good.append(packet)
         if solicited and frame.last:
@@ -714,7 +715,8 @@ class Session:
             strikes=self.strikes, now=now,
         )
         self._events.append(Audited(verdicts.records))
-        return verdicts.allowed
+        allowed: Sequence[Packet] = verdicts.allowed
+        return allowed
 
     def _replay(self, handle: Callable[[], None], now: float) -> None:
         """Handle peer input that waited for the node (a manifest before admit(), a recon
@@ -768,6 +770,8 @@ def _our_code(code: str) -> ErrorCode:
 
 def _peer_code(text: str | None) -> ErrorCode:
     """The code a peer gave for closing (untrusted text), or ``connection_lost``."""
+    if text is None:
+        return ErrorCode.CONNECTION_LOST
     try:
         return ErrorCode(text)
     except ValueError:

@@ -43,7 +43,8 @@ class TransferWindow:
 
     def want(self, ids: Iterable[bytes], *, first: bool = False) -> None:
         """Queue ids not already queued, in flight or skipped (missing dependencies go ``first``)."""
-        fresh = [i for i in ids if i not in self._queued and i not in self._inflight_ids and i not in self._skip]
+        known = (self._queued, self._inflight_ids, self._skip)
+        fresh = [i for i in ids if not any(i in ids_ for ids_ in known)]
         if first:
             self._queue.extendleft(reversed(fresh))
         else:

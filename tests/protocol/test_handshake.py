@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import random
 from pathlib import Path
+from typing import TypedDict
 
 import nacl.bindings as sodium
 import pytest
@@ -99,7 +100,19 @@ _CACOPHONY_KEYS = {
 XXPSK0_PSK3 = HandshakePattern(
     "XXpsk0+psk3", (("psk", "e"), ("e", "ee", "s", "es"), ("s", "se", "psk"))
 )
-VECTORS = {
+
+class Vector(TypedDict):
+    """One cacophony-format test vector (hex strings)."""
+
+    pattern: HandshakePattern
+    prologue: str
+    keys: dict[str, str]
+    psks: list[str]
+    payloads: list[str]
+    ciphertexts: list[str]
+
+
+VECTORS: dict[str, Vector] = {
     "Noise_XX_25519_ChaChaPoly_BLAKE2b": {
         "pattern": XX,
         "prologue": _CACOPHONY_PROLOGUE,
@@ -182,7 +195,7 @@ VECTORS = {
 def test_noise_vector(name: str) -> None:
     vector = VECTORS[name]
     pattern = vector["pattern"]
-    assert name == "Noise_%s_25519_ChaChaPoly_BLAKE2b" % pattern.name
+    assert name == f"Noise_{pattern.name}_25519_ChaChaPoly_BLAKE2b"
     psks = [bytes.fromhex(p) for p in vector["psks"]]
     prologue = bytes.fromhex(vector["prologue"])
     key = {k: bytes.fromhex(v) for k, v in vector["keys"].items()}
@@ -250,7 +263,7 @@ def test_sessions_use_fresh_keys() -> None:
     second, _, m2 = run(seed=2)
     assert first.result.send_key != second.result.send_key
     assert first.result.handshake_hash != second.result.handshake_hash
-    assert all(x != y for x, y in zip(m1, m2))
+    assert all(x != y for x, y in zip(m1, m2, strict=True))
 
 
 def test_injected_randomness_makes_it_deterministic() -> None:
