@@ -108,11 +108,11 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
     for target in doc.get("dialling", []):
         if target["dialling"] or not target["last_error"]:
             continue
-        wait = max(0.0, target["next_attempt"] - time.time())
+        next_try = f"next try in {max(0.0, target['next_attempt'] - time.time()):.0f} s"
         if target["blocked_by_peer"]:
-            c.print(f"[yellow]blocked by peer[/] {target['url']}: it closed us as blocked; next try in {wait:.0f} s")
+            c.print(f"[yellow]blocked by peer[/] {target['url']}: it closed us as blocked; {next_try}")
         else:
-            c.print(f"[yellow]not connected[/] {target['url']}: {target['last_error']}; next try in {wait:.0f} s")
+            c.print(f"[yellow]not connected[/] {target['url']}: {target['last_error']}; {next_try}")
     if doc["connections"]:
         from rich.table import Table
 
