@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from os import PathLike
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -41,7 +41,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def connect(
-    database: str | PathLike[str], *, isolation_level: str | None = None, timeout: float = 5.0
+    database: str | PathLike[str],
+    *,
+    isolation_level: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None = None,
+    timeout: float = 5.0,
 ) -> InlineConnection:
     """Open ``database`` (usually ``":memory:"``) like ``aiosqlite.connect`` would."""
     return InlineConnection(sqlite3.connect(database, isolation_level=isolation_level, timeout=timeout))
