@@ -18,7 +18,6 @@ from ark_lattice.packet import MAX_BODY, MAX_HEADER
 
 __all__ = [
     "FRAME_VERSION",
-    "ErrorCode",  # re-exported from errors.py until runtime/peering.py imports it from there
     "Frame",
     "ManifestFrame",
     "TermsFrame",

@@ -61,7 +61,8 @@ class Reconciliation:
 
     @property
     def running(self) -> bool:
-        """The initiator has a run in progress (the responder never knows when one ends early)."""
+        """The initiator has a run in progress. Always false for the responder: it answers each
+        message as it comes and does not track runs."""
         return self._run is not None
 
     def asked(self) -> None:

@@ -92,7 +92,7 @@ from ark_lattice.protocol.frames import (
 )
 from ark_lattice.protocol.reconciliation import Reconciliation, ReconStep
 from ark_lattice.protocol.transfer import TransferWindow, packet_frames
-from ark_lattice.terms import terms_for, worth_a_session
+from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
 
 __all__ = [
@@ -103,22 +103,6 @@ __all__ = [
     "Transition",
     "TRANSITIONS",
     "keep_existing_session",
-    # Re-exported until runtime/ and sim/ import them from events.py and terms.py.
-    "terms_for",
-    "worth_a_session",
-    "PeerAuthenticated",
-    "PeerIdentified",
-    "SyncReady",
-    "SyncCompleted",
-    "PacketsWanted",
-    "PacketsReceived",
-    "QueryReceived",
-    "QueryAnswered",
-    "Misbehaviour",
-    "PeerReportedError",
-    "Audited",
-    "Closed",
-    "Event",
 ]
 
 
