@@ -2,21 +2,34 @@
 
 A manifest carries a sequence number that only grows; a receiver keeps the highest it has accepted
 from each node and refuses older ones (rollback), as well as expired ones and bad signatures.
+It travels in :data:`MANIFEST_ENVELOPE` (``envelope.py``): canonical CBOR ``[payload, signature]``,
+both parts in canonical form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ark_lattice import __version__
-from ark_lattice.encoding import Purpose, canonical, decode
+from ark_lattice.encoding import Purpose
+from ark_lattice.envelope import Envelope, pack, unpack
 from ark_lattice.errors import Expired, Malformed, Rollback
 from ark_lattice.identity import Identity, NodeId
 
-__all__ = ["PeerManifest", "SignedManifest", "MANIFEST_VERSION", "MAX_MANIFEST", "DEFAULT_LIFETIME"]
+__all__ = [
+    "PeerManifest",
+    "SignedManifest",
+    "MANIFEST_ENVELOPE",
+    "MANIFEST_VERSION",
+    "MAX_MANIFEST",
+    "MAX_SIGNED_MANIFEST",
+    "DEFAULT_LIFETIME",
+]
 
 MANIFEST_VERSION = 1
 MAX_MANIFEST = 4096
+MAX_SIGNED_MANIFEST = MAX_MANIFEST + 128  # docs/protocol.md §6: 4224 bytes
 MAX_ENDPOINTS = 16
 MAX_CAPABILITIES = 32
 DEFAULT_LIFETIME = 24 * 3600  # seconds; re-issued at every start, so a day is ample
@@ -52,39 +65,47 @@ class PeerManifest:
         ):
             raise Malformed("manifest capabilities must be short strings")
 
-    def encode(self) -> bytes:
-        return canonical(
-            [
-                MANIFEST_VERSION,
-                self.node_id.key,
-                self.name,
-                self.version,
-                self.seq,
-                self.issued_at,
-                self.expires_at,
-                list(self.endpoints),
-                list(self.capabilities),
-            ]
-        )
+    @property
+    def signer(self) -> NodeId:
+        return self.node_id
+
+    def to_fields(self) -> list[Any]:
+        return [
+            MANIFEST_VERSION,
+            self.node_id.key,
+            self.name,
+            self.version,
+            self.seq,
+            self.issued_at,
+            self.expires_at,
+            list(self.endpoints),
+            list(self.capabilities),
+        ]
 
     @classmethod
-    def parse(cls, data: bytes) -> PeerManifest:
-        raw = decode(data, max_size=MAX_MANIFEST, what="manifest")
+    def from_fields(cls, raw: Any) -> PeerManifest:
         if not isinstance(raw, list) or len(raw) != 9 or raw[0] != MANIFEST_VERSION:
             raise Malformed("manifest has the wrong shape or version")
         _, key, name, version, seq, issued_at, expires_at, endpoints, caps = raw
         if not isinstance(key, bytes) or not isinstance(endpoints, list) or not isinstance(caps, list):
             raise Malformed("manifest has the wrong shape")
-        m = cls(NodeId(key), name, seq, issued_at, expires_at, tuple(endpoints), tuple(caps), version)
-        m.check()
-        return m
+        return cls(NodeId(key), name, seq, issued_at, expires_at, tuple(endpoints), tuple(caps), version)
+
+    def encode(self) -> bytes:
+        return MANIFEST_ENVELOPE.encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> PeerManifest:
+        """Decode and check a payload; only its canonical encoding is accepted."""
+        return MANIFEST_ENVELOPE.decode(data)
 
     def sign(self, identity: Identity) -> SignedManifest:
-        if identity.node_id != self.node_id:
-            raise ValueError("a manifest can only be signed by the node it describes")
-        self.check()
-        payload = self.encode()
-        return SignedManifest(self, payload, identity.sign(Purpose.MANIFEST, payload))
+        """Raises :class:`ValueError` unless ``identity`` is the node the manifest describes."""
+        payload, signature = MANIFEST_ENVELOPE.seal(identity, self)
+        return SignedManifest(self, payload, signature)
+
+
+MANIFEST_ENVELOPE = Envelope(PeerManifest, Purpose.MANIFEST, MAX_MANIFEST, "manifest")
 
 
 @dataclass(frozen=True)
@@ -94,18 +115,13 @@ class SignedManifest:
     signature: bytes
 
     def to_bytes(self) -> bytes:
-        return canonical([self.payload, self.signature])
+        return pack(self.payload, self.signature)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedManifest:
         """Parse and check the signature; call :meth:`check_fresh` for expiry and rollback."""
-        raw = decode(data, max_size=MAX_MANIFEST + 128, what="signed manifest")
-        if not isinstance(raw, list) or len(raw) != 2 or not all(isinstance(x, bytes) for x in raw):
-            raise Malformed("signed manifest has the wrong shape")
-        payload, signature = raw
-        manifest = PeerManifest.parse(payload)
-        manifest.node_id.verify(Purpose.MANIFEST, payload, signature)
-        return cls(manifest, payload, signature)
+        payload, signature = unpack(data, max_size=MAX_SIGNED_MANIFEST, what="signed manifest")
+        return cls(MANIFEST_ENVELOPE.open(payload, signature), payload, signature)
 
     def check_fresh(self, now: int, held_seq: int | None = None) -> None:
         """Refuse an expired manifest, or one older than the sequence number already held."""
@@ -116,3 +132,4 @@ class SignedManifest:
                 f"manifest of {self.manifest.node_id.short} has sequence {self.manifest.seq}, "
                 f"older than {held_seq} already held"
             )
+

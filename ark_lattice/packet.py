@@ -1,7 +1,8 @@
 """Knowledge packets (DESIGN §4): immutable, signed by their author, addressed by content.
 
 A packet is three byte strings: the canonical CBOR header, the author's Ed25519 signature over it
-(purpose ``packet``), and the raw body. The header commits to the body by its SHA-256, and the packet
+(purpose ``packet``; the header travels in :data:`HEADER_ENVELOPE`, see ``envelope.py``), and the raw
+body. The header commits to the body by its SHA-256, and the packet
 id is ``SHA-256(header ‖ signature)``, so the id commits to everything and a relayed packet is still
 verifiably the author's. Bodies stay raw bytes everywhere: on disk and on the wire.
 """
@@ -12,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ark_lattice.encoding import Purpose, canonical, decode, sha256
+from ark_lattice.encoding import Purpose, decode, sha256
+from ark_lattice.envelope import Envelope
 from ark_lattice.errors import Malformed, UsageError
 from ark_lattice.identity import Identity, NodeId
 
@@ -24,6 +26,7 @@ __all__ = [
     "MAX_HEADER",
     "MAX_DEPENDS",
     "HEADER_VERSION",
+    "HEADER_ENVELOPE",
     "check_topic",
 ]
 
@@ -85,32 +88,32 @@ class PacketHeader:
             if not isinstance(v, (str, int, float, bool)) or (isinstance(v, str) and len(v) > 256):
                 raise Malformed(f"meta value for {k!r} must be a short string or a number")
 
-    def encode(self) -> bytes:
-        return canonical(
-            [
-                HEADER_VERSION,
-                self.topic,
-                self.kind,
-                self.author.key,
-                self.created_at,
-                self.body_hash,
-                self.body_size,
-                list(self.depends),
-                self.supersedes,
-                self.meta,
-            ]
-        )
+    @property
+    def signer(self) -> NodeId:
+        return self.author
+
+    def to_fields(self) -> list[Any]:
+        return [
+            HEADER_VERSION,
+            self.topic,
+            self.kind,
+            self.author.key,
+            self.created_at,
+            self.body_hash,
+            self.body_size,
+            list(self.depends),
+            self.supersedes,
+            self.meta,
+        ]
 
     @classmethod
-    def parse(cls, data: bytes, *, trusted: bool = False) -> PacketHeader:
-        """Decode and check a header; ``trusted`` (our own ledger's bytes) skips the checks."""
-        raw = decode(data, max_size=MAX_HEADER, what="packet header")
+    def from_fields(cls, raw: Any) -> PacketHeader:
         if not isinstance(raw, list) or len(raw) != 10 or raw[0] != HEADER_VERSION:
             raise Malformed("packet header has the wrong shape or version")
         _, topic, kind, author, created_at, body_hash, body_size, depends, supersedes, meta = raw
         if not isinstance(depends, list) or not isinstance(author, bytes):
             raise Malformed("packet header has the wrong shape")
-        header = cls(
+        return cls(
             topic=topic,
             kind=kind,
             author=NodeId(author),
@@ -121,11 +124,20 @@ class PacketHeader:
             supersedes=supersedes,
             meta=meta,
         )
-        if not trusted:
-            header.check()
-            if header.encode() != data:
-                raise Malformed("packet header is not in canonical form")
-        return header
+
+    def encode(self) -> bytes:
+        return HEADER_ENVELOPE.encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes, *, trusted: bool = False) -> PacketHeader:
+        """Decode and check a header; ``trusted`` (our own ledger's bytes) skips the checks."""
+        if trusted:
+            return cls.from_fields(decode(data, max_size=MAX_HEADER, what="packet header"))
+        return HEADER_ENVELOPE.decode(data)
+
+
+#: The header is the payload of the packet's envelope; the body is committed to by its hash.
+HEADER_ENVELOPE = Envelope(PacketHeader, Purpose.PACKET, MAX_HEADER, "packet header")
 
 
 @dataclass(frozen=True)
@@ -165,11 +177,9 @@ class Packet:
             meta=dict(meta or {}),
         )
         try:
-            header.check()
+            header_bytes, signature = HEADER_ENVELOPE.seal(author, header)
         except Malformed as exc:  # our own operator's input, not a peer's
             raise UsageError(str(exc)) from None
-        header_bytes = header.encode()
-        signature = author.sign(Purpose.PACKET, header_bytes)
         return cls(sha256(header_bytes, signature), header, header_bytes, signature, body)
 
     @classmethod
@@ -182,7 +192,7 @@ class Packet:
         header = PacketHeader.parse(header_bytes)
         if header.body_size != len(body) or header.body_hash != sha256(body):
             raise Malformed("packet body does not match the hash in its header")
-        header.author.verify(Purpose.PACKET, header_bytes, signature)
+        HEADER_ENVELOPE.verify(header.author, header_bytes, signature)
         return cls(sha256(header_bytes, signature), header, header_bytes, signature, body)
 
     @classmethod

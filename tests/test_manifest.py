@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ark_lattice.encoding import Purpose
 from ark_lattice.errors import BadSignature, Expired, Malformed, Rollback
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import PeerManifest, SignedManifest
@@ -42,3 +43,23 @@ def test_parser_only_raises_verification_errors(data):
         SignedManifest.from_bytes(data)
     except (Malformed, BadSignature):
         pass
+
+
+def test_a_validly_signed_non_canonical_manifest_is_malformed():
+    """Like packets and announcements, a manifest has one encoding, even when its signer signs another."""
+    import cbor2
+
+    fields = cbor2.loads(manifest().encode())
+    # An indefinite-length array decodes to the same fields but is not canonical CBOR.
+    loose = b"\x9f" + b"".join(cbor2.dumps(f, canonical=True) for f in fields) + b"\xff"
+    assert cbor2.loads(loose) == fields
+    signed = SignedManifest(manifest(), loose, ME.sign(Purpose.MANIFEST, loose))
+    with pytest.raises(Malformed, match="canonical"):
+        SignedManifest.from_bytes(signed.to_bytes())
+    with pytest.raises(Malformed, match="canonical"):
+        PeerManifest.parse(loose)
+    # The [payload, signature] pair is held to the same rule.
+    good = manifest().sign(ME)
+    loose_pair = b"\x9f" + cbor2.dumps(good.payload) + cbor2.dumps(good.signature) + b"\xff"
+    with pytest.raises(Malformed, match="canonical"):
+        SignedManifest.from_bytes(loose_pair)

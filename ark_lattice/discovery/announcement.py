@@ -3,7 +3,8 @@
 Pure and sans-I/O: bytes or TXT properties in, checked objects out; ``now`` is an argument.
 
 An :class:`Announcement` is signed by the node it names, with the ``beacon`` purpose, over its
-canonical CBOR encoding (see :meth:`Announcement.encode`)::
+canonical CBOR encoding (see :meth:`Announcement.encode`; it travels in :data:`ANNOUNCEMENT_ENVELOPE`,
+see ``envelope.py``)::
 
     [ANNOUNCEMENT_VERSION, node public key, name, protocol version, port, issued-at, expires-at,
      [endpoint, …]]
@@ -31,9 +32,11 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ark_lattice import PROTOCOL_VERSION
-from ark_lattice.encoding import Purpose, canonical, decode
+from ark_lattice.encoding import Purpose
+from ark_lattice.envelope import SIGNATURE_SIZE, Envelope, pack, unpack
 from ark_lattice.errors import Expired, Malformed, UsageError
 from ark_lattice.federation_url import check_peer_url
 from ark_lattice.identity import Identity, NodeId
@@ -41,6 +44,7 @@ from ark_lattice.identity import Identity, NodeId
 __all__ = [
     "Announcement",
     "SignedAnnouncement",
+    "ANNOUNCEMENT_ENVELOPE",
     "ANNOUNCEMENT_VERSION",
     "BEACON_MAGIC",
     "SOLICIT_MAGIC",
@@ -61,7 +65,6 @@ MAX_DATAGRAM = 1200
 MAX_ENDPOINTS = 8
 MAX_ENDPOINT = 100  # bytes; ws://[full IPv6 address]:65535 is 52
 MAX_NAME = 64  # bytes of UTF-8
-SIGNATURE_SIZE = 64
 #: An hour: long enough to ride out clock skew between hosts and mDNS caching, short enough that a
 #: replayed announcement soon stops working. Re-signed at half-life and whenever endpoints change.
 DEFAULT_LIFETIME = 3600
@@ -132,41 +135,47 @@ class Announcement:
         if len(set(self.endpoints)) != len(self.endpoints):
             raise Malformed("announcement lists an endpoint twice")
 
-    def encode(self) -> bytes:
-        """The canonical payload the signature covers."""
-        return canonical(
-            [
-                ANNOUNCEMENT_VERSION,
-                self.node_id.key,
-                self.name,
-                self.protocol_version,
-                self.port,
-                self.issued_at,
-                self.expires_at,
-                list(self.endpoints),
-            ]
-        )
+    @property
+    def signer(self) -> NodeId:
+        return self.node_id
+
+    def to_fields(self) -> list[Any]:
+        return [
+            ANNOUNCEMENT_VERSION,
+            self.node_id.key,
+            self.name,
+            self.protocol_version,
+            self.port,
+            self.issued_at,
+            self.expires_at,
+            list(self.endpoints),
+        ]
 
     @classmethod
-    def decode(cls, payload: bytes) -> Announcement:
-        raw = decode(payload, max_size=MAX_DATAGRAM, what="announcement")
+    def from_fields(cls, raw: Any) -> Announcement:
         if not isinstance(raw, list) or len(raw) != 8 or raw[0] != ANNOUNCEMENT_VERSION:
             raise Malformed("announcement has the wrong shape or version")
         _, key, name, version, port, issued_at, expires_at, endpoints = raw
         if not isinstance(key, bytes) or not isinstance(endpoints, list):
             raise Malformed("announcement has the wrong shape")
-        a = cls(NodeId(key), tuple(endpoints), port, version, issued_at, expires_at, name)
-        a.check()
-        if a.encode() != payload:
-            # Both carriers must verify the same bytes: only the canonical form is accepted.
-            raise Malformed("announcement is not in canonical form")
-        return a
+        return cls(NodeId(key), tuple(endpoints), port, version, issued_at, expires_at, name)
+
+    def encode(self) -> bytes:
+        """The canonical payload the signature covers."""
+        return ANNOUNCEMENT_ENVELOPE.encode(self)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Announcement:
+        """Parse and check a payload; only its canonical form (the bytes both carriers verify)."""
+        return ANNOUNCEMENT_ENVELOPE.decode(payload)
 
     def sign(self, identity: Identity) -> SignedAnnouncement:
-        if identity.node_id != self.node_id:
-            raise ValueError("an announcement can only be signed by the node it names")
-        self.check()
-        return SignedAnnouncement(self, identity.sign(Purpose.BEACON, self.encode()))
+        """Raises :class:`ValueError` unless ``identity`` is the node the announcement names."""
+        _, signature = ANNOUNCEMENT_ENVELOPE.seal(identity, self)
+        return SignedAnnouncement(self, signature)
+
+
+ANNOUNCEMENT_ENVELOPE = Envelope(Announcement, Purpose.BEACON, MAX_DATAGRAM, "announcement")
 
 
 @dataclass(frozen=True)
@@ -188,7 +197,7 @@ class SignedAnnouncement:
             raise Malformed(
                 f"announcement of protocol version {a.protocol_version}; this node speaks {PROTOCOL_VERSION}"
             )
-        a.node_id.verify(Purpose.BEACON, a.encode(), self.signature)
+        ANNOUNCEMENT_ENVELOPE.verify(a.node_id, a.encode(), self.signature)
         if now >= a.expires_at:
             raise Expired(f"announcement of {a.node_id.short} expired")
         return a
@@ -196,7 +205,7 @@ class SignedAnnouncement:
     # -- carrier (a): the UDP beacon datagram ---------------------------------------------------
 
     def to_datagram(self) -> bytes:
-        data = BEACON_MAGIC + canonical([self.announcement.encode(), self.signature])
+        data = BEACON_MAGIC + pack(self.announcement.encode(), self.signature)
         if len(data) > MAX_DATAGRAM:
             raise Malformed(f"beacon is {len(data)} bytes, over the limit of {MAX_DATAGRAM}")
         return data
@@ -205,16 +214,10 @@ class SignedAnnouncement:
     def from_datagram(cls, data: bytes) -> SignedAnnouncement:
         if not isinstance(data, bytes) or not data.startswith(BEACON_MAGIC):
             raise Malformed("not an ark-lattice beacon")
-        raw = decode(data[len(BEACON_MAGIC) :], max_size=MAX_DATAGRAM - len(BEACON_MAGIC), what="beacon")
-        if not isinstance(raw, list) or len(raw) != 2 or not all(isinstance(x, bytes) for x in raw):
-            raise Malformed("beacon has the wrong shape")
-        payload, signature = raw
-        if len(signature) != SIGNATURE_SIZE:
-            raise Malformed("beacon is unsigned or its signature has the wrong size")
-        signed = cls(Announcement.decode(payload), signature)
-        if signed.to_datagram() != data:
-            raise Malformed("beacon is not in canonical form")
-        return signed
+        payload, signature = unpack(
+            data[len(BEACON_MAGIC) :], max_size=MAX_DATAGRAM - len(BEACON_MAGIC), what="beacon"
+        )
+        return cls(ANNOUNCEMENT_ENVELOPE.decode(payload), signature)
 
     # -- carrier (b): mDNS TXT record properties ------------------------------------------------
 
