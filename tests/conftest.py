@@ -1,15 +1,15 @@
-"""Shared fixtures: short-lived node homes, the CLI runner, and real node processes."""
+"""Shared fixtures: short-lived node homes, the CLI runner, and real node processes.
+
+Starting node processes, running the CLI in a subprocess and waiting for a condition live in
+:mod:`ark_lattice.processes`, which the benches share; the fixtures here wrap them. ``run_cli`` and
+``wait_for`` are imported here too because test modules still take them from ``conftest``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,18 @@ import pytest
 from typer.testing import CliRunner
 
 from ark_lattice.cli.app import app
+from ark_lattice.processes import NodeProcess, run_cli, wait_for
+
+__all__ = [
+    "NodeProcess",
+    "run_cli",
+    "wait_for",
+    "init_federation",
+    "set_tier",
+    "fill",
+    "packet_ids",
+    "quarantined_ids",
+]
 
 
 @pytest.fixture
@@ -60,86 +72,6 @@ def cli(home: Path) -> Cli:
     return Cli(home)
 
 
-def run_cli(home: Path, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The real console entry point in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "ark_lattice", "--home", str(home), *args],
-        input=input,
-        capture_output=True,
-        timeout=timeout,
-    )
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-class NodeProcess:
-    """A real `ark-lattice federation start` process on 127.0.0.1."""
-
-    def __init__(
-        self,
-        home: Path,
-        *extra: str,
-        bind: str = "127.0.0.1",
-        port: int = 0,
-        prefix: tuple[str, ...] = (),
-        wait: bool = True,
-    ) -> None:
-        """``prefix`` runs it elsewhere (``ip netns exec NS``); ``wait`` blocks until it serves."""
-        self.home = home
-        home.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = home.parent / f"{home.name}.out"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "ark_lattice", "--home", str(home), "federation", "start",
-             "--bind", bind, "--port", str(port), *extra],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.status = wait_for(self._status, timeout=60, what=f"node in {home} to start")
-
-    def _status(self) -> dict | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"node exited with {self.proc.returncode}: {self.output()}")
-        if not (self.home / "control.sock").exists():
-            return None
-        result = run_cli(self.home, "federation", "status", "--json")
-        return json.loads(result.stdout) if result.returncode == 0 else None
-
-    @property
-    def url(self) -> str:
-        return self.status["listen"]
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"node did not stop on signal {sig}: {self.output()}")
-        self.log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def start_node() -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
@@ -151,11 +83,7 @@ def start_node() -> Iterator[Callable[..., NodeProcess]]:
 
     yield start
     for node in started:
-        if node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
-        if not node.log.closed:
-            node.log.close()
+        node.close(grace=0)
 
 
 def init_federation(homes: Callable[[str], Path], *names: str) -> dict[str, str]:

@@ -17,20 +17,18 @@ The bound is the 1 s target of the issue (Syncthing announces every 30 s); ratio
 from __future__ import annotations
 
 import asyncio
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from ark_lattice.bench import Measurement
 from ark_lattice.bench.netns import Host, NetLab, unavailable
-from ark_lattice.errors import ArkLatticeError, UsageError
+from ark_lattice.errors import UsageError
 from ark_lattice.home import Home
-from ark_lattice.runtime.control import call
+from ark_lattice.processes import NodeProcess, wait_for
 
 __all__ = ["run", "TARGET_S"]
 
@@ -48,7 +46,9 @@ def run(runs: int = 5) -> list[Measurement]:
         root = Path(tmp)
         homes = asyncio.run(_prepare(root))
         for carrier, flag in CARRIERS.items():
-            samples: dict[str, list[float]] = {"found_running": [], "found_by_running": [], "from_process_start": []}
+            samples: dict[str, list[float]] = {
+                "found_running": [], "found_by_running": [], "from_process_start": []
+            }
             for _ in range(runs):
                 for key, value in _one_run(lab.hosts, homes, flag, carrier).items():
                     samples[key].append(value)
@@ -74,28 +74,27 @@ async def _prepare(root: Path) -> list[Home]:
     from ark_lattice.node import LocalNode
 
     homes = [Home(root / "a"), Home(root / "b")]
-    for home, name in zip(homes, ("bench-a", "bench-b")):
+    for home, name in zip(homes, ("bench-a", "bench-b"), strict=True):
         node = await LocalNode.init(home, name=name)
         await node.close()
     return homes
 
 
 def _one_run(hosts: list[Host], homes: list[Home], flag: str, carrier: str) -> dict[str, float]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(_start(hosts[0], homes[0], flag))
-        _wait(lambda: _discovered(homes[0]), 60, "node A to start")
+    with ExitStack() as stack:
+        node_a = stack.enter_context(_start(hosts[0], homes[0], flag))
+        node_a.wait_started()
         spawned = time.time()
-        procs.append(_start(hosts[1], homes[1], flag))
+        node_b = stack.enter_context(_start(hosts[1], homes[1], flag))
         ids = [home.load_config().node_id for home in homes]
 
         def both() -> tuple[dict[str, Any], dict[str, Any]] | None:
-            a, b = _discovered(homes[0]), _discovered(homes[1])
+            a, b = node_a.ask("discovered"), node_b.ask("discovered")
             if a and b and _first_seen(a, ids[1], carrier) and _first_seen(b, ids[0], carrier):
                 return a, b
             return None
 
-        a, b = _wait(both, 60, f"the two nodes to find each other by {carrier}")
+        a, b = wait_for(both, timeout=60, what=f"the two nodes to find each other by {carrier}")
         started = b["started_at"]
         b_found_a, a_found_b = _first_seen(b, ids[0], carrier), _first_seen(a, ids[1], carrier)
         assert b_found_a is not None and a_found_b is not None
@@ -104,31 +103,10 @@ def _one_run(hosts: list[Host], homes: list[Home], flag: str, carrier: str) -> d
             "found_by_running": a_found_b - started,
             "from_process_start": max(b_found_a, a_found_b) - spawned,
         }
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
-def _start(host: Host, home: Home, flag: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*host.exec_prefix(), sys.executable, "-m", "ark_lattice", "--home", str(home.root), "federation",
-         "start", "--bind", "0.0.0.0", "--port", str(PORT), flag],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _discovered(home: Home) -> dict[str, Any] | None:
-    try:
-        return call(home.control_path, "discovered", timeout=2)
-    except ArkLatticeError:
-        return None
+def _start(host: Host, home: Home, flag: str) -> NodeProcess:
+    return NodeProcess(home.root, flag, bind="0.0.0.0", port=PORT, prefix=host.exec_prefix(), wait=False)
 
 
 def _first_seen(doc: dict[str, Any], node_id: str, source: str) -> float | None:
@@ -136,13 +114,3 @@ def _first_seen(doc: dict[str, Any], node_id: str, source: str) -> float | None:
         if row["verified"] and row["node_id"] == node_id and row["source"] == source:
             return float(row["first_seen"])
     return None
-
-
-def _wait(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out waiting for {what}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from ark_lattice import ledger
 from ark_lattice.bench import Measurement
 from ark_lattice.identity import Identity
-from ark_lattice.store.events import EventKind
+from ark_lattice.store.events import Event, EventKind
 from ark_lattice.store.store import Store
 
 __all__ = ["run"]
@@ -39,12 +39,13 @@ async def run(events: int = 20_000) -> list[Measurement]:
 
     return [
         Measurement("ledger.append", events / append_s, "events/s", bound=events / raw_s,
-                    note=f"bound: sqlite3 executemany of {events} rows of the same size, {BATCH} per transaction"),
+                    note=f"bound: sqlite3 executemany of {events} rows of the same size, "
+                    f"{BATCH} per transaction"),
         Measurement("ledger.verify", report.events / report.seconds, "entries/s"),
     ]
 
 
-def _raw_insert(path: Path, events: int, sample: object) -> float:
+def _raw_insert(path: Path, events: int, sample: Event) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")

@@ -12,7 +12,9 @@ from ark_lattice.protocol.session import SessionConfig
 __all__ = ["run"]
 
 
-def run(size: int = 100_000, differences: tuple[int, ...] = (1, 10, 100, 1000), seed: int = 1) -> list[Measurement]:
+def run(
+    size: int = 100_000, differences: tuple[int, ...] = (1, 10, 100, 1000), seed: int = 1
+) -> list[Measurement]:
     rng = random.Random(seed)
     base_ms = 1_700_000_000_000
     # (timestamp, id) as a node's store holds them: HLC stamps a few ms apart, SHA-256-like ids.

@@ -7,12 +7,8 @@ packet and a batched SQLite insert, with no network, no session and no ledger ev
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +17,7 @@ from ark_lattice.bench import Measurement
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
+from ark_lattice.processes import NodeProcess, wait_for
 from ark_lattice.runtime.control import call
 from ark_lattice.tiers import TrustTier
 
@@ -74,28 +71,6 @@ def _raw_ingest_seconds(path: Path, packets: list[Packet]) -> float:
     return elapsed
 
 
-def _start(home: Home) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ark_lattice", "--home", str(home.root), "federation", "start",
-         "--bind", "127.0.0.1", "--port", "0", "--sync-interval", "3600"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _wait(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except Exception:
-            value = None
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def run(count: int = 20_000, body_size: int = 1024) -> list[Measurement]:
     with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
         root = Path(tmp)
@@ -120,19 +95,19 @@ def run_with_policy(policy_text: str, count: int = 20_000, body_size: int = 1024
 
 def _timed_sync(a_home: Home, b_home: Home, count: int) -> float:
     """Seconds from B dialling A until B holds ``count`` packets."""
-    procs = [_start(a_home), _start(b_home)]
-    try:
-        status_a = _wait(lambda: call(a_home.control_path, "status", timeout=2), 60, "node A")
-        _wait(lambda: call(b_home.control_path, "status", timeout=2), 60, "node B")
+    with (
+        NodeProcess(a_home.root, "--sync-interval", "3600", wait=False) as a,
+        NodeProcess(b_home.root, "--sync-interval", "3600", wait=False) as b,
+    ):
+        a.wait_started()
+        b.wait_started()
         started = time.perf_counter()
-        call(b_home.control_path, "add_peer", {"url": status_a["listen"]})
-        _wait(lambda: call(b_home.control_path, "status", timeout=5)["packets"] >= count, 900, "the sync")
+        call(b_home.control_path, "add_peer", {"url": a.url})
+
+        def synced() -> bool:
+            status = b.current_status()
+            return status is not None and status["packets"] >= count
+
+        # Polled every 20 ms at most: the poll's granularity is part of the measured time.
+        wait_for(synced, timeout=900, what="the sync", max_interval=0.02)
         return time.perf_counter() - started
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from ark_lattice.processes import run_cli
 
 
 def test_a_loopback_node_announces_nothing_and_says_why(homes, start_node):

@@ -21,8 +21,9 @@ from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
 from ark_lattice.discovery.announcement import Announcement, SignedAnnouncement
 from ark_lattice.encoding import Purpose
 from ark_lattice.identity import Identity
+from ark_lattice.processes import NodeProcess, cli_command, run_cli, wait_for
 
-from conftest import NodeProcess, init_federation, packet_ids, run_cli, set_tier, wait_for
+from conftest import init_federation, packet_ids, set_tier
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"LAN lab unavailable: {unavailable()}")
 
@@ -47,9 +48,6 @@ class LanNode(NodeProcess):
             home, *extra, bind="0.0.0.0", port=PORT, prefix=tuple(host.exec_prefix()), wait=False
         )
 
-    def wait_started(self) -> None:
-        wait_for(lambda: self._status() is not None, timeout=60, what=f"node on {self.host.netns} to start")
-
     def seen(self) -> list[dict]:
         result = run_cli(self.home, "federation", "discover", "--json")
         assert result.returncode == 0, result.stderr
@@ -62,7 +60,7 @@ class LanNode(NodeProcess):
         return [r for r in self.seen() if not r["verified"] and r["source"] == source]
 
     def open_peers(self) -> set[str]:
-        status = self._status() or {"connections": []}
+        status = self.current_status() or {"connections": []}
         return {c["peer"] for c in status["connections"] if c["state"] == "open"}
 
     def peers(self) -> dict[str, dict]:
@@ -73,7 +71,7 @@ class LanNode(NodeProcess):
 
 @pytest.fixture
 def lan(lab):
-    started: list = []
+    started: list[LanNode] = []
 
     def start(homes_and_hosts, *extra: str) -> list[LanNode]:
         nodes = [LanNode(host, home, *extra) for home, host in homes_and_hosts]
@@ -83,13 +81,8 @@ def lan(lab):
         return nodes
 
     yield start
-    for proc in started:
-        p = proc.proc
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        if hasattr(proc, "log") and not proc.log.closed:
-            proc.log.close()
+    for node in started:
+        node.close(grace=0)
 
 
 ATTACKER = textwrap.dedent(
@@ -279,11 +272,8 @@ def test_core_peers_found_on_the_lan_sync_and_catch_up_after_a_link_flap(lab, ho
 def test_one_shot_discover_with_no_node_running_hears_the_lan(lab, homes, lan):
     ids = init_federation(homes, "b")
     lan([(homes("b"), lab.hosts[1])])
-    result = subprocess.run(
-        [*lab.hosts[0].exec_prefix(), sys.executable, "-m", "ark_lattice", "--home", str(homes("nobody")),
-         "federation", "discover", "--timeout", "2", "--json"],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_cli(homes("nobody"), "federation", "discover", "--timeout", "2", "--json",
+                     prefix=lab.hosts[0].exec_prefix())
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["running"] is False and doc["announcing"] == []
@@ -293,10 +283,8 @@ def test_one_shot_discover_with_no_node_running_hears_the_lan(lab, homes, lan):
 
 
 def test_bench_discovery_reports_medians_against_the_one_second_target():
-    result = subprocess.run(
-        [sys.executable, "-m", "ark_lattice", "bench", "discovery", "--runs", "1", "--json"],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = subprocess.run(cli_command(None, "bench", "discovery", "--runs", "1", "--json"),
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
     for carrier in ("mdns", "beacon"):

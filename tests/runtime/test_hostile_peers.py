@@ -5,15 +5,16 @@ import json
 
 import pytest
 
-from conftest import fill, init_federation, packet_ids, run_cli, set_tier, wait_for
-
 from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import PeerManifest
 from ark_lattice.packet import Packet
+from ark_lattice.processes import run_cli, wait_for
 from ark_lattice.protocol import session as s
 from ark_lattice.protocol.frames import OfferFrame, PacketsFrame, WirePacket
 from ark_lattice.tiers import TrustTier
+
+from conftest import fill, init_federation, packet_ids, set_tier
 
 
 class RoguePeer:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import run_cli, wait_for
+from ark_lattice.processes import cli_command, run_cli, wait_for
 
 
 def test_start_creates_the_node_and_status_reports_it(homes, start_node):
@@ -21,9 +21,8 @@ def test_start_creates_the_node_and_status_reports_it(homes, start_node):
     human = run_cli(home, "federation", "status").stdout.decode()
     assert "alpha" in human and status["listen"] in human
     # A second node on the same home is refused with one line.
-    second = subprocess.run(
-        [sys.executable, "-m", "ark_lattice", "--home", str(home), "federation", "start", "--port", "0",
-         "--bind", "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    second = subprocess.run(cli_command(home, "federation", "start", "--port", "0", "--bind", "127.0.0.1"),
+                            capture_output=True, text=True, timeout=60)
     assert second.returncode == 2 and "already running" in second.stderr
     assert node.stop(signal.SIGTERM) == 0
     assert not (home / "control.sock").exists()

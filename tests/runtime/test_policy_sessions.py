@@ -3,13 +3,14 @@
 import asyncio
 import json
 
-from conftest import fill, init_federation, packet_ids, run_cli, set_tier, wait_for
-from test_hostile_peers import RoguePeer, _now
-
 from ark_lattice.hlc import pack
 from ark_lattice.packet import Packet
 from ark_lattice.policy import DEFAULT_POLICY_TEXT
+from ark_lattice.processes import run_cli, wait_for
 from ark_lattice.protocol.frames import PacketsFrame, WirePacket
+
+from conftest import fill, init_federation, packet_ids, set_tier
+from test_hostile_peers import RoguePeer, _now
 
 DENY_SECRET = DEFAULT_POLICY_TEXT + '''
 [[rule]]

@@ -3,7 +3,9 @@
 import json
 import signal
 
-from conftest import fill, init_federation, packet_ids, quarantined_ids, run_cli, set_tier, wait_for
+from ark_lattice.processes import run_cli, wait_for
+
+from conftest import fill, init_federation, packet_ids, quarantined_ids, set_tier
 
 
 def test_two_core_nodes_converge_on_ten_thousand_packets(homes, start_node):
