@@ -374,6 +374,7 @@ class _Target:
     blocked: int = 0  # consecutive sessions the peer closed as `blocked`
     next_attempt: float = 0.0
     dialling: bool = False  # a dial or a session from it is under way
+    dials: int = 0  # since we started: what an operator (and a test) can hold the backoff to
     last_error: str | None = None
 
 
@@ -657,6 +658,7 @@ class Coordinator:
             {
                 "url": t.url,
                 "dialling": t.dialling,
+                "dials": t.dials,
                 "failures": t.failures,
                 "blocked_by_peer": t.blocked > 0,
                 "next_attempt": t.next_attempt,
@@ -773,6 +775,7 @@ class Coordinator:
                 break
             if not target.dialling and now >= target.next_attempt:
                 target.dialling = True
+                target.dials += 1
                 actions.append(Dial(target.url))
         return actions
 

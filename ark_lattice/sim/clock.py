@@ -32,16 +32,13 @@ class Timer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: Timer) -> bool:
-        return (self.at, self.seq) < (other.at, other.seq)
-
 
 class Scheduler:
     """``time()`` starts at 0.0 and moves only when :meth:`run_until` reaches the next timer."""
 
     def __init__(self) -> None:
         self._now = 0.0
-        self._heap: list[Timer] = []
+        self._heap: list[tuple[float, int, Timer]] = []  # tuples: compared in C, not by __lt__
         self._seq = 0
 
     def time(self) -> float:
@@ -51,7 +48,7 @@ class Scheduler:
         """Run ``callback(*args)`` at ``at`` (now, if ``at`` has passed)."""
         self._seq += 1
         timer = Timer(max(at, self._now), self._seq, callback, args)
-        heapq.heappush(self._heap, timer)
+        heapq.heappush(self._heap, (timer.at, timer.seq, timer))
         return timer
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
@@ -60,8 +57,8 @@ class Scheduler:
     def run_until(self, at: float) -> None:
         """Run every callback due up to ``at`` (including those they schedule), then stand at ``at``."""
         heap = self._heap
-        while heap and heap[0].at <= at:
-            timer = heapq.heappop(heap)
+        while heap and heap[0][0] <= at:
+            timer = heapq.heappop(heap)[2]
             if timer.cancelled:
                 continue
             self._now = timer.at
@@ -69,4 +66,4 @@ class Scheduler:
         self._now = max(self._now, at)
 
     def pending(self) -> int:
-        return sum(1 for t in self._heap if not t.cancelled)
+        return sum(1 for _, _, t in self._heap if not t.cancelled)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import ark_lattice.sim
 from ark_lattice.protocol.session import Session
+from ark_lattice.runtime.effects import Driver
 from ark_lattice.runtime.peering import Federation
 from ark_lattice.sim import mesh
 from ark_lattice.sim.mesh import Simulation
@@ -40,16 +41,36 @@ def test_the_simulator_imports_no_protocol_internals():
     for path in files:
         imported = imports_of(path)
         assert not PROTOCOL_INTERNALS & set(imported), path
-        # from the session it takes two event/enum names to count reconciliations, nothing else
-        assert imported.get("ark_lattice.protocol.session", set()) <= {"Role", "SyncCompleted"}, path
-    assert "Federation" in imports_of(SIM / "mesh.py")["ark_lattice.runtime.peering"]
+        # from the session it takes its class, roles and states (to drive it), nothing else
+        assert imported.get("ark_lattice.protocol.session", set()) <= {"Role", "Session", "State"}, path
+    mesh_imports = imports_of(SIM / "mesh.py")
+    assert "Coordinator" in mesh_imports["ark_lattice.protocol.coordinator"]
+    assert {"Driver", "Effects", "apply_to_session"} <= mesh_imports["ark_lattice.runtime.effects"]
 
 
-def test_the_simulated_node_is_the_nodes_federation_with_one_counter_added():
-    cls = mesh._ObservedFederation
-    assert cls.__bases__ == (Federation,)
-    own = {k for k in vars(cls) if not (k.startswith("__") and k.endswith("__"))}
-    assert own == {"_on_event"}  # plus __init__, which only stores the counter
+def test_the_simulator_uses_no_asyncio_and_no_private_name_of_another_module():
+    for path in sorted(SIM.rglob("*.py")):
+        text = path.read_text()
+        imported = imports_of(path)
+        assert "asyncio" not in imported, path
+        tree = ast.parse(text)
+        attributes = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert not attributes & {"_scheduled", "_when", "_selector", "_ready", "_process_events"}, path
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):  # no subclass of a node class overriding its internals
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"Federation", "Coordinator", "Session"}, (path, node.name)
+
+
+def test_the_simulated_node_carries_out_actions_with_the_runtimes_own_loop():
+    assert mesh.SimNode.__bases__ == (Driver,)
+    assert Federation.__bases__ == (Driver,)
+    # the shared loop and the store effects are not overridden: only the driver's hooks are
+    hooks = {"on_link", "dial", "wake_at", "audit_queued"}
+    for cls in (mesh.SimNode, Federation):
+        overridden = {k for k in vars(cls) if k in vars(Driver) and not k.startswith("__")}
+        assert overridden <= hooks | {"ingest", "query_answered"}, cls
+    assert "carry_out" not in vars(mesh.SimNode) and "carry_out" not in vars(Federation)
 
 
 def test_simulated_links_carry_the_real_session_class():
@@ -58,7 +79,7 @@ def test_simulated_links_carry_the_real_session_class():
     def on_progress(done, epoch):
         if epoch is not None:
             for node in sim.nodes:
-                for link in node.federation.links:
+                for link in node.links.values():
                     seen.append(type(link.session))
 
     sim = Simulation(load_scenario("baseline").with_overrides(nodes=6, epochs=1), on_progress=on_progress)

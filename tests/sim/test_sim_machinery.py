@@ -1,7 +1,6 @@
 """The simulator's own parts: the inline store connection, virtual time, the virtual network and
 the expected-holdings computation (checked against brute force)."""
 
-import asyncio
 import random
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from ark_lattice.identity import Identity
 from ark_lattice.ledger import verify
 from ark_lattice.packet import Packet
-from ark_lattice.sim.clock import OWNER, SimulationStalled, VirtualTimeLoop
+from ark_lattice.sim.clock import Scheduler
 from ark_lattice.sim.convergence import FlowGraph, merkle_root
 from ark_lattice.sim.network import Host, Network
 from ark_lattice.store import inline
@@ -20,9 +19,8 @@ from ark_lattice.tiers import TrustTier
 AUTHOR = Identity.from_seed(bytes(32))
 
 
-def run(coro_fn):
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-        return runner.run(coro_fn())
+def run(coro):
+    return inline.run(coro)
 
 
 # -- store over the inline connection --------------------------------------------------------
@@ -45,128 +43,158 @@ def test_a_store_on_the_inline_connection_is_a_real_verifiable_ledger():
         assert report.packets == 5
         await store.close()
 
-    run(go)
+    run(go())
+
+
+def test_an_inline_run_that_would_wait_is_a_bug_reported_as_one():
+    import types
+
+    @types.coroutine
+    def something_outside():
+        yield  # what awaiting a socket or a timer comes down to
+
+    async def waits():
+        await something_outside()
+
+    with pytest.raises(RuntimeError, match="not an inline statement"):
+        inline.run(waits())
 
 
 # -- virtual time ----------------------------------------------------------------------------
 
 
 def test_virtual_time_jumps_to_the_next_timer_and_orders_by_it():
+    clock = Scheduler()
     seen = []
-
-    async def go():
-        loop = asyncio.get_running_loop()
-
-        async def sleeper(name, delay):
-            await asyncio.sleep(delay)
-            seen.append((name, loop.time()))
-
-        await asyncio.gather(sleeper("late", 3600), sleeper("early", 0.5), sleeper("mid", 60))
-        return loop.time()
-
-    assert run(go) == 3600
-    assert seen == [("early", 0.5), ("mid", 60), ("late", 3600)]
+    for name, at in (("late", 3600), ("early", 0.5), ("mid", 60), ("mid-again", 60)):
+        clock.call_at(at, lambda n: seen.append((n, clock.time())), name)
+    clock.run_until(100)
+    assert seen == [("early", 0.5), ("mid", 60), ("mid-again", 60)]  # same time: scheduling order
+    assert clock.time() == 100
+    clock.run_until(10_000)
+    assert seen[-1] == ("late", 3600) and clock.time() == 10_000
 
 
-def test_a_simulation_with_nothing_left_to_wait_for_stops_with_an_error():
-    async def go():
-        await asyncio.get_running_loop().create_future()  # nobody will ever complete it
-
-    with pytest.raises(SimulationStalled):
-        run(go)
-
-
-def test_tasks_belong_to_the_owner_of_the_context_they_were_created_in():
-    class Owner:
-        def __init__(self):
-            self.tasks = []
-
-        def adopt(self, task):
-            self.tasks.append(task)
-
-    owner = Owner()
-
-    async def child():
-        await asyncio.sleep(1)
-
-    async def parent():
-        await asyncio.gather(asyncio.create_task(child()), asyncio.create_task(child()))
-
-    async def go():
-        import contextvars
-
-        ctx = contextvars.Context()
-        ctx.run(OWNER.set, owner)
-        await asyncio.get_running_loop().create_task(parent(), context=ctx)
-        await asyncio.create_task(child())  # not the owner's
-
-    run(go)
-    assert len(owner.tasks) == 3
+def test_timers_scheduled_by_timers_run_in_the_same_run_and_cancelled_ones_never():
+    clock = Scheduler()
+    seen = []
+    dropped = clock.call_at(2, seen.append, "cancelled")
+    clock.call_at(1, lambda: clock.call_later(0.5, seen.append, "chained"))
+    clock.call_at(5, seen.append, "past")
+    dropped.cancel()
+    clock.run_until(3)
+    assert seen == ["chained"] and clock.pending() == 1
+    clock.call_at(0, seen.append, "at once")  # a time in the past means now
+    clock.run_until(3)
+    assert seen == ["chained", "at once"]
 
 
 # -- the network -----------------------------------------------------------------------------
 
 
+class _End:
+    """One side's callbacks, recording what arrives and when."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.got = []
+        self.closed = None
+
+    def bind(self, sock):
+        sock.bind(lambda data: self.got.append((data, self.clock.time())), self._close)
+        return self
+
+    def _close(self, code, reason):
+        self.closed = (code, reason, self.clock.time())
+
+
 def _pair(loss=0.0, latency=(10.0, 10.0)):
-    loop = asyncio.get_running_loop()
-    net = Network(loop, random.Random(1), lambda a, b: (latency, loss))
+    clock = Scheduler()
+    net = Network(clock, random.Random(1), lambda a, b: (latency, loss))
     accepted = []
     a = Host("a", "g", "sim://a", lambda s: None)
     b = Host("b", "g", "sim://b", accepted.append)
     for h in (a, b):
         h.up = True
         net.add(h)
-    return net, a, b, accepted
+    return clock, net, a, b, accepted
+
+
+def _dial(clock, net, a, url="sim://b"):
+    result = {}
+    net.dial(a, url, lambda sock: result.setdefault("sock", sock), lambda why: result.setdefault("failed", why))
+    return result
 
 
 def test_messages_arrive_in_order_after_the_latency_even_with_loss():
-    async def go():
-        net, a, b, accepted = _pair(loss=0.3)
-        loop = asyncio.get_running_loop()
-        async with net.dialer(a)("sim://b") as ws:
-            assert loop.time() == pytest.approx(0.02)  # one round trip to connect
-            theirs = accepted[0]
-            for i in range(200):
-                await ws.send(b"%d" % i)
-            await ws.close()
-            got = [m async for m in theirs]
-        assert got == [b"%d" % i for i in range(200)]
-        assert net.traffic.retransmissions > 0
-        assert net.traffic.messages == 200
+    clock, net, a, b, accepted = _pair(loss=0.3)
+    dialled = _dial(clock, net, a)
+    clock.run_until(1)
+    ours = dialled["sock"]
+    theirs = _End(clock).bind(accepted[0])
+    assert dialled and clock.time() == 1
+    for i in range(200):
+        assert ours.send(b"%d" % i)
+    ours.close()
+    clock.run_until(1000)
+    assert [m for m, _ in theirs.got] == [b"%d" % i for i in range(200)]
+    assert all(at >= 1.01 for _, at in theirs.got)
+    assert theirs.closed is not None and theirs.closed[0] == 1000
+    assert net.traffic.retransmissions > 0
+    assert net.traffic.messages == 200
 
-    run(go)
+
+def test_a_connection_takes_one_round_trip():
+    clock, net, a, b, accepted = _pair()
+    seen = []
+    net.dial(a, "sim://b", lambda sock: seen.append(clock.time()), seen.append)
+    clock.run_until(5)
+    assert seen == [pytest.approx(0.02)] and accepted
 
 
 def test_a_partition_holds_messages_until_it_heals_and_dials_across_it_time_out():
-    async def go():
-        net, a, b, accepted = _pair()
-        loop = asyncio.get_running_loop()
-        ws = await net.dialer(a)("sim://b").__aenter__()
-        theirs = accepted[0]
-        net.partition({"a": 0, "b": 1})
-        await ws.send(b"held")
-        await asyncio.sleep(30)
-        assert net.held_messages() == 1 and not theirs._inbox
-        with pytest.raises(TimeoutError):
-            await net.dialer(a)("sim://b").__aenter__()
-        net.heal()
-        assert await theirs.__anext__() == b"held"
-        assert loop.time() == pytest.approx(40.03)  # 10 s dial timeout, then one latency
-
-    run(go)
+    clock, net, a, b, accepted = _pair()
+    dialled = _dial(clock, net, a)
+    clock.run_until(1)
+    theirs = _End(clock).bind(accepted[0])
+    net.partition({"a": 0, "b": 1})
+    dialled["sock"].send(b"held")
+    clock.run_until(30)
+    assert net.held_messages() == 1 and not theirs.got
+    again = _dial(clock, net, a)
+    clock.run_until(39.9)
+    assert again == {}
+    clock.run_until(40)
+    assert "timed out" in again["failed"]
+    net.heal()
+    clock.run_until(41)
+    assert theirs.got == [(b"held", pytest.approx(40.01))]  # held until the heal, then one latency
 
 
 def test_dialling_a_crashed_host_is_refused_and_a_crash_resets_its_connections():
-    async def go():
-        net, a, b, accepted = _pair()
-        ws = await net.dialer(a)("sim://b").__aenter__()
-        b.up = False
-        net.sever(b)
-        assert [m async for m in ws] == []  # the reset arrives after one latency
-        with pytest.raises(ConnectionRefusedError):
-            await net.dialer(a)("sim://b").__aenter__()
+    clock, net, a, b, accepted = _pair()
+    dialled = _dial(clock, net, a)
+    clock.run_until(1)
+    ours = _End(clock).bind(dialled["sock"])
+    b.up = False
+    net.sever(b)
+    clock.run_until(2)
+    assert ours.got == [] and ours.closed == (1006, "connection reset", pytest.approx(1.01))
+    assert not dialled["sock"].send(b"late")
+    refused = _dial(clock, net, a)
+    clock.run_until(3)
+    assert "refused" in refused["failed"]
+    assert "cannot resolve" in _dial(clock, net, a, "sim://nowhere")["failed"]
 
-    run(go)
+
+def test_what_arrives_before_a_node_binds_waits_for_it():
+    clock, net, a, b, accepted = _pair()
+    dialled = _dial(clock, net, a)
+    clock.run_until(1)
+    dialled["sock"].send(b"early")
+    clock.run_until(2)
+    theirs = _End(clock).bind(accepted[0])
+    assert [m for m, _ in theirs.got] == [b"early"]
 
 
 # -- expected holdings -----------------------------------------------------------------------

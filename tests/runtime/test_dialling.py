@@ -1,0 +1,46 @@
+"""Dialling between real node processes: backoff that respects a peer's decision to block us."""
+
+import json
+import time
+
+from ark_lattice.processes import run_cli, wait_for
+
+from conftest import init_federation, set_tier
+
+WINDOW = 60.0  # seconds A is watched for (issue 9: at most 4 dials of B in 60 s)
+
+
+def status(home):
+    result = run_cli(home, "federation", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def target(home, url):
+    return next((t for t in status(home)["dialling"] if t["url"] == url), None)
+
+
+def test_a_peer_that_has_us_blocked_is_redialled_on_a_long_backoff(homes, start_node):
+    ids = init_federation(homes, "a", "b")
+    a, b = homes("a"), homes("b")
+    set_tier(a, ids["b"], "core")  # A trusts B …
+    set_tier(b, ids["a"], "blocked")  # … and B has A blocked
+    node_b = start_node(b)
+    start_node(a)
+    assert run_cli(a, "federation", "add-peer", node_b.url).returncode == 0
+    started = time.monotonic()
+    first = wait_for(lambda: (t := target(a, node_b.url)) and t["blocked_by_peer"] and t,
+                     timeout=30, what="A to learn that B has it blocked")
+    assert first["last_error"] == "the peer has us blocked"
+    assert first["next_attempt"] - time.time() > 60  # minutes, not seconds
+    most = first["dials"]
+    while time.monotonic() - started < WINDOW:  # the window itself is what is measured
+        seen = target(a, node_b.url)
+        assert seen is not None
+        most = max(most, seen["dials"])
+        assert most <= 4, f"A dialled B {most} times within {time.monotonic() - started:.0f} s"
+        time.sleep(2)
+    assert most == 1
+    human = run_cli(a, "federation", "status").stdout.decode()
+    assert "blocked by peer" in human and node_b.url in human
+    assert not status(b)["connections"]  # B serves A nothing and keeps no session open
