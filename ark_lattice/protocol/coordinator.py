@@ -102,7 +102,7 @@ class DialPolicy:
             step = min(self.blocked_maximum, self.blocked_base * 2 ** min(blocked - 1, 10))
         else:
             step = min(self.maximum, self.base * 2 ** min(failures, 10))
-        return step * rng.uniform(0.5, 1.5)
+        return float(step * rng.uniform(0.5, 1.5))
 
 
 class SyncSet(enum.Enum):
@@ -439,7 +439,9 @@ class Coordinator:
 
     # -- links ------------------------------------------------------------------------------
 
-    def open_link(self, role: Role, remote: str, now: float, *, url: str | None = None) -> tuple[LinkId, Session]:
+    def open_link(
+        self, role: Role, remote: str, now: float, *, url: str | None = None
+    ) -> tuple[LinkId, Session]:
         """A connection exists (we accepted it, or our dial of ``url`` connected): its session.
 
         The driver owns the returned session: it feeds it bytes and ticks, sends what it says,
@@ -530,7 +532,16 @@ class Coordinator:
         fresh = [sp.packet for sp in stored if not sp.quarantined and sp.source == "local"]
         return self._relay(fresh, source=None)
 
-    def struck(self, link_id: LinkId, peer: str, strikes: int, old_tier: TrustTier, code: str, reason: str, now: float) -> list[Action]:
+    def struck(
+        self,
+        link_id: LinkId,
+        peer: str,
+        strikes: int,
+        old_tier: TrustTier,
+        code: str,
+        reason: str,
+        now: float,
+    ) -> list[Action]:
         """A strike was counted; past the threshold the peer is isolated (if policy agrees)."""
         threshold = self.strikes_to_block
         if not threshold or strikes < threshold:
@@ -619,7 +630,8 @@ class Coordinator:
         self._last_sync = now
         actions: list[Action] = []
         for link in self._live():
-            if link.open and link.role is Role.INITIATOR and link.tier is not None and _flows_at_all(link.tier):
+            initiated = link.open and link.role is Role.INITIATOR
+            if initiated and link.tier is not None and _flows_at_all(link.tier):
                 actions.append(RequestSync(link.id))
         return actions
 
@@ -712,7 +724,8 @@ class Coordinator:
             log.warning("peer %s reported %s: %s", link.peer and link.peer[:8], event.code, event.reason)
             return []
         if isinstance(event, ev.SyncCompleted):
-            log.info("synced with %s: offered %d, wanted %d", link.peer and link.peer[:8], event.offered, event.wanted)
+            log.info("synced with %s: offered %d, wanted %d",
+                     link.peer and link.peer[:8], event.offered, event.wanted)
             return []
         if isinstance(event, ev.Closed):
             return self._closed(link, event, now)
@@ -727,7 +740,8 @@ class Coordinator:
                 continue
             if keep_existing_session(self.node_id, peer, other.role, link.role, existing_open=other.open):
                 link.closed = True
-                return [Close(link.id, ErrorCode.DUPLICATE_SESSION, "a session with this peer is already open")]
+                reason = "a session with this peer is already open"
+                return [Close(link.id, ErrorCode.DUPLICATE_SESSION, reason)]
             other.closed = True
             actions.append(Close(other.id, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session"))
         actions.append(RecordPeer(link.id, peer_id, link.url))
@@ -735,7 +749,8 @@ class Coordinator:
 
     def _closed(self, link: _Link, event: ev.Closed, now: float) -> list[Action]:
         was_open, link.closed, link.open = link.open, True, False
-        log.info("session with %s closed: %s (%s)", link.peer and link.peer[:8] or link.remote, event.code, event.reason)
+        who = link.peer[:8] if link.peer else link.remote
+        log.info("session with %s closed: %s (%s)", who, event.code, event.reason)
         target = self._targets.get(link.url) if link.url else None
         if target is None or not target.dialling:
             return []

@@ -102,7 +102,6 @@ __all__ = [
     "State",
     "Transition",
     "TRANSITIONS",
-    "keep_existing_session",
 ]
 
 
@@ -159,21 +158,6 @@ class SessionConfig:
         if not 0 < seconds < math.inf:
             raise UsageError(f"the idle timeout must be a positive number of seconds, not {seconds!r}")
         return dataclasses.replace(self, idle_timeout=seconds, heartbeat_interval=seconds / 3)
-
-
-def keep_existing_session(
-    my_id: NodeId, peer: NodeId, existing_role: Role, new_role: Role
-) -> bool:
-    """When both nodes dial each other, keep the session the smaller node id initiated.
-
-    Both sides evaluate this with the same inputs mirrored, so they keep the same connection.
-    """
-    # Not exported to the new modules: this rule moves to the node coordinator.
-    if existing_role is new_role:
-        return True  # a redial over a live session: keep the one that works
-    smaller_is_me = my_id.key < peer.key
-    winning_role = Role.INITIATOR if smaller_is_me else Role.RESPONDER
-    return existing_role is winning_role
 
 
 class Session:

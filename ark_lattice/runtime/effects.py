@@ -128,7 +128,8 @@ class Effects:
             return core.peer_recorded(action.link, record.tier, record.manifest_seq, record.strikes, now)
         if isinstance(action, co.RecordManifest):
             m = action.manifest.manifest
-            await store.record_manifest(action.peer, action.manifest.to_bytes(), m.seq, m.name, list(m.endpoints))
+            data = action.manifest.to_bytes()
+            await store.record_manifest(action.peer, data, m.seq, m.name, list(m.endpoints))
             return []
         if isinstance(action, co.RecordEndpoints):
             if action.peer is not None:
@@ -150,7 +151,9 @@ class Effects:
                 record = await store.get_peer(action.peer)
             except NotFound:
                 return []
-            return core.struck(action.link, action.peer, strikes, record.tier, action.code, action.reason, now)
+            return core.struck(
+                action.link, action.peer, strikes, record.tier, action.code, action.reason, now
+            )
         if isinstance(action, co.Isolate):
             await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
             return []

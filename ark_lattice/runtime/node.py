@@ -51,7 +51,7 @@ class NodeRuntime:
             sync_interval=sync_interval,
             auto_sync=auto_sync,
             gate=PolicyGate(node.load_policy(), node.config.node_id),
-            config=SessionConfig() if idle_timeout is None else SessionConfig().with_idle_timeout(idle_timeout),
+            config=SessionConfig().with_idle_timeout(idle_timeout) if idle_timeout else SessionConfig(),
         )
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
@@ -148,7 +148,7 @@ class NodeRuntime:
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.anchor_interval)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 checkpoint, new = await ledger.anchor(self.node.store, self.node.identity)

@@ -113,7 +113,7 @@ class Federation(Driver):
         name: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        config: SessionConfig = SessionConfig(),
+        config: SessionConfig | None = None,
         sync_interval: float = 60.0,
         auto_sync: bool = True,
         connect: Callable[[str], Any] | None = None,
@@ -124,7 +124,7 @@ class Federation(Driver):
         self.name = name
         self.clock = clock
         self._rng = rng or random.Random()
-        self._config = config
+        self._config = config or SessionConfig()
         self._sync = (sync_interval, auto_sync)
         self._connect = connect or _websocket_connect
         self._federation_key = federation_key
@@ -338,7 +338,8 @@ class Federation(Driver):
                     session.refuse(ErrorCode.TOO_LARGE, "message over the size limit", now, fatal=True)
                 session.connection_lost(now, peer_code=message.peer_code)
             elif isinstance(message, str):
-                session.refuse(ErrorCode.MALFORMED, "text frames are not part of the protocol", now, fatal=True)
+                reason = "text frames are not part of the protocol"
+                session.refuse(ErrorCode.MALFORMED, reason, now, fatal=True)
             elif len(message) >= OFFLOAD_BYTES:
                 # Hundreds of signatures to check: on a worker thread, so the loop keeps serving
                 # the other links and the writer meanwhile. Only this task touches the session.
@@ -429,7 +430,7 @@ class Federation(Driver):
                 follow = await self.effects.ingest(batch, self.clock())
                 await self.carry_out(follow)
             except ArkLatticeError as exc:
-                log.warning("storing received packets failed (%s); they will come again at the next sync", exc)
+                log.warning("storing received packets failed (%s); they come again at the next sync", exc)
             except Exception:
                 log.exception("storing received packets failed; they will come again at the next sync")
             finally:

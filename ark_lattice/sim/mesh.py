@@ -45,7 +45,7 @@ from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_m
 from ark_lattice.runtime.peering import AUDIT_FLUSH_SECONDS, CLOSE_CODE_BASE
 from ark_lattice.sim.clock import Scheduler, Timer
 from ark_lattice.sim.convergence import FlowGraph, dials, flows, merkle_root
-from ark_lattice.sim.network import Host, Network, Socket, Traffic
+from ark_lattice.sim.network import Host, Network, Socket
 from ark_lattice.sim.scenario import Fault, Scenario, Selection, Workload
 from ark_lattice.store import inline
 from ark_lattice.store.events import EventKind
@@ -196,8 +196,12 @@ class SimNode(Driver):
         self.sim.network.dial(
             self.host, url,
             lambda sock: self._connected(life, url, sock),
-            lambda reason: self._alive(life) and self._run(self._core.dial_failed(url, reason, self.clock())),
+            lambda reason: self._dial_failed(life, url, reason),
         )
+
+    def _dial_failed(self, life: int, url: str, reason: str) -> None:
+        if self._alive(life):
+            self._run(self._core.dial_failed(url, reason, self.clock()))
 
     def wake_at(self, at: float) -> None:
         if self._wake is not None:
@@ -449,8 +453,8 @@ class Simulation:
 
     def _verify_ledgers(self) -> dict[str, Any]:
         """`ledger verify` on every node's ledger, crashed ones included (DESIGN §8, §14)."""
-        from ark_lattice.ledger import verify
         from ark_lattice.errors import ArkLatticeError
+        from ark_lattice.ledger import verify
 
         failed: list[str] = []
         for node in self.nodes:
@@ -476,7 +480,8 @@ class Simulation:
                 self.network.add(node.host)
                 self.authored.append(0)
         if self._identities:
-            raise ConfigError(f"identities given for nodes the scenario does not have: {sorted(self._identities)}")
+            names = sorted(self._identities)
+            raise ConfigError(f"identities given for nodes the scenario does not have: {names}")
         by_name = {n.name: n for n in self.nodes}
         unknown = sorted(set(self._initial) - set(by_name))
         if unknown:
@@ -538,19 +543,19 @@ class Simulation:
                         want(a, b)
         else:
             degree = sc.topology.get("degree", 4)
-            n = len(nodes)
-            if n <= degree + 1:
-                for a in range(n):
-                    for b in range(a + 1, n):
+            count = len(nodes)
+            if count <= degree + 1:
+                for a in range(count):
+                    for b in range(a + 1, count):
                         want(a, b)
             else:
-                order = list(range(n))
+                order = list(range(count))
                 rng.shuffle(order)
-                for i in range(n):  # a ring through every node keeps the mesh connected
-                    want(order[i], order[(i + 1) % n])
-                for a in range(n):  # plus chords: short paths across the ring
+                for i in range(count):  # a ring through every node keeps the mesh connected
+                    want(order[i], order[(i + 1) % count])
+                for a in range(count):  # plus chords: short paths across the ring
                     for _ in range(degree // 2 - 1):
-                        want(a, rng.randrange(n))
+                        want(a, rng.randrange(count))
         return [pairs[k] for k in sorted(pairs)]
 
     def _profile_of(self, a: str, b: str) -> tuple[tuple[float, float], float]:
@@ -576,7 +581,8 @@ class Simulation:
                     raise ConfigError(f"{self.scenario.source}: faults[{i}]: no node {name!r} in this run")
                 if fault.select.group is not None and node.group != fault.select.group:
                     raise ConfigError(
-                        f"{self.scenario.source}: faults[{i}]: {name!r} is not in group {fault.select.group!r}"
+                        f"{self.scenario.source}: faults[{i}]: {name!r} "
+                        f"is not in group {fault.select.group!r}"
                     )
 
     # -- epochs -----------------------------------------------------------------------------
@@ -606,7 +612,7 @@ class Simulation:
             self._push(t0 + k * sc.sample_interval_s, "sample")
             k += 1
         self._push(end, "end")
-        self._epoch = {
+        self._epoch: dict[str, Any] = {
             "epoch": epoch,
             "faults": [],
             "published": 0,
@@ -758,7 +764,9 @@ class Simulation:
             "converged": converged,
             "packets": len(self.packets),
             "violations": violations,
-            "quorum": {"threshold": q, "validators": validators, "ready": quorum_ready, "met": quorum_ready >= q},
+            "quorum": {
+                "threshold": q, "validators": validators, "ready": quorum_ready, "met": quorum_ready >= q
+            },
         }
 
     def _root(self, held: int) -> str:

@@ -30,6 +30,7 @@ from ark_lattice.manifest import PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import frames as f
 from ark_lattice.protocol.channel import MAX_FRAME
+from ark_lattice.protocol.coordinator import keep_existing_session
 from ark_lattice.protocol.events import (
     Closed,
     Event,
@@ -53,7 +54,6 @@ from ark_lattice.protocol.session import (
     SessionConfig,
     State,
     Transition,
-    keep_existing_session,
 )
 from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier

@@ -74,7 +74,7 @@ def test_the_simulated_node_carries_out_actions_with_the_runtimes_own_loop():
 
 
 def test_simulated_links_carry_the_real_session_class():
-    seen = []
+    seen: list[type] = []
 
     def on_progress(done, epoch):
         if epoch is not None:

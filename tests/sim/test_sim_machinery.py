@@ -3,6 +3,7 @@ the expected-holdings computation (checked against brute force)."""
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from ark_lattice.ledger import verify
 from ark_lattice.packet import Packet
 from ark_lattice.sim.clock import Scheduler
 from ark_lattice.sim.convergence import FlowGraph, merkle_root
-from ark_lattice.sim.network import Host, Network
+from ark_lattice.sim.network import Host, Network, Socket
 from ark_lattice.store import inline
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
@@ -29,12 +30,15 @@ def run(coro):
 def test_a_store_on_the_inline_connection_is_a_real_verifiable_ledger():
     async def go():
         store = await Store.open(Path(":memory:"), clock=lambda: 1_767_225_600.0, connect=inline.connect)
-        packets = [Packet.create(AUTHOR, topic="t", kind="note", body=b"%d" % i, created_at=i + 1) for i in range(5)]
+        packets = [
+            Packet.create(AUTHOR, topic="t", kind="note", body=b"%d" % i, created_at=i + 1) for i in range(5)
+        ]
         assert len(await store.put_packets(packets)) == 5
         await store.add_peer("a" * 52, tier=TrustTier.CORE, endpoints=["sim://x"])
         with pytest.raises(RuntimeError):
             async with store.transaction():
-                await store.put_packets([Packet.create(AUTHOR, topic="t", kind="note", body=b"x", created_at=99)])
+                extra = Packet.create(AUTHOR, topic="t", kind="note", body=b"x", created_at=99)
+                await store.put_packets([extra])
                 raise RuntimeError("rolled back")
         assert await store.packet_count() == 5
         rows = [r async for r in store.iter_rows("SELECT id FROM packets ORDER BY id")]
@@ -65,7 +69,7 @@ def test_an_inline_run_that_would_wait_is_a_bug_reported_as_one():
 
 def test_virtual_time_jumps_to_the_next_timer_and_orders_by_it():
     clock = Scheduler()
-    seen = []
+    seen: list[tuple[str, float]] = []
     for name, at in (("late", 3600), ("early", 0.5), ("mid", 60), ("mid-again", 60)):
         clock.call_at(at, lambda n: seen.append((n, clock.time())), name)
     clock.run_until(100)
@@ -77,7 +81,7 @@ def test_virtual_time_jumps_to_the_next_timer_and_orders_by_it():
 
 def test_timers_scheduled_by_timers_run_in_the_same_run_and_cancelled_ones_never():
     clock = Scheduler()
-    seen = []
+    seen: list[str] = []
     dropped = clock.call_at(2, seen.append, "cancelled")
     clock.call_at(1, lambda: clock.call_later(0.5, seen.append, "chained"))
     clock.call_at(5, seen.append, "past")
@@ -111,7 +115,7 @@ class _End:
 def _pair(loss=0.0, latency=(10.0, 10.0)):
     clock = Scheduler()
     net = Network(clock, random.Random(1), lambda a, b: (latency, loss))
-    accepted = []
+    accepted: list[Socket] = []
     a = Host("a", "g", "sim://a", lambda s: None)
     b = Host("b", "g", "sim://b", accepted.append)
     for h in (a, b):
@@ -121,8 +125,8 @@ def _pair(loss=0.0, latency=(10.0, 10.0)):
 
 
 def _dial(clock, net, a, url="sim://b"):
-    result = {}
-    net.dial(a, url, lambda sock: result.setdefault("sock", sock), lambda why: result.setdefault("failed", why))
+    result: dict[str, Any] = {}
+    net.dial(a, url, lambda s: result.setdefault("sock", s), lambda why: result.setdefault("failed", why))
     return result
 
 
