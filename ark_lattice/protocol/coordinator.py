@@ -721,7 +721,9 @@ class Coordinator:
             log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
             return [Strike(link.id, link.peer, subject, event.code, event.reason, event.fatal)]
         if isinstance(event, ev.PeerReportedError):
-            log.warning("peer %s reported %s: %s", link.peer and link.peer[:8], event.code, event.reason)
+            # A peer leaving is news, not trouble; anything else it reports may be our bug.
+            level = logging.INFO if event.code == ErrorCode.SHUTDOWN else logging.WARNING
+            log.log(level, "peer %s reported %s: %s", link.peer and link.peer[:8], event.code, event.reason)
             return []
         if isinstance(event, ev.SyncCompleted):
             log.info("synced with %s: offered %d, wanted %d",
