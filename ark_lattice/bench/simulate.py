@@ -57,7 +57,9 @@ def run(sizes: Sequence[int] = (100, 1000), epochs: int = 5) -> list[Measurement
             f"{SCENARIO}, {nodes} nodes x {epochs} epochs in {m['wall_s']:.1f} s wall, "
             f"{m['messages']:,} messages, {converged}"
         )
-        out.append(Measurement(f"simulate.rate.{nodes}", nodes * epochs / m["wall_s"], "node-epochs/s", note=note))
+        out.append(Measurement(
+            f"simulate.rate.{nodes}", nodes * epochs / m["wall_s"], "node-epochs/s", note=note
+        ))
         out.append(Measurement(f"simulate.wall.{nodes}", m["wall_s"], "s", note=note))
         out.append(Measurement(
             f"simulate.peak_memory.{nodes}", m["peak_rss_mib"], "MiB",

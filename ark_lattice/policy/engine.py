@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cel
 
@@ -182,6 +182,8 @@ class Policy:
     rules: tuple[Rule, ...]
     rate_limits: tuple[RateLimit, ...]
     limits: Limits
+    # Keyed by Hook, a StrEnum: a plain hook name such as "query" finds the same plan.
+    _plans: dict[str, _Plan]
 
     def __init__(
         self,
@@ -363,14 +365,17 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, accepted):
         what = {str: "a string", int: "an int", float: "a number", bool: "a bool"}[expected]
         raise UsageError(f"policy input {name} must be {what}, not {type(value).__name__}")
-    if expected is str:
+    # ``value`` is an instance of ``accepted`` and not a bool, so exactly one branch below applies;
+    # the isinstance tests repeat that for the type checker.
+    if expected is str and isinstance(value, str):
         return str(value)  # a StrEnum (TrustTier, Hook) becomes its plain value
-    if expected is int:
+    if expected is int and isinstance(value, int):
         return _saturate(int(value))
+    number = cast(int | float, value)  # expected is float, so accepted is (int, float)
     try:
-        return float(value)
+        return float(number)
     except OverflowError:
-        return math.inf if value > 0 else -math.inf
+        return math.inf if number > 0 else -math.inf
 
 
 def _saturate(value: int) -> int:
@@ -431,8 +436,8 @@ class _Plan:
                 value = inputs[name]
                 if type(value) is not expected:
                     value = _coerce(name, value)
-                elif expected is int and not _INT64_MIN <= value <= _INT64_MAX:
-                    value = _saturate(value)
+                elif expected is int and not _INT64_MIN <= cast(int, value) <= _INT64_MAX:
+                    value = _saturate(cast(int, value))  # type(value) is expected, which is int
                 values[name] = value
         if self.derive_public and "is_public_topic" not in inputs:
             values["is_public_topic"] = values.get("topic", "").startswith(PUBLIC_TOPIC_PREFIX)

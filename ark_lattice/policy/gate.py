@@ -3,7 +3,7 @@
 Pure (``now`` is an argument): it turns a packet, a peer and a hook into the flat inputs of the
 policy (policy/engine.py), applies the rate limits the policy declares, and returns the decision
 together with the audit record the node writes to the ledger — one record for every decision,
-allowed or denied (DESIGN §9). The tier table (protocol/session.py ``terms_for``) is checked before
+allowed or denied (DESIGN §9). The tier table (terms.py ``terms_for``) is checked before
 the gate is asked, so policy can narrow what flows but never widen it.
 """
 

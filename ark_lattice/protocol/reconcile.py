@@ -61,8 +61,8 @@ that any negentropy peer reads the same way.
 Untrusted input. Every incoming message is checked against ``max_message_size`` before it is
 read; any truncation, overlong or non-minimal varint, unknown mode, id prefix over 32 bytes, bound
 lower than the previous bound or id count beyond the message end raises
-``RemoteProtocolError("malformed", reason)`` — never another exception — and each byte of input
-is read once, so a hostile message cannot make the parser loop.
+``RemoteProtocolError(ErrorCode.MALFORMED, reason)`` — never another exception — and each byte of
+input is read once, so a hostile message cannot make the parser loop.
 
 Sans-I/O: no sockets, no event loop, no clock. The node runtime carries the messages; the
 simulator and :func:`sync_in_memory` pass them directly.
@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from itertools import accumulate, groupby, islice
 from typing import NamedTuple
 
-from ark_lattice.errors import LocalProtocolError, RemoteProtocolError
+from ark_lattice.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "ItemSet",
@@ -347,7 +347,7 @@ def _varint(n: int) -> bytes:
 
 
 def _malformed(reason: str) -> RemoteProtocolError:
-    return RemoteProtocolError("malformed", reason)
+    return RemoteProtocolError(ErrorCode.MALFORMED, reason)
 
 
 class _Reader:
@@ -484,7 +484,7 @@ class _Party:
         if version != NEGENTROPY_VERSION:
             if self.initiator:
                 raise RemoteProtocolError(
-                    "unsupported_version", f"peer speaks negentropy version 0x{version:02x}"
+                    ErrorCode.UNSUPPORTED_VERSION, f"peer speaks negentropy version 0x{version:02x}"
                 )
             return bytes(out)  # the spec's downgrade hint: our highest version, alone
 

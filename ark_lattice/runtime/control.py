@@ -103,7 +103,8 @@ def call(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: floa
                 f"the node is not running in {path.parent}; start it with `ark-lattice federation start`"
             ) from None
         sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while not chunks or not chunks[-1].endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
@@ -112,7 +113,7 @@ def call(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: floa
             size += len(chunk)
             if size > MAX_RESPONSE:
                 raise NodeNotRunning("the node sent an oversize control response")
-    except socket.timeout:
+    except TimeoutError:  # socket.timeout is an alias of it
         raise NodeNotRunning(f"the node in {path.parent} did not answer within {timeout:g} s") from None
     finally:
         sock.close()

@@ -279,7 +279,9 @@ def load_scenario(name_or_path: str) -> Scenario:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise ConfigError(
+            f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     return Scenario.from_json(doc, source)
 
 
@@ -355,7 +357,9 @@ class _Parser:
             obj = self.object(item, where, {"name", "count", "weight", "latency_ms", "loss", "validators"})
             name = self.string(obj, "name", where=where)
             if not _GROUP_NAME.fullmatch(name):
-                raise self.fail(f"{where}.name", f"{name!r} must be 1-32 of a-z 0-9 - _, starting with a letter or digit")
+                raise self.fail(
+                    f"{where}.name", f"{name!r} must be 1-32 of a-z 0-9 - _, starting with a letter or digit"
+                )
             if name in {g.name for g in out}:
                 raise self.fail(f"{where}.name", f"the group {name!r} is defined twice")
             if "count" in obj and "weight" in obj:
@@ -380,7 +384,9 @@ class _Parser:
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in latency)
             or not 0 <= latency[0] <= latency[1] <= 60_000
         ):
-            raise self.fail(f"{where}.latency_ms", "must be [low, high] milliseconds with 0 <= low <= high <= 60000")
+            raise self.fail(
+                f"{where}.latency_ms", "must be [low, high] milliseconds with 0 <= low <= high <= 60000"
+            )
         loss = self.number(obj, "loss", 0, 0.5, where=where, default=0.0)
         return LinkProfile((float(latency[0]), float(latency[1])), loss)
 
@@ -428,14 +434,18 @@ class _Parser:
             return {"pairs": out}
         degree = self.integer(obj, "degree", 2, 64, where="topology", default=4)
         if degree % 2:
-            raise self.fail("topology.degree", f"must be even (a ring plus degree/2 - 1 chords per node), not {degree}")
+            raise self.fail(
+                "topology.degree", f"must be even (a ring plus degree/2 - 1 chords per node), not {degree}"
+            )
         return {"degree": degree}
 
     def workload(self, value: Any, names: list[str]) -> tuple[Workload, ...]:
         out = []
         for i, item in enumerate(self.array(value, "workload")):
             where = f"workload[{i}]"
-            obj = self.object(item, where, {"group", "packets", "body_bytes", "topic", "from_epoch", "to_epoch"})
+            obj = self.object(
+                item, where, {"group", "packets", "body_bytes", "topic", "from_epoch", "to_epoch"}
+            )
             group = self.string(obj, "group", where=where)
             self.known(group, names, f"{where}.group")
             topic = self.string(obj, "topic", where=where, default=f"sim/{group}")
@@ -489,9 +499,13 @@ class _Parser:
                 select = self.selection(obj[kind], f"{where}.{kind}", names)
                 downtime = 0.0
                 if kind == "churn":
-                    downtime = self.number(obj, "downtime_s", 0, 86_400, where=where, default=epoch_seconds / 3)
+                    downtime = self.number(
+                        obj, "downtime_s", 0, 86_400, where=where, default=epoch_seconds / 3
+                    )
                     if select.names:
-                        raise self.fail(f"{where}.churn", "churn picks nodes at random: give count or fraction")
+                        raise self.fail(
+                            f"{where}.churn", "churn picks nodes at random: give count or fraction"
+                        )
                 elif "downtime_s" in obj:
                     raise self.fail(f"{where}.downtime_s", "only churn has a downtime")
                 out.append(Fault(epoch, kind, at_s, select=select, downtime_s=downtime))
@@ -561,7 +575,14 @@ class _Parser:
         return value
 
     def integer(
-        self, obj: dict[str, Any], key: str, low: int, high: int, *, where: str = "", default: int | None = None
+        self,
+        obj: dict[str, Any],
+        key: str,
+        low: int,
+        high: int,
+        *,
+        where: str = "",
+        default: int | None = None,
     ) -> int:
         field_name, value, given = self._present(obj, key, where, default)
         if not given:
@@ -575,7 +596,14 @@ class _Parser:
         return value
 
     def number(
-        self, obj: dict[str, Any], key: str, low: float, high: float, *, where: str = "", default: float | None = None
+        self,
+        obj: dict[str, Any],
+        key: str,
+        low: float,
+        high: float,
+        *,
+        where: str = "",
+        default: float | None = None,
     ) -> float:
         field_name, value, given = self._present(obj, key, where, default)
         if not given:

@@ -12,6 +12,7 @@ import hashlib
 import random
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -98,7 +99,7 @@ def test_bounds_are_minimal_and_ordered() -> None:
     assert [mode for *_, mode, _ in ranges] == [1] * 16
     position = 0
     for (timestamp, prefix, prefix_len, _, fingerprint), next_position in zip(
-        ranges, _bucket_ends(len(ordered), 16)
+        ranges, _bucket_ends(len(ordered), 16), strict=True
     ):
         assert fingerprint == item_set.fingerprint(position, next_position)
         if next_position == len(ordered):
@@ -271,7 +272,7 @@ def _valid_messages() -> list[bytes]:
     b = ItemSet(_random_items(random.Random(8), 380) + _random_items(random.Random(9), 30))
     initiator, responder = Initiator(a), Responder(b)
     messages = []
-    message = initiator.initiate()
+    message: bytes | None = initiator.initiate()
     while message is not None:
         reply = responder.reconcile(message)
         messages += [message, reply]
@@ -337,7 +338,7 @@ def test_malformed_messages_are_named(message: bytes, reason: str) -> None:
 def test_item_set_sorts_dedupes_and_validates() -> None:
     items = [(2, b"\x01" * 32), (1, b"\x02" * 32), (2, b"\x00" * 32), (1, b"\x02" * 32)]
     assert list(ItemSet(items)) == [(1, b"\x02" * 32), (2, b"\x00" * 32), (2, b"\x01" * 32)]
-    bad_items = [
+    bad_items: list[tuple[Any, Any]] = [  # Any: some are ill-typed on purpose
         (INFINITY, bytes(32)),  # reserved for the infinity bound
         (-1, bytes(32)),
         (2**64, bytes(32)),
@@ -420,6 +421,7 @@ def _bucket_ends(count: int, buckets: int) -> list[int]:
 
 def _decode(message: bytes) -> list[tuple[int, bytes, int, int, bytes]]:
     """The spec read independently: (timestamp, padded prefix, prefix length, mode, payload)."""
+    pos = 1  # after the version byte, checked below
 
     def varint() -> int:
         nonlocal pos
@@ -432,7 +434,7 @@ def _decode(message: bytes) -> list[tuple[int, bytes, int, int, bytes]]:
                 return value
 
     assert message[0] == 0x61
-    pos, last, ranges = 1, 0, []
+    last, ranges = 0, []
     while pos < len(message):
         encoded = varint()
         timestamp = INFINITY if encoded == 0 else last + encoded - 1

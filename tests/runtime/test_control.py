@@ -39,7 +39,10 @@ async def test_requests_errors_and_stale_sockets(home):
                 s.sendall(data)
                 return json.loads(s.makefile().readline())
 
-        assert await loop.run_in_executor(None, raw, b"not json\n") == {"ok": False, "error": "malformed control request"}
+        assert await loop.run_in_executor(None, raw, b"not json\n") == {
+            "ok": False,
+            "error": "malformed control request",
+        }
         with pytest.raises(UsageError, match="already running"):
             await ControlServer(path, {}).start()
     finally:

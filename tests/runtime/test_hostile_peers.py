@@ -11,6 +11,7 @@ from ark_lattice.manifest import PeerManifest
 from ark_lattice.packet import Packet
 from ark_lattice.processes import run_cli, wait_for
 from ark_lattice.protocol import session as s
+from ark_lattice.protocol.events import Event, PeerAuthenticated, PeerReportedError
 from ark_lattice.protocol.frames import OfferFrame, PacketsFrame, WirePacket
 from ark_lattice.tiers import TrustTier
 
@@ -32,7 +33,9 @@ class RoguePeer:
         from websockets.asyncio.client import connect
 
         self.ws = await connect(url, max_size=None, ping_interval=None)
-        self.session = s.Session(self.identity, self.federation_key, s.Role.INITIATOR, self.manifest, now=_now())
+        self.session = s.Session(
+            self.identity, self.federation_key, s.Role.INITIATOR, self.manifest, now=_now()
+        )
         await self.flush()
         while self.session.state is not s.State.OPEN:
             await self.step()
@@ -40,10 +43,11 @@ class RoguePeer:
 
     async def step(self, timeout: float = 10) -> None:
         data = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(data, bytes), "the node sends binary messages only"
         self.received.append(data)
         self.session.receive_data(data, _now())
         for event in self.session.events():
-            if isinstance(event, s.PeerAuthenticated):
+            if isinstance(event, PeerAuthenticated):
                 self.session.admit(TrustTier.CORE, _now())
         await self.flush()
 
@@ -73,7 +77,9 @@ def _now() -> float:
 
 
 def protocol_errors(home):
-    events = json.loads(run_cli(home, "ledger", "log", "--limit", "500", "--kind", "protocol.error", "--json").stdout)
+    events = json.loads(
+        run_cli(home, "ledger", "log", "--limit", "500", "--kind", "protocol.error", "--json").stdout
+    )
     return [e["data"]["code"] for e in events]
 
 
@@ -85,7 +91,7 @@ def hub(homes, start_node):
     set_tier(g, ids["h"], "core")
     expected = set(fill(h, 3000, "from/h")) | set(fill(g, 3000, "from/g"))
     node_h = start_node(h)
-    node_g = start_node(g)
+    start_node(g)  # the honest peer
     return {"h": h, "g": g, "ids": ids, "url": node_h.url, "expected": expected,
             "fed_key": (h / "federation.key").read_bytes(), "node": node_h}
 
@@ -140,7 +146,9 @@ async def _attacks(hub) -> dict:
     rogue = await RoguePeer(key).connect(url)
     author = rogue.identity
     for i in range(2):
-        p = Packet.create(author, topic="rogue", kind="note", body=b"%d" % i, created_at=pack(int(_now() * 1000), i))
+        p = Packet.create(
+            author, topic="rogue", kind="note", body=b"%d" % i, created_at=pack(int(_now() * 1000), i)
+        )
         await rogue.send_frame(PacketsFrame((WirePacket(p.header_bytes, p.signature, p.body),), live=True))
     results["rogue_id"] = str(author.node_id)
     results["rogue"] = rogue
@@ -155,7 +163,11 @@ def test_hostile_clients_are_refused_while_an_honest_peer_syncs(hub):
     assert results["oversize"] == 1009
     assert results["replay"] == "handshake_failed"
     assert results["tampered"][1] == "decrypt_failed"
-    wait_for(lambda: packet_ids(h) == hub["expected"] == packet_ids(g), timeout=120, what="honest peers to converge")
+    wait_for(
+        lambda: packet_ids(h) == hub["expected"] == packet_ids(g),
+        timeout=120,
+        what="honest peers to converge",
+    )
     codes = protocol_errors(h)
     for code in ("handshake_failed", "too_large", "decrypt_failed", "forbidden"):
         assert code in codes, (code, codes)
@@ -174,10 +186,13 @@ def test_a_bad_signature_is_refused_and_repeat_offenders_are_isolated(hub):
         good = Packet.create(peer.identity, topic="t", kind="note", body=b"good", created_at=stamp)
         bad = Packet.create(peer.identity, topic="t", kind="note", body=b"bad", created_at=stamp + 1)
         forged = WirePacket(bad.header_bytes, bytes(64), bad.body)
-        await peer.send_frame(PacketsFrame((forged, WirePacket(good.header_bytes, good.signature, good.body)), live=True))
-        events = []
-        while not any(isinstance(e, s.PeerReportedError) for e in events):
+        await peer.send_frame(
+            PacketsFrame((forged, WirePacket(good.header_bytes, good.signature, good.body)), live=True)
+        )
+        events: list[Event] = []
+        while not any(isinstance(e, PeerReportedError) for e in events):
             reply = await asyncio.wait_for(peer.ws.recv(), 10)
+            assert isinstance(reply, bytes), "the node sends binary messages only"
             peer.session.receive_data(reply, _now())
             events += peer.session.events()
         # Four more offences cross the default threshold of five strikes.
@@ -187,7 +202,7 @@ def test_a_bad_signature_is_refused_and_repeat_offenders_are_isolated(hub):
         return str(peer.identity.node_id), good.hex_id, events, code
 
     peer_id, good_id, events, code = asyncio.run(go())
-    assert any(isinstance(e, s.PeerReportedError) and e.code == "bad_signature" for e in events)
+    assert any(isinstance(e, PeerReportedError) and e.code == "bad_signature" for e in events)
     wait_for(lambda: good_id in packet_ids(h), what="the good packet of the frame to be kept")
     peers = {p["id"]: p for p in json.loads(run_cli(h, "peers", "list", "--json").stdout)}
     assert peers[peer_id]["tier"] == "blocked"

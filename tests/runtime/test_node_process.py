@@ -62,7 +62,10 @@ def test_kill_9_during_publishes_loses_nothing_acknowledged(homes):
     assert run_cli(home, "init").returncode == 0
     acknowledged = []
     for round_ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(home)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(home)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None  # stdout=PIPE
         for _ in range(50 + 37 * round_):  # kill at a different point each round
             acknowledged.append(proc.stdout.readline().strip())
         proc.send_signal(signal.SIGKILL)
@@ -80,9 +83,12 @@ def test_cli_and_running_node_writing_together_never_fork_the_chain(homes, start
     home = homes("a")
     # The node anchors every 50 ms: it writes checkpoints while the CLI publishes.
     node = start_node(home, "--anchor-interval", "0.05")
-    writers = [subprocess.Popen([sys.executable, "-c", PUBLISHER, str(home)], stdout=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", PUBLISHER, str(home)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     for w in writers:
+        assert w.stdout is not None  # stdout=PIPE
         for _ in range(150):
             assert w.stdout.readline()
     wait_for(lambda: any(e["kind"] == "checkpoint" for e in
@@ -91,6 +97,7 @@ def test_cli_and_running_node_writing_together_never_fork_the_chain(homes, start
     for w in writers:
         w.kill()
         w.wait()
+        assert w.stdout is not None
         w.stdout.close()
     node.stop()
     verify = run_cli(home, "ledger", "verify", "--json")

@@ -111,18 +111,23 @@ def test_a_flooding_peer_is_throttled_then_isolated(homes, start_node, tmp_path)
                               created_at=pack(int(_now() * 1000), i))
             sent.append(p.hex_id)
             try:
-                await peer.send_frame(PacketsFrame((WirePacket(p.header_bytes, p.signature, p.body),), live=True))
+                wire = WirePacket(p.header_bytes, p.signature, p.body)
+                await peer.send_frame(PacketsFrame((wire,), live=True))
             except Exception:
                 break  # the hub closed on us: isolated
         return str(peer.identity.node_id), sent
 
     peer_id, sent = asyncio.run(flood())
-    wait_for(lambda: json.loads(run_cli(hub, "peers", "show", peer_id[:12], "--json").stdout)["tier"] == "blocked",
-             what="the flooding peer to be isolated")
+    wait_for(
+        lambda: json.loads(run_cli(hub, "peers", "show", peer_id[:12], "--json").stdout)["tier"] == "blocked",
+        what="the flooding peer to be isolated",
+    )
     held = packet_ids(hub)
     assert set(sent[:3]) <= held  # the burst was allowed
     assert len(set(sent) & held) == 3  # then throttled
-    denied = [d for d in audit(hub, "--peer", peer_id[:12], "--decision", "deny") if d["hook"] == "inbound_packet"]
+    denied = [
+        d for d in audit(hub, "--peer", peer_id[:12], "--decision", "deny") if d["hook"] == "inbound_packet"
+    ]
     assert denied and all(d["rules"] == ["rate:peer-flood"] for d in denied)
     status = json.loads(run_cli(hub, "federation", "status", "--json").stdout)
     assert [i["peer"] for i in status["isolated"]] == [peer_id]

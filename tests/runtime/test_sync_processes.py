@@ -30,7 +30,7 @@ def test_three_nodes_in_a_line_converge_through_the_middle(homes, start_node):
     set_tier(b, ids["c"], "core")
     set_tier(c, ids["b"], "core")
     before = set(fill(a, 300, "from/a")) | set(fill(c, 300, "from/c"))
-    node_a, node_b, node_c = start_node(a), start_node(b), start_node(c)
+    _, node_b, _ = start_node(a), start_node(b), start_node(c)
     run_cli(a, "federation", "add-peer", node_b.url)
     run_cli(c, "federation", "add-peer", node_b.url)
     wait_for(lambda: all(packet_ids(h) == before for h in (a, b, c)), timeout=60, what="line convergence")
@@ -62,7 +62,9 @@ def test_tiers_decide_what_flows_in_both_directions(homes, start_node):
         run_cli(homes(tier), "federation", "add-peer", node_h.url)
 
     core, sandbox = spoke_packets["core"], spoke_packets["sandbox"]
-    wait_for(lambda: core | sandbox <= packet_ids(hub), timeout=60, what="core and sandbox packets at the hub")
+    wait_for(
+        lambda: core | sandbox <= packet_ids(hub), timeout=60, what="core and sandbox packets at the hub"
+    )
     wait_for(lambda: hub_packets | core <= packet_ids(homes("core")), timeout=60, what="hub packets at core")
     def hub_connections():
         return json.loads(run_cli(hub, "federation", "status", "--json").stdout)["connections"]
@@ -146,5 +148,7 @@ def test_both_nodes_dialling_each_other_keep_one_session(homes, start_node):
     wait_for(lambda: len(sessions(a)) == 1 and len(sessions(b)) == 1, timeout=60, what="one session each")
     # Both sides kept the same connection: one dialled it, the other accepted it.
     assert {sessions(a)[0]["role"], sessions(b)[0]["role"]} == {"initiator", "responder"}
-    fresh = run_cli(a, "packets", "publish", "--topic", "t", "-", input=b"after dedupe").stdout.decode().strip()
+    fresh = (
+        run_cli(a, "packets", "publish", "--topic", "t", "-", input=b"after dedupe").stdout.decode().strip()
+    )
     wait_for(lambda: fresh in packet_ids(b), what="the surviving session to carry a push")

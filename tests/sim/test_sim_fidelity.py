@@ -2,17 +2,19 @@
 the same identities, federation key, packets, connections and tiers, ends with the same packet
 set, quarantine and Merkle root on every node."""
 
+import json
 import sqlite3
 import time
-
-from conftest import fill, init_federation, run_cli, set_tier, wait_for
 
 from ark_lattice.home import Home
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
+from ark_lattice.processes import run_cli, wait_for
 from ark_lattice.sim.convergence import merkle_root
 from ark_lattice.sim.mesh import Simulation
 from ark_lattice.sim.scenario import Scenario
+
+from conftest import fill, init_federation, set_tier
 
 
 def ledger_packets(home) -> tuple[list[Packet], set[str], set[str]]:
@@ -23,7 +25,7 @@ def ledger_packets(home) -> tuple[list[Packet], set[str], set[str]]:
         conn.close()
     packets = [Packet.from_parts(h, s, b) for h, s, b, _ in rows]
     held = {p.hex_id for p in packets}
-    quarantined = {p.hex_id for p, row in zip(packets, rows) if row[3]}
+    quarantined = {p.hex_id for p, row in zip(packets, rows, strict=True) if row[3]}
     return packets, held, quarantined
 
 
@@ -58,7 +60,7 @@ def test_simulator_and_real_nodes_end_with_the_same_packets_and_roots(homes, sta
     report = sim.run()
     assert report["result"]["log"]["error"] == 0, sim.log.errors
     simulated = sim.holdings()
-    roots = dict(zip((n["name"] for n in report["nodes"]), report["epochs"][-1]["roots"]))
+    roots = dict(zip((n["name"] for n in report["nodes"]), report["epochs"][-1]["roots"], strict=True))
     # the interesting shape: relayed a -> b, quarantined at b, nothing to c
     assert set(simulated["a-0000"]["held"]) == {p.hex_id for p in initial["a-0000"] + initial["b-0000"]}
     assert set(simulated["b-0000"]["quarantined"]) == {p.hex_id for p in initial["c-0000"]}
@@ -73,9 +75,26 @@ def test_simulator_and_real_nodes_end_with_the_same_packets_and_roots(homes, sta
         return all(ledger_packets(h[n])[1] == set(simulated[f"{n}-0000"]["held"]) for n in "abc")
 
     wait_for(same_as_simulated, timeout=60, what="the real nodes to hold what the simulated ones hold")
+    asked = time.time()  # the nodes' clock: last_sync is wall-clock time
     for n in "abc":  # one more full reconciliation: nothing else arrives
         run_cli(h[n], "federation", "sync")
-    time.sleep(2)
+
+    def resynced_and_idle():
+        conns = [
+            c
+            for n in "abc"
+            for c in json.loads(run_cli(h[n], "federation", "status", "--json").stdout)["connections"]
+            if c["state"] == "open"
+        ]
+        # `sync` starts a reconciliation on every session its node dialled (a -> b and c -> b).
+        dialled = [c for c in conns if c["role"] == "initiator"]
+        return (
+            len(dialled) == 2
+            and all(c["last_sync"] is not None and c["last_sync"] >= asked for c in dialled)
+            and not any(c["syncing"] for c in conns)
+        )
+
+    wait_for(resynced_and_idle, timeout=60, what="the extra reconciliation to finish on every session")
     for n in "abc":
         nodes[n].stop()
     for n in "abc":

@@ -17,8 +17,8 @@ def simulate(scenario, seed=0):
 
 
 def roots_by_group(report, epoch):
-    out = {}
-    for node, root in zip(report["nodes"], report["epochs"][epoch]["roots"]):
+    out: dict[str, set[str]] = {}
+    for node, root in zip(report["nodes"], report["epochs"][epoch]["roots"], strict=True):
         out.setdefault(node["group"], set()).add(root)
     return out
 
@@ -119,7 +119,7 @@ def test_trust_tiers_hold_sandbox_packets_in_quarantine_and_unknown_groups_get_n
     })
     assert report["result"]["all_converged"]
     held = sim.holdings()
-    by_group = {g: set() for g in groups}
+    by_group: dict[str, set[str]] = {g: set() for g in groups}
     for name, h in held.items():
         by_group[name.rsplit("-", 1)[0]] |= set(h["authored"])
     assert all(len(by_group[g]) == 6 for g in groups)

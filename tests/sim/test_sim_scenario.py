@@ -20,7 +20,10 @@ def test_the_built_ins_load_with_the_promised_quorums():
     assert load_scenario("baseline").epochs == 5
     kinds = {f.kind for f in load_scenario("edge_failover").faults}
     assert {"crash", "restart", "partition", "heal"} <= kinds
-    assert any(f.kind == "drop" and f.select.group == "validators" for f in load_scenario("validator_loss").faults)
+    assert any(
+        f.kind == "drop" and f.select is not None and f.select.group == "validators"
+        for f in load_scenario("validator_loss").faults
+    )
 
 
 def test_group_sizes_honour_counts_and_share_the_rest_by_weight():
@@ -64,11 +67,20 @@ def test_the_file_form_round_trips_with_every_fault_kind():
         ({"groups": [{"name": "a"}], "tiers": {"a": {"a": "friend"}}}, "tiers.a.a"),
         ({"groups": [{"name": "a"}], "topology": {"degree": 3}}, "topology.degree"),
         ({"groups": [{"name": "a"}], "workload": [{"group": "a", "packets": -1}]}, "workload[0].packets"),
-        ({"groups": [{"name": "a"}], "workload": [{"group": "a", "packets": 1, "topic": ""}]}, "workload[0].topic"),
+        (
+            {"groups": [{"name": "a"}], "workload": [{"group": "a", "packets": 1, "topic": ""}]},
+            "workload[0].topic",
+        ),
         ({"groups": [{"name": "a"}], "faults": [{"epoch": 1}]}, "faults[0]"),
         ({"groups": [{"name": "a"}], "faults": [{"epoch": 1, "crash": {"group": "a"}}]}, "faults[0].crash"),
-        ({"groups": [{"name": "a"}], "faults": [{"epoch": 1, "crash": {"count": "x"}}]}, "faults[0].crash.count"),
-        ({"groups": [{"name": "a"}], "faults": [{"epoch": 1, "partition": [["a"], ["a"]]}]}, "faults[0].partition"),
+        (
+            {"groups": [{"name": "a"}], "faults": [{"epoch": 1, "crash": {"count": "x"}}]},
+            "faults[0].crash.count",
+        ),
+        (
+            {"groups": [{"name": "a"}], "faults": [{"epoch": 1, "partition": [["a"], ["a"]]}]},
+            "faults[0].partition",
+        ),
         ({"groups": [{"name": "a"}], "quorum": 2}, "quorum"),
         ({"groups": [{"name": "a"}], "policy": "lenient"}, "policy"),
         ({"groups": [{"name": "a"}], "epoch_seconds": 0}, "epoch_seconds"),
@@ -87,7 +99,9 @@ def test_the_cli_lists_built_ins_and_refuses_bad_files_in_one_line(tmp_path):
     assert [s["name"] for s in json.loads(listed.stdout)] == builtin_names()
 
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"groups": [{"name": "a"}], "faults": [{"epoch": 0, "crash": {"group": "b", "all": True}}]}))
+    bad.write_text(json.dumps(
+        {"groups": [{"name": "a"}], "faults": [{"epoch": 0, "crash": {"group": "b", "all": True}}]}
+    ))
     result = runner.invoke(app, ["simulate", "--scenario", str(bad)])
     assert result.exit_code == 1
     assert result.stderr == f"error: {bad}: faults[0].crash.group: 'b' is not a group (groups: a)\n"
