@@ -83,6 +83,7 @@ LinkId = int
 STRIKES_TO_BLOCK = 5  # without a policy gate; with one, the policy's own threshold
 DIALS_PER_WAKE = 8  # a flood of announcements cannot make us dial a crowd at once
 DIAL_PACE = 1.0  # seconds between two rounds of at most DIALS_PER_WAKE dials
+ENDED_LINKS_REMEMBERED = 1024  # ingests queued behind a link's end are far fewer
 REFRESH_SECONDS = 30.0  # dial targets are re-read after a change, or this often as a safety net
 
 
@@ -413,6 +414,8 @@ class Coordinator:
         self.intake = Intake()
         self.isolated: list[_Isolation] = []  # peers we blocked while running, newest last
         self._links: dict[LinkId, _Link] = {}
+        self._ended: dict[LinkId, str | None] = {}  # peers of recently ended links, oldest first
+        self._pace: tuple[float, int] = (float("-inf"), 0)  # (start of this pace step, dials in it)
         self._next_link = 1
         self._targets: dict[str, _Target] = {}
         self._targets_stale = True
@@ -466,6 +469,7 @@ class Coordinator:
         target = self._targets.get(url)
         if target is not None:
             target.dialling = False
+            target.failures += 1
             target.last_error = reason
             self._backoff(target, now, blocked=False)
         return self.wake(now)
@@ -478,6 +482,11 @@ class Coordinator:
         if not link.closed:  # the session never said it closed: count it as a lost connection
             self._closed(link, ev.Closed(ErrorCode.CONNECTION_LOST, "the connection ended", True), now)
         del self._links[link_id]
+        # Packets it sent may still be waiting for the writer: remember whose they are, so they
+        # are never pushed back to the same peer's next session.
+        self._ended[link_id] = link.peer
+        while len(self._ended) > ENDED_LINKS_REMEMBERED:
+            del self._ended[next(iter(self._ended))]
         self._targets_stale = True  # a peer without a session may be worth dialling again
         return self.wake(now)
 
@@ -524,7 +533,8 @@ class Coordinator:
             actions.append(Want(link_id, tuple(sorted(missing))))
         if stored and not quarantined:
             # Sandbox packets are never re-shared (DESIGN §5); the rest flows on.
-            actions += self._relay(stored, source=link.peer if link else None)
+            source = link.peer if link is not None else self._ended.get(link_id)
+            actions += self._relay(stored, source=source)
         return actions
 
     def local_packets(self, stored: Sequence[Any]) -> list[Action]:
@@ -786,14 +796,20 @@ class Coordinator:
     def _dials(self, now: float) -> list[Action]:
         if self._closing:
             return []
+        # At most DIALS_PER_WAKE dials per DIAL_PACE seconds, however often we are woken or told
+        # of new peers: a flood of announcements cannot make us dial a crowd at once.
+        start, spent = self._pace
+        if now - start >= DIAL_PACE:
+            start, spent = now, 0
         actions: list[Action] = []
         for target in self._targets.values():
-            if len(actions) == DIALS_PER_WAKE:
+            if spent + len(actions) == DIALS_PER_WAKE:
                 break
             if not target.dialling and now >= target.next_attempt:
                 target.dialling = True
                 target.dials += 1
                 actions.append(Dial(target.url))
+        self._pace = (start, spent + len(actions))
         return actions
 
     def _backoff(self, target: _Target, now: float, *, blocked: bool) -> None:
@@ -803,7 +819,8 @@ class Coordinator:
 
     def _next_wake(self, now: float) -> list[Action]:
         # A due target left over by the dial rate limit is dialled at the next pace step.
-        times = [max(t.next_attempt, now + DIAL_PACE) for t in self._targets.values() if not t.dialling]
+        pace_end = self._pace[0] + DIAL_PACE
+        times = [max(t.next_attempt, pace_end) for t in self._targets.values() if not t.dialling]
         if self._targets_read_at is not None:
             times.append(self._targets_read_at + REFRESH_SECONDS)
         if self.auto_sync and self._last_sync is not None:

@@ -343,11 +343,6 @@ def test_a_tier_change_moves_links_in_and_out_of_the_fan_out() -> None:
     assert core.ingested(source, p, False, set(), T0) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingested() takes the source peer from the link, which link_ended() has deleted by the "
-    "time a queued ingest is stored; the packet is then pushed back to its source's new session",
-)
 def test_packets_stored_after_their_link_ended_are_not_pushed_back_to_their_source() -> None:
     core = coordinator()
     first = session_with(core, PEERS[0], CORE, RESPONDER)
@@ -686,13 +681,6 @@ def test_at_most_a_few_dials_per_wake_and_the_rest_at_the_next_pace_step() -> No
     assert sorted(first + second + third) == urls  # each once
 
 
-PACING = (
-    "the dial rate limit is per call, not per DIAL_PACE: a wake-up before the WakeAt (which its "
-    "docstring allows) or each discovered()/add_peer() dials another DIALS_PER_WAKE at once"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PACING)
 def test_an_early_wake_up_does_not_dial_the_next_round_sooner() -> None:
     core = coordinator()
     endpoints = [(f"ws://n{i:02}:1", None) for i in range(2 * DIALS_PER_WAKE)]
@@ -700,7 +688,6 @@ def test_an_early_wake_up_does_not_dial_the_next_round_sooner() -> None:
     assert dialled(core.wake(T0 + DIAL_PACE / 2)) == []  # DIAL_PACE: "seconds between two rounds"
 
 
-@pytest.mark.xfail(strict=True, reason=PACING)
 def test_a_flood_of_announcements_does_not_make_us_dial_a_crowd_at_once() -> None:
     core = coordinator()
     endpoints: list[tuple[str, str | None]] = []
@@ -736,11 +723,6 @@ def dial_once(core: Coordinator, url: str, now: float, peer: Identity | None = N
     assert dialled(actions) == [url], actions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dial_failed() backs off without counting the failure: the delay stays base x jitter "
-    "(about 1 s) forever instead of doubling up to the maximum",
-)
 def test_repeated_dial_failures_back_off_exponentially() -> None:
     core = coordinator()
     url = "ws://unreachable:1"
