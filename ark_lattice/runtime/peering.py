@@ -236,8 +236,11 @@ class Federation(Driver):
         except LocalProtocolError as exc:
             raise UsageError(str(exc)) from None
         assert isinstance(action, co.Query)
+        link = self.links.get(action.link)
+        if link is None:  # it ended between the coordinator's answer and now
+            raise UsageError(f"no open session with peer {peer_id[:16]}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.links[action.link].command((action, future))
+        link.command((action, future))
         try:
             return await asyncio.wait_for(future, QUERY_TIMEOUT)
         except TimeoutError:
