@@ -63,7 +63,7 @@ class PolicyGate:
 
     def packets(
         self,
-        hook: Hook,
+        hook: Hook | str,
         packets: Sequence[Packet],
         *,
         peer_id: str,
@@ -144,12 +144,12 @@ class PolicyGate:
         return rate
 
 
-def _decided(hook: Hook, peer_id: str, subject: str, decision: Decision) -> AuditRecord:
+def _decided(hook: Hook | str, peer_id: str, subject: str, decision: Decision) -> AuditRecord:
     return _record(hook, peer_id, subject, decision.allowed, decision.fired, decision.reason)
 
 
 def _record(
-    hook: Hook, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str
+    hook: Hook | str, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str
 ) -> AuditRecord:
     return {
         "hook": str(hook),

@@ -28,9 +28,9 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ark_lattice.errors import ErrorCode, LocalProtocolError
 from ark_lattice.identity import Identity, NodeId
@@ -41,6 +41,9 @@ from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
 from ark_lattice.terms import terms_for, worth_a_session
 from ark_lattice.tiers import TrustTier
+
+if TYPE_CHECKING:  # the policy engine (CEL) is the node's to load, not the protocol core's
+    from ark_lattice.policy.gate import PolicyGate
 
 __all__ = [
     "Coordinator",
@@ -287,7 +290,7 @@ class Isolate:
 class Audit:
     """Policy decisions for the ledger's audit trail."""
 
-    records: tuple[dict[str, Any], ...]
+    records: tuple[Mapping[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,7 @@ class Coordinator:
     manifest: SignedManifest
     rng: random.Random
     config: SessionConfig = field(default_factory=SessionConfig)
-    gate: Any = None
+    gate: PolicyGate | None = None
     random_bytes: Callable[[int], bytes] | None = None
     sync_interval: float = 60.0
     auto_sync: bool = True
@@ -672,7 +675,7 @@ class Coordinator:
 
     @property
     def strikes_to_block(self) -> int:
-        return int(self.gate.strikes_to_block) if self.gate is not None else STRIKES_TO_BLOCK
+        return self.gate.strikes_to_block if self.gate is not None else STRIKES_TO_BLOCK
 
     def dial_targets(self) -> list[dict[str, Any]]:
         """What `federation status` shows of our dialling: each endpoint, when next and why."""

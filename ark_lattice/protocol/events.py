@@ -8,6 +8,7 @@ back to the session and can be compared, logged and replayed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,7 @@ class PeerReportedError:
 class Audited:
     """Policy decisions taken in this session; the node writes every one to the ledger."""
 
-    records: tuple[dict[str, Any], ...]
+    records: tuple[Mapping[str, Any], ...]
 
 
 @dataclass(frozen=True)

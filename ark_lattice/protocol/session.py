@@ -40,7 +40,7 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ark_lattice.errors import (
     BadSignature,
@@ -94,6 +94,9 @@ from ark_lattice.protocol.reconciliation import Reconciliation, ReconStep
 from ark_lattice.protocol.transfer import TransferWindow, packet_frames
 from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
+
+if TYPE_CHECKING:  # the policy engine (CEL) is the node's to load, not the protocol core's
+    from ark_lattice.policy.gate import PolicyGate
 
 __all__ = [
     "Session",
@@ -172,7 +175,7 @@ class Session:
         config: SessionConfig = SessionConfig(),
         expected_peer: NodeId | None = None,
         random_bytes: Callable[[int], bytes] | None = None,
-        gate: Any = None,
+        gate: PolicyGate | None = None,
     ) -> None:
         """``gate`` is the node's policy gate (policy/gate.py), asked before any packet or query
         crosses; without one only the tier table applies (and external queries are limited to
@@ -624,6 +627,7 @@ class Session:
             if exceeded is not None:
                 self._send(AnswerFrame(frame.query_id, (), False), now)
                 raise RemoteProtocolError(ErrorCode.RATE_LIMITED, f"rate limit {exceeded} exceeded")
+            assert decision is not None  # the gate decides whenever no rate limit was exceeded
             allowed, reason = decision.allowed, decision.reason
         else:  # no policy: the tier table's own rule for external peers (DESIGN §5)
             allowed = self.tier is not TrustTier.EXTERNAL or frame.topic.startswith("public/")
