@@ -49,14 +49,20 @@ def log(
 def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Recompute every hash, link, signature and checkpoint; exit non-zero naming the first bad entry."""
     from ark_lattice import ledger
+    from ark_lattice.cli.progress import ProgressBar, progress_bar
 
     application: Application = ctx.obj
 
-    async def go() -> Any:
+    async def go(bar: ProgressBar) -> Any:
         async with await open_node(application) as node:
-            return await ledger.verify(node.store, node.node_id)
+            if bar.shown:  # counting costs a scan: only for a bar someone sees
+                bar.update(total=await node.store.event_count())
+            return await ledger.verify(
+                node.store, node.node_id, progress=lambda seq: bar.update(completed=seq)
+            )
 
-    report = run(go())
+    with progress_bar("verifying the ledger", quiet=json_) as bar:
+        report = run(go(bar))
     if json_:
         application.print_json(report.to_json())
         return
