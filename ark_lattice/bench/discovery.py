@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.bench.netns import Host, NetLab, unavailable
 from ark_lattice.errors import UsageError
 from ark_lattice.home import Home
@@ -37,11 +37,12 @@ CARRIERS = {"mdns": "--no-multicast", "beacon": "--no-mdns"}
 PORT = 7467
 
 
-def run(runs: int = 5) -> list[Measurement]:
+def run(runs: int = 5, *, progress: Progress = SILENT) -> list[Measurement]:
     why = unavailable()
     if why:
         raise UsageError(f"bench discovery builds two hosts from network namespaces: {why} (run it as root)")
     results: dict[str, dict[str, list[float]]] = {}
+    progress.update(total=len(CARRIERS) * runs, description="building two hosts")
     with tempfile.TemporaryDirectory(prefix="ark-bd-") as tmp, NetLab(2) as lab:
         root = Path(tmp)
         homes = asyncio.run(_prepare(root))
@@ -49,9 +50,11 @@ def run(runs: int = 5) -> list[Measurement]:
             samples: dict[str, list[float]] = {
                 "found_running": [], "found_by_running": [], "from_process_start": []
             }
-            for _ in range(runs):
+            for i in range(runs):
+                progress.update(description=f"discovery by {carrier}, run {i + 1}/{runs}")
                 for key, value in _one_run(lab.hosts, homes, flag, carrier).items():
                     samples[key].append(value)
+                progress.advance()
             results[carrier] = samples
     rows = []
     for carrier, samples in results.items():

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ark_lattice import ledger
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.identity import Identity
 from ark_lattice.store.events import Event, EventKind
 from ark_lattice.store.store import Store
@@ -19,23 +19,29 @@ __all__ = ["run"]
 BATCH = 500
 
 
-async def run(events: int = 20_000) -> list[Measurement]:
+async def run(events: int = 20_000, *, progress: Progress = SILENT) -> list[Measurement]:
     identity = Identity.generate()
     # Audit decisions are the ledger's highest-volume events, so they are the honest sample.
     data = {"hook": "inbound_packet", "allowed": True, "rules": ["allow-core"], "id": os.urandom(32)}
     with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
         db = Path(tmp) / "ledger.db"
         async with await Store.open(db) as store:
+            progress.update(total=3, description=f"appending {events:,} events")
             started = time.perf_counter()
             for i in range(0, events, BATCH):
                 n = min(BATCH, events - i)
                 await store.append_events([(EventKind.POLICY_DECISION, "x" * 52, data)] * n)
             append_s = time.perf_counter() - started
+            progress.advance()
+            progress.update(description=f"verifying {events:,} events")
             # A row of the same shape and size as a ledger event, without hashing or chaining.
             sample = (await store.events(limit=1))[0]
             await ledger.anchor(store, identity)
             report = await ledger.verify(store, identity.node_id)
+            progress.advance()
+        progress.update(description=f"bound: {events:,} raw sqlite3 inserts")
         raw_s = _raw_insert(Path(tmp) / "raw.db", events, sample)
+        progress.advance()
 
     return [
         Measurement("ledger.append", events / append_s, "events/s", bound=events / raw_s,

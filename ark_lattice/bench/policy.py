@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.bench import sync as bench_sync
 from ark_lattice.policy import DEFAULT_POLICY_TEXT, Hook, Policy, bench_decisions
 
@@ -22,7 +22,7 @@ condition = "true"
 """
 
 
-def run(decisions: int = 50_000, packets: int = 10_000) -> list[Measurement]:
+def run(decisions: int = 50_000, packets: int = 10_000, *, progress: Progress = SILENT) -> list[Measurement]:
     policy = Policy.default()
     now = int(time.time())
     inputs = {
@@ -31,14 +31,25 @@ def run(decisions: int = 50_000, packets: int = 10_000) -> list[Measurement]:
         "size": 1024, "age_s": 3,
     }
     out: list[Measurement] = []
+    progress.update(total=4)
     for hook in (Hook.INBOUND_PACKET, Hook.OUTBOUND_PACKET):
+        progress.update(description=f"{decisions:,} {hook.value} decisions")
         r = bench_decisions(policy, inputs, decisions, hook)
         out.append(Measurement(
             f"policy.decisions.{hook.value}", r["engine_per_s"], "decisions/s", bound=r["bare_per_s"],
             note="bound: bare cel evaluation of the same compiled conditions on the same inputs",
         ))
-    with_policy = bench_sync.run_with_policy(DEFAULT_POLICY_TEXT, packets)
-    permit_all = bench_sync.run_with_policy(PERMIT_ALL, packets)
+        progress.advance()
+    rates = []
+    for name, text in (("default policy", DEFAULT_POLICY_TEXT), ("permit-all", PERMIT_ALL)):
+        progress.update(description=f"sync, {name}: preparing {packets:,} packets")
+
+        def synced_so_far(held: int, name: str = name) -> None:
+            progress.update(description=f"sync, {name}: {held:,}/{packets:,} packets")
+
+        rates.append(bench_sync.run_with_policy(text, packets, synced_so_far=synced_so_far))
+        progress.advance()
+    with_policy, permit_all = rates
     out.append(Measurement(
         "policy.sync_ingest", with_policy, "packets/s", bound=permit_all,
         note=f"{packets} packets synced with the default policy (audited) against a permit-all policy",

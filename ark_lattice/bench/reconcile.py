@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.protocol.reconcile import ItemSet, sync_in_memory
 from ark_lattice.protocol.session import SessionConfig
 
@@ -13,14 +13,20 @@ __all__ = ["run"]
 
 
 def run(
-    size: int = 100_000, differences: tuple[int, ...] = (1, 10, 100, 1000), seed: int = 1
+    size: int = 100_000,
+    differences: tuple[int, ...] = (1, 10, 100, 1000),
+    seed: int = 1,
+    *,
+    progress: Progress = SILENT,
 ) -> list[Measurement]:
     rng = random.Random(seed)
     base_ms = 1_700_000_000_000
     # (timestamp, id) as a node's store holds them: HLC stamps a few ms apart, SHA-256-like ids.
     shared = [((base_ms + i * 3) << 16, rng.randbytes(32)) for i in range(size)]
     out: list[Measurement] = []
+    progress.update(total=len(differences))
     for d in differences:
+        progress.update(description=f"reconcile n={size:,}, d={d:,}")
         only_a = d // 2
         only_b = d - only_a
         extra = [((base_ms + rng.randrange(size * 3)) << 16, rng.randbytes(32)) for _ in range(d)]
@@ -38,4 +44,5 @@ def run(
             Measurement(f"reconcile.d{d}.bytes_per_difference", total / d, "bytes/difference"),
             Measurement(f"reconcile.d{d}.seconds", elapsed, "s"),
         ]
+        progress.advance()
     return out

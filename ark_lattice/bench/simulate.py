@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 
 __all__ = ["run", "measure"]
 
@@ -41,9 +41,13 @@ def measure(nodes: int, epochs: int, seed: int = 0) -> dict[str, float | int | b
     }
 
 
-def run(sizes: Sequence[int] = (100, 1000), epochs: int = 5) -> list[Measurement]:
+def run(
+    sizes: Sequence[int] = (100, 1000), epochs: int = 5, *, progress: Progress = SILENT
+) -> list[Measurement]:
     out: list[Measurement] = []
+    progress.update(total=len(sizes))
     for nodes in sizes:
+        progress.update(description=f"simulate {nodes:,} nodes x {epochs} epochs")
         proc = subprocess.run(
             [sys.executable, "-m", "ark_lattice.bench.simulate", str(nodes), str(epochs)],
             capture_output=True,
@@ -66,6 +70,7 @@ def run(sizes: Sequence[int] = (100, 1000), epochs: int = 5) -> list[Measurement
             note=f"peak resident set of the process running {nodes} nodes "
             f"({m['peak_rss_mib'] * 1024 / nodes:.0f} KiB per node, interpreter included)",
         ))
+        progress.advance()
     return out
 
 

@@ -11,9 +11,10 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from ark_lattice.bench import Measurement
+from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
@@ -71,12 +72,22 @@ def _raw_ingest_seconds(path: Path, packets: list[Packet]) -> float:
     return elapsed
 
 
-def run(count: int = 20_000, body_size: int = 1024) -> list[Measurement]:
+def run(count: int = 20_000, body_size: int = 1024, *, progress: Progress = SILENT) -> list[Measurement]:
     with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
         root = Path(tmp)
+        progress.update(total=3, description=f"signing and storing {count:,} packets")
         a_home, b_home, packets = asyncio.run(_prepare(root, count, body_size))
+        progress.advance()
+        progress.update(description=f"bound: raw ingest of {count:,} packets")
         raw_s = _raw_ingest_seconds(root / "raw.db", packets)
-        sync_s = _timed_sync(a_home, b_home, count)
+        progress.advance()
+        progress.update(description="sync: starting two nodes")
+
+        def synced_so_far(held: int) -> None:
+            progress.update(description=f"sync: {held:,}/{count:,} packets")
+
+        sync_s = _timed_sync(a_home, b_home, count, synced_so_far)
+        progress.advance()
     return [
         Measurement(
             "sync.ingest", count / sync_s, "packets/s", bound=count / raw_s,
@@ -86,15 +97,26 @@ def run(count: int = 20_000, body_size: int = 1024) -> list[Measurement]:
     ]
 
 
-def run_with_policy(policy_text: str, count: int = 20_000, body_size: int = 1024) -> float:
+def run_with_policy(
+    policy_text: str,
+    count: int = 20_000,
+    body_size: int = 1024,
+    synced_so_far: Callable[[int], None] | None = None,
+) -> float:
     """Packets/s of the same sync with both nodes under ``policy_text``."""
     with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
         a_home, b_home, _ = asyncio.run(_prepare(Path(tmp), count, body_size, policy_text))
-        return count / _timed_sync(a_home, b_home, count)
+        return count / _timed_sync(a_home, b_home, count, synced_so_far)
 
 
-def _timed_sync(a_home: Home, b_home: Home, count: int) -> float:
-    """Seconds from B dialling A until B holds ``count`` packets."""
+def _timed_sync(
+    a_home: Home, b_home: Home, count: int, synced_so_far: Callable[[int], None] | None = None
+) -> float:
+    """Seconds from B dialling A until B holds ``count`` packets.
+
+    ``synced_so_far`` is told the count each poll has already read, for a progress display; it
+    adds no request to the nodes.
+    """
     with (
         NodeProcess(a_home.root, "--sync-interval", "3600", wait=False) as a,
         NodeProcess(b_home.root, "--sync-interval", "3600", wait=False) as b,
@@ -106,7 +128,11 @@ def _timed_sync(a_home: Home, b_home: Home, count: int) -> float:
 
         def synced() -> bool:
             status = b.current_status()
-            return status is not None and status["packets"] >= count
+            if status is None:
+                return False
+            if synced_so_far is not None:
+                synced_so_far(status["packets"])
+            return bool(status["packets"] >= count)
 
         # Polled every 20 ms at most: the poll's granularity is part of the measured time.
         wait_for(synced, timeout=900, what="the sync", max_interval=0.02)

@@ -1,4 +1,8 @@
-"""``ark-lattice bench``: measured ratios, one JSON object per line with --json."""
+"""``ark-lattice bench``: measured ratios, one JSON object per line with --json.
+
+On a terminal each bench draws a progress bar on stderr, step by step; with --json or in a pipe it
+draws nothing (cli/progress.py).
+"""
 
 from __future__ import annotations
 
@@ -44,8 +48,11 @@ def ledger(
 ) -> None:
     """Ledger append rate against raw sqlite3 inserts, and verify throughput."""
     from ark_lattice.bench import ledger as bench_ledger
+    from ark_lattice.cli.progress import progress_bar
 
-    report(ctx.obj, run(bench_ledger.run(events)), json_)
+    with progress_bar("bench ledger", quiet=json_) as bar:
+        rows = run(bench_ledger.run(events, progress=bar))
+    report(ctx.obj, rows, json_)
 
 
 @app.command("sync")
@@ -57,8 +64,11 @@ def sync(
 ) -> None:
     """Two real nodes sync over loopback: packets/s against the raw ingest bound."""
     from ark_lattice.bench import sync as bench_sync
+    from ark_lattice.cli.progress import progress_bar
 
-    report(ctx.obj, bench_sync.run(packets, body_size), json_)
+    with progress_bar("bench sync", quiet=json_) as bar:
+        rows = bench_sync.run(packets, body_size, progress=bar)
+    report(ctx.obj, rows, json_)
 
 
 @app.command("reconcile")
@@ -69,8 +79,11 @@ def reconcile(
 ) -> None:
     """Bytes and round trips of reconciliation for n items differing by d = 1, 10, 100, 1000."""
     from ark_lattice.bench import reconcile as bench_reconcile
+    from ark_lattice.cli.progress import progress_bar
 
-    report(ctx.obj, bench_reconcile.run(size), json_)
+    with progress_bar("bench reconcile", quiet=json_) as bar:
+        rows = bench_reconcile.run(size, progress=bar)
+    report(ctx.obj, rows, json_)
 
 
 @app.command("policy")
@@ -84,8 +97,11 @@ def policy(
 ) -> None:
     """Policy decisions/s against bare CEL, and sync ingest with the default policy vs permit-all."""
     from ark_lattice.bench import policy as bench_policy
+    from ark_lattice.cli.progress import progress_bar
 
-    report(ctx.obj, bench_policy.run(decisions, packets), json_)
+    with progress_bar("bench policy", quiet=json_) as bar:
+        rows = bench_policy.run(decisions, packets, progress=bar)
+    report(ctx.obj, rows, json_)
 
 
 @app.command("simulate")
@@ -107,7 +123,11 @@ def simulate(
         raise UsageError(f"--sizes takes node counts such as 100,1000, not {sizes!r}") from None
     if not counts or any(c < 1 for c in counts):
         raise UsageError("--sizes needs at least one positive node count")
-    report(ctx.obj, bench_simulate.run(counts, epochs), json_)
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench simulate", quiet=json_) as bar:
+        rows = bench_simulate.run(counts, epochs, progress=bar)
+    report(ctx.obj, rows, json_)
 
 
 @app.command("discovery")
@@ -118,8 +138,11 @@ def discovery(
 ) -> None:
     """Time for two nodes on two namespace hosts to find each other, by mDNS and by beacon (root)."""
     from ark_lattice.bench import discovery as bench_discovery
+    from ark_lattice.cli.progress import progress_bar
 
-    report(ctx.obj, bench_discovery.run(runs), json_)
+    with progress_bar("bench discovery", quiet=json_) as bar:
+        rows = bench_discovery.run(runs, progress=bar)
+    report(ctx.obj, rows, json_)
 
 
 def _figure(value: float) -> str:
