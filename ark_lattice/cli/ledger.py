@@ -57,9 +57,11 @@ def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
         async with await open_node(application) as node:
             if bar.shown:  # counting costs a scan: only for a bar someone sees
                 bar.update(total=await node.store.event_count())
-            return await ledger.verify(
+            report = await ledger.verify(
                 node.store, node.node_id, progress=lambda seq: bar.update(completed=seq)
             )
+            bar.update(completed=report.events)  # verify reports every 5000 events, not the last
+            return report
 
     with progress_bar("verifying the ledger", quiet=json_) as bar:
         report = run(go(bar))

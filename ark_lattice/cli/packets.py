@@ -19,7 +19,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @app.command("publish")
 def publish(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Body file, or - for stdin.")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE|DIR|-...",
+            help="Body file, or - for stdin. Several files, or a directory (every file under it, "
+            "hidden ones skipped), give one packet per file, in sorted order.",
+        ),
+    ],
     topic: Annotated[str, typer.Option(help="Topic, e.g. notes/field or public/alerts.")],
     kind: Annotated[str, typer.Option(help="Packet kind.")] = "note",
     depends: Annotated[
@@ -28,10 +35,14 @@ def publish(
     supersedes: Annotated[str | None, typer.Option(help="Id of the version this replaces.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Sign a packet with this node's key and store it in the ledger."""
+    """Sign a packet with this node's key and store it in the ledger (one per file for several)."""
     from ark_lattice.errors import UsageError
 
     application: Application = ctx.obj
+    if len(sources) > 1 or (sources[0] != "-" and Path(sources[0]).is_dir()):
+        _publish_many(application, _files(sources), topic, kind, depends, supersedes, json_)
+        return
+    source = sources[0]
     if source == "-":
         body = sys.stdin.buffer.read()
     else:
@@ -56,6 +67,87 @@ def publish(
         application.print_json({"id": packet.hex_id, "topic": topic, "size": len(body)})
     else:
         application.console.print(packet.hex_id)
+
+
+def _publish_many(
+    application: Application,
+    files: list[Path],
+    topic: str,
+    kind: str,
+    depends: list[str] | None,
+    supersedes: str | None,
+    json_: bool,
+) -> None:
+    """One packet per file, all with the same options, under one bar on a terminal."""
+    from ark_lattice.cli.progress import progress_bar
+    from ark_lattice.errors import UsageError
+
+    published: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        async with await open_node(application, unlock=True) as node:
+            deps = [await node.store.resolve_packet(d) for d in depends or []]
+            sup = await node.store.resolve_packet(supersedes) if supersedes else None
+            # Opened first: a passphrase prompt must not share the terminal with a live bar.
+            with progress_bar("publishing", total=len(files), quiet=json_) as bar:
+                for path in files:
+                    bar.update(description=f"publishing {path.name}")
+                    try:
+                        body = path.read_bytes()
+                    except OSError as exc:
+                        raise UsageError(
+                            f"cannot read {path}: {exc.strerror} "
+                            f"({len(published)} of {len(files)} file(s) published before it)"
+                        ) from None
+                    packet = await node.publish(
+                        topic=topic, kind=kind, body=body, depends=deps, supersedes=sup
+                    )
+                    published.append(
+                        {"id": packet.hex_id, "topic": topic, "size": len(body), "path": str(path)}
+                    )
+                    bar.advance()
+
+    try:
+        run(go())
+    finally:
+        if published:  # also those stored before a failure: they are in the ledger
+            from ark_lattice.cli.livenode import nudge
+
+            nudge(application, "packets_changed")
+    if json_:
+        application.print_json(published)
+        return
+    for doc in published:
+        application.console.print(f"{doc['id']}  {doc['path']}")
+
+
+def _files(sources: list[str]) -> list[Path]:
+    """The files named and the files under the directories named, sorted, each once."""
+    from ark_lattice.errors import UsageError
+
+    if "-" in sources:
+        raise UsageError("- (stdin) is one packet on its own; it cannot be given with files")
+    found: dict[Path, Path] = {}  # resolved -> as the operator named it
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            candidates = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            try:
+                path.stat()
+            except OSError as exc:
+                raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+            if not path.is_file():
+                raise UsageError(f"cannot read {source}: not a regular file")
+            candidates = [path]
+        for candidate in candidates:
+            found.setdefault(candidate.resolve(), candidate)
+    if not found:
+        raise UsageError(f"no files to publish in {', '.join(sources)}")
+    return sorted(found.values())
 
 
 @app.command("list")

@@ -73,17 +73,24 @@ def progress_bar(
         yield ProgressBar()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Column
 
     progress = Progress(
         # markup=False: descriptions carry file names and topics, and "[x]" in them is not a style.
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
+        # The description and the bar share the line; a long description is cut, never the count.
+        TextColumn(
+            "{task.description}",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+        ),
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
         MofNCompleteColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=target,
         transient=True,
         refresh_per_second=REFRESH_PER_SECOND,
+        expand=True,
         # stdout may be a pipe while stderr is a terminal: what goes to stdout must stay there.
         redirect_stdout=False,
     )
