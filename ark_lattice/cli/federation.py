@@ -39,6 +39,14 @@ def start(
     idle_timeout: Annotated[
         float, typer.Option(min=3.0, help="Seconds of a peer's silence before its session is stale.")
     ] = 45.0,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9467; a bare "
+            "PORT binds loopback). Needs the metrics extra.",
+        ),
+    ] = None,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run."""
     from ark_lattice.discovery import DiscoveryConfig
@@ -48,6 +56,7 @@ def start(
     application: Application = ctx.obj
     home = application.home
     discovery = DiscoveryConfig(mdns=mdns, beacon=multicast, group=beacon_group, beacon_port=beacon_port)
+    metrics_at = _metrics_address(metrics) if metrics is not None else None  # before the node starts
 
     async def go() -> None:
         if home.is_initialised():
@@ -65,6 +74,7 @@ def start(
                 sync_interval=sync_interval,
                 discovery=discovery,
                 idle_timeout=idle_timeout,
+                metrics=metrics_at,
             )
             await runtime.run()
         finally:
@@ -288,3 +298,37 @@ def sync(ctx: typer.Context) -> None:
     application: Application = ctx.obj
     result = request(application, "sync_now")
     application.console.print(f"started {result['started']} reconciliation(s)")
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    from ark_lattice.runtime.metrics import parse_address, require_prometheus
+
+    address = parse_address(text)
+    require_prometheus("--metrics")
+    return address
+
+
+@app.command("metrics")
+def metrics_command(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Print the running node's metrics once: the set `start --metrics` serves, without a scraper.
+
+    Prometheus text when prometheus-client is installed (the metrics extra), else one
+    `name{labels} value` line per sample; --json prints the snapshot.
+    """
+    import sys
+
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.runtime.metrics import families_from_json, plain_text
+
+    application: Application = ctx.obj
+    doc: dict[str, Any] = request(application, "metrics")
+    if json_:
+        application.print_json(doc)
+        return
+    families = families_from_json(doc["metrics"])
+    try:
+        from ark_lattice.runtime.exposition import prometheus_text
+    except ImportError:
+        sys.stdout.write(plain_text(families))
+        return
+    sys.stdout.write(prometheus_text(families).decode())

@@ -14,8 +14,8 @@ Nothing here awaits anything but the store, so the simulator runs it without an 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ark_lattice import __version__
 from ark_lattice.errors import NotFound
@@ -29,6 +29,9 @@ from ark_lattice.protocol.session import Session
 from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
+
+if TYPE_CHECKING:
+    from ark_lattice.runtime.metrics import Counters
 
 __all__ = ["Effects", "Driver", "LINK_ACTIONS", "apply_to_session", "our_manifest"]
 
@@ -101,10 +104,12 @@ def apply_to_session(session: Session, action: Any, now: float, items: ItemSet |
 class Effects:
     """The store side of the coordinator's actions."""
 
+    metrics: Counters | None = None  # told how many packets each ingest stored (observation only)
+
     def __init__(self, store: Store, core: co.Coordinator) -> None:
         self.store = store
         self.core = core
-        self.decisions: list[dict[str, Any]] = []  # policy decisions not yet in the ledger
+        self.decisions: list[Mapping[str, Any]] = []  # policy decisions not yet in the ledger
 
     async def perform(self, action: Any, now: float) -> list[co.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
@@ -183,6 +188,8 @@ class Effects:
                 results.append((item, new, admission.missing))
         actions: list[co.Action] = []
         for item, new, missing in results:
+            if self.metrics is not None:
+                self.metrics.stored(len(new), item.quarantine)
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
         return actions
 
@@ -198,12 +205,16 @@ class Driver:
 
     effects: Effects
     clock: Callable[[], float]
+    metrics: Counters | None = None  # sees every action first; counts, never decides
 
     async def carry_out(self, actions: Sequence[co.Action]) -> None:
         """Carry out ``actions`` in order, and the actions their answers bring, until none are left."""
         pending: deque[co.Action] = deque(actions)
+        metrics = self.metrics
         while pending:
             action = pending.popleft()
+            if metrics is not None:
+                metrics.saw(action)
             if isinstance(action, LINK_ACTIONS):
                 pending.extend(self.on_link(action))
             elif isinstance(action, co.Dial):

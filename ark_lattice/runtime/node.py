@@ -34,6 +34,7 @@ class NodeRuntime:
         auto_sync: bool = True,
         discovery: DiscoveryConfig | None = None,
         idle_timeout: float | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         from ark_lattice.policy.gate import PolicyGate
         from ark_lattice.protocol.session import SessionConfig
@@ -59,6 +60,11 @@ class NodeRuntime:
         self.started_at = 0.0
         self._stopping = asyncio.Event()
         self._server: Any = None
+        self.metrics_server: Any = None  # runtime/exposition.py, with `start --metrics HOST:PORT`
+        if metrics is not None:
+            from ark_lattice.runtime.exposition import MetricsServer
+
+            self.metrics_server = MetricsServer(*metrics, self.federation.metric_families)
         self._control = ControlServer(
             node.home.control_path,
             {
@@ -72,6 +78,7 @@ class NodeRuntime:
                 "query": self._query,
                 "policy_reload": self._policy_reload,
                 "discovered": self._discovered,
+                "metrics": self._metrics,
             },
         )
 
@@ -97,6 +104,9 @@ class NodeRuntime:
         from websockets.asyncio.server import serve
 
         from ark_lattice.errors import UsageError
+
+        if self.metrics_server is not None:
+            await self.metrics_server.start()  # first: an address it cannot bind stops us before peers see us
 
         try:
             self._server = await serve(
@@ -136,6 +146,8 @@ class NodeRuntime:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         await self._control.close()
         log.info("stopped")
 
@@ -255,6 +267,12 @@ class NodeRuntime:
             "more": more,
             "saved": bool(args.get("save")),
         }
+
+    async def _metrics(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """The metric set `start --metrics` serves (runtime/metrics.py), for `federation metrics`."""
+        families = await self.federation.metric_families()
+        endpoint = self.metrics_server.url if self.metrics_server is not None else None
+        return {"endpoint": endpoint, "metrics": [family.to_json() for family in families]}
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()

@@ -11,6 +11,9 @@ Every decision is the coordinator's (protocol/coordinator.py) or a session's
 - one writer task stores received packets in batches (one transaction for many frames);
 - one task sleeps until the coordinator's next wake-up (dials, auto-sync), and one flushes the
   audit trail a moment after decisions arrive.
+
+It also counts (runtime/metrics.py): every action on its way through ``carry_out``, dial results,
+completed reconciliations and the traffic of links that end — observation only, never a decision.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, U
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol import events as ev
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.protocol.session import Role, Session, SessionConfig, State
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
+from ark_lattice.runtime.metrics import NO_TIER, Counters, Family, LinkView, StoreGauges, Traffic, families
 from ark_lattice.store.store import Store
 
 __all__ = ["Federation", "Link"]
@@ -96,6 +101,13 @@ class Link:
         self.commands.append(item)
         self.ready.set()
 
+    @property
+    def tier_label(self) -> str:
+        return self.session.tier.value if self.session.tier else NO_TIER
+
+    def view(self) -> LinkView:
+        return LinkView(self.id, self.tier_label, self.session.state.value, Traffic.of(self.session))
+
 
 class Federation(Driver):
     """All peer sessions of one node, driven by its coordinator.
@@ -103,6 +115,8 @@ class Federation(Driver):
     The clock, the random source and the ``connect`` function that dials a URL are inputs, so
     tests can replace them.
     """
+
+    metrics: Counters
 
     def __init__(
         self,
@@ -139,6 +153,7 @@ class Federation(Driver):
         self._wake_at: float | None = None
         self._audit_pending = asyncio.Event()
         self._closing = False
+        self.metrics = Counters()
         # Bounded: a full queue stops the links from reading, which is the back-pressure to peers.
         self._ingest: asyncio.Queue[co.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
 
@@ -152,6 +167,7 @@ class Federation(Driver):
             config=self._config, gate=self.gate, sync_interval=interval, auto_sync=auto,
         )
         self.effects = Effects(self.store, self.core)
+        self.effects.metrics = self.metrics
         self._pushed_seq = await self.store.event_count()
         self._spawn(self._maintain(), "federation-wake")
         self._spawn(self._write_received(), "ingest")
@@ -246,6 +262,12 @@ class Federation(Driver):
         except TimeoutError:
             raise UsageError(f"peer {peer_id[:16]} did not answer within {QUERY_TIMEOUT:g} s") from None
 
+    async def metric_families(self) -> list[Family]:
+        """The node's metric set now (runtime/metrics.py): counters, live links, store gauges."""
+        links = [link.view() for link in self.links.values()]
+        gauges = await StoreGauges.read(self.store)
+        return families(self.metrics, links, gauges, now=self.clock())
+
     def replace_policy(self, policy: Any) -> None:
         """A new policy takes effect on the next packet of every session."""
         if self.gate is not None:
@@ -285,12 +307,14 @@ class Federation(Driver):
         try:
             async with self._connect(url) as ws:
                 connected = True
+                self.metrics.dialled(connected=True)
                 await self._own(ws, Role.INITIATOR, url, url)
         except Exception as exc:  # OSError, timeouts, refused WebSocket upgrades, bad URLs
             if connected:
                 log.info("connection to %s ended: %s", url, exc)
                 return
             log.info("could not reach %s: %s", url, exc)
+            self.metrics.dialled(connected=False)
             await self.carry_out(self._core.dial_failed(url, str(exc) or type(exc).__name__, self.clock()))
 
     async def _own(self, ws: Any, role: Role, remote: str, url: str | None) -> None:
@@ -314,6 +338,8 @@ class Federation(Driver):
         finally:
             reader.cancel()
             self.links.pop(link_id, None)
+            # In the same step as the pop: a snapshot sees the link's traffic live or folded, never neither.
+            self.metrics.link_ended(link_id, link.tier_label, Traffic.of(session))
             self._owners.discard(task)
             code = session.close_code
             if code == ErrorCode.SHUTDOWN:
@@ -401,6 +427,9 @@ class Federation(Driver):
         """Carry out the session's events until it has nothing more to say, then send."""
         session = link.session
         while events := session.events():
+            for event in events:
+                if isinstance(event, ev.SyncCompleted):
+                    self.metrics.synced(session.role.value)
             await self.carry_out(self._core.session_events(link.id, events, self.clock()))
         for data in session.data_to_send():
             try:
