@@ -23,6 +23,12 @@ def audit(
         str | None, typer.Option(help="ISO time, or an age such as 90s, 15m, 2h, 7d.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Then print new decisions as they are taken, until Ctrl-C (oldest first)."
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Browse the audit trail: every allow and deny, which rules fired and why."""
@@ -33,6 +39,9 @@ def audit(
     if decision not in (None, "allow", "deny"):
         raise UsageError("--decision is allow or deny")
     since_ms = _since(since) if since else None
+    if follow:
+        _follow(application, peer, decision, hook, since_ms, limit, json_)
+        return
 
     async def go() -> Any:
         async with await open_node(application) as node:
@@ -62,6 +71,57 @@ def audit(
             "allow" if r["allowed"] else "[red]deny[/]", ", ".join(r["rules"]), r["reason"],
         )
     application.console.print(table)
+
+
+def _follow(
+    application: Application,
+    peer: str | None,
+    decision: str | None,
+    hook: str | None,
+    since_ms: int | None,
+    limit: int,
+    json_: bool,
+) -> None:
+    """The newest ``limit`` matching decisions, oldest first, then each new one as it is taken."""
+    import json
+
+    from ark_lattice import audit as trail
+    from ark_lattice import tail
+    from ark_lattice.cli.stream import emit, streaming
+
+    def show(row: dict[str, Any]) -> None:
+        emit(json.dumps(row, sort_keys=True) if json_ else _line(row))
+
+    async def go() -> None:
+        async with await open_node(application) as node:
+            store = node.store
+            which = tail.DecisionFilter(
+                peer=await store.resolve_peer(peer) if peer else None,
+                allowed=None if decision is None else decision == "allow",
+                hook=hook,
+                since_ms=since_ms,
+            )
+            top = await store.event_count()  # what is listed first; later events are followed
+            rows = await trail.decisions(
+                store, peer=which.peer, allowed=which.allowed, hook=hook, since_ms=since_ms, limit=limit
+            )
+            for row in reversed([r for r in rows if r["seq"] <= top]):
+                show(row)
+            async for row in tail.follow_decisions(store, top, which):
+                show(row)
+
+    with streaming():
+        run(go())
+
+
+def _line(r: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(r["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    verdict = "allow" if r.get("allowed") else "deny "
+    rules = ",".join(str(x) for x in r.get("rules") or []) or "-"
+    return (
+        f"{when}  {verdict}  {r.get('hook', '?'):<16} {str(r.get('peer', ''))[:12]:<12}  "
+        f"{str(r.get('subject', ''))[:16]:<16}  {rules}  {r.get('reason', '')}"
+    )
 
 
 _AGE = re.compile(r"(\d+)([smhd])")

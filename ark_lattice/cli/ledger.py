@@ -20,10 +20,19 @@ def log(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
     kind: Annotated[str | None, typer.Option(help="Only events of this kind.")] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Then print new events as they are appended, until Ctrl-C (oldest first)."
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Show the newest ledger events."""
     application: Application = ctx.obj
+    if follow:
+        _follow(application, limit, kind, json_)
+        return
 
     async def go() -> Any:
         async with await open_node(application) as node:
@@ -128,6 +137,35 @@ def backup(
         application.print_json({"path": str(target), **report.to_json()})
         return
     application.console.print(f"backup written to {target} and verified ({report.events} events)")
+
+
+def _follow(application: Application, limit: int, kind: str | None, json_: bool) -> None:
+    """The newest ``limit`` events, oldest first, then each new one as it is appended."""
+    import json
+
+    from ark_lattice import tail
+    from ark_lattice.cli.stream import emit, streaming
+    from ark_lattice.store.events import Event
+
+    def show(e: Event) -> None:
+        if json_:
+            emit(json.dumps(e.to_json(), sort_keys=True))
+            return
+        when = datetime.fromtimestamp(e.ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        data = ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items())
+        emit(f"{e.seq:>6}  {when}  {e.kind:<18} {e.subject[:16]:<16}  {data}")
+
+    async def go() -> None:
+        async with await open_node(application) as node:
+            top = await node.store.event_count()  # what is listed first; later events are followed
+            newest = await node.store.events(limit=limit, kind=kind)
+            for event in reversed([e for e in newest if e.seq <= top]):
+                show(event)
+            async for event in tail.follow(node.store, top, kind=kind):
+                show(event)
+
+    with streaming():
+        run(go())
 
 
 def _short(value: Any) -> str:

@@ -1,0 +1,77 @@
+"""A running node's status as an operator reads it (``federation status``, DESIGN §12).
+
+The node answers the ``status`` control command with one snapshot (runtime/node.py). What only two
+snapshots tell — how fast packets and bytes flow on each session — and which dial targets are
+waiting rather than connected are worked out here, so the views stay rendering only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Rates", "session_key", "session_rates", "waiting_targets"]
+
+SessionKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per second, between two snapshots."""
+
+    packets_in: float
+    packets_out: float
+    bytes_in: float
+    bytes_out: float
+
+
+def session_key(conn: Mapping[str, Any]) -> SessionKey:
+    """What tells one session from another across snapshots: its role and remote address (the
+    peer is unknown while the handshake runs)."""
+    return str(conn.get("role", "")), str(conn.get("remote", ""))
+
+
+def session_rates(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> dict[SessionKey, Rates]:
+    """Rates of the sessions present in both snapshots of the same run of the same node.
+
+    Time is the node's uptime (monotonic), not the wall clock; a counter that went down means a
+    new session at the same address, which has no rate yet.
+    """
+    if previous is None or previous.get("node_id") != current.get("node_id"):
+        return {}
+    elapsed = float(current.get("uptime_s", 0)) - float(previous.get("uptime_s", 0))
+    if elapsed <= 0:
+        return {}
+    before = {session_key(c): c for c in previous.get("connections", [])}
+    out: dict[SessionKey, Rates] = {}
+    for conn in current.get("connections", []):
+        old = before.get(session_key(conn))
+        if old is None:
+            continue
+        deltas = [
+            int(conn.get(f, 0)) - int(old.get(f, 0))
+            for f in ("packets_in", "packets_out", "bytes_in", "bytes_out")
+        ]
+        if min(deltas) < 0:
+            continue
+        out[session_key(conn)] = Rates(*(d / elapsed for d in deltas))
+    return out
+
+
+def waiting_targets(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The dial targets with no dial or session under way, each with the ``reason`` in words."""
+    out = []
+    for target in status.get("dialling", []):
+        if target.get("dialling"):
+            continue
+        if target.get("blocked_by_peer"):
+            reason = "blocked by peer"
+        elif target.get("last_error"):
+            reason = str(target["last_error"])
+        elif not target.get("dials"):
+            reason = "not dialled yet"
+        else:
+            reason = "the session ended"
+        out.append({**target, "reason": reason})
+    return out
