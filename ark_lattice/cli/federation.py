@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-import sys
-import time
 from typing import Annotated, Any
 
 import typer
 
 from ark_lattice.cli.context import Application, run
 from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
+from ark_lattice.logfile import LogFormat
 
 app = typer.Typer(help="Run this node and watch its federation.", no_args_is_help=True)
 
@@ -47,14 +44,26 @@ def start(
             "PORT binds loopback). Needs the metrics extra.",
         ),
     ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="Log this level and above: debug, info, warning, error.")
+    ] = "info",
+    log_format: Annotated[
+        LogFormat, typer.Option(case_sensitive=False, help="Log lines as text or as JSON objects.")
+    ] = LogFormat.TEXT,
 ) -> None:
-    """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run."""
+    """Run the node in the foreground until SIGINT/SIGTERM; creates it on first run.
+
+    It logs to stderr and to logs/node.log in the home, rotated at 5 MiB with five old files kept
+    (read it with `federation logs`).
+    """
+    from ark_lattice import logfile
     from ark_lattice.discovery import DiscoveryConfig
     from ark_lattice.node import LocalNode
     from ark_lattice.runtime.node import NodeRuntime
 
     application: Application = ctx.obj
     home = application.home
+    level = logfile.parse_level(log_level)
     discovery = DiscoveryConfig(mdns=mdns, beacon=multicast, group=beacon_group, beacon_port=beacon_port)
     metrics_at = _metrics_address(metrics) if metrics is not None else None  # before the node starts
 
@@ -64,7 +73,7 @@ def start(
         else:
             node = await LocalNode.init(home, name=name)
         try:
-            _setup_logging(home.log_dir)
+            logfile.setup(home.log_dir, level=level, fmt=log_format)
             fed = node.config.federation
             runtime = NodeRuntime(
                 node,
@@ -84,9 +93,20 @@ def start(
 
 
 @app.command("status")
-def status(ctx: typer.Context, json_: JsonOption = False) -> None:
-    """Show the running node: ID, uptime, listen address, counts and connections."""
+def status(
+    ctx: typer.Context,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C (plain lines in a pipe).")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    json_: JsonOption = False,
+) -> None:
+    """Show the running node: ID, uptime, listen address, sessions, dial targets, denials, ledger."""
+    import time
+
     from ark_lattice.cli.livenode import request
+    from ark_lattice.cli.watch import render
+    from ark_lattice.cli.watch import watch as watch_node
     from ark_lattice.errors import NodeNotRunning
 
     application: Application = ctx.obj
@@ -99,66 +119,14 @@ def status(ctx: typer.Context, json_: JsonOption = False) -> None:
         else:
             application.console.print(f"the node in {application.home.root} is not running")
         raise typer.Exit(3) from None
+    if watch:
+        watch_node(application, interval, json_=json_)
+        return
     doc["running"] = True
     if json_:
         application.print_json(doc)
         return
-    c = application.console
-    c.print(f"[bold]{doc['name']}[/] {doc['node_id']}")
-    c.print(f"listening on {doc['listen']}, up {doc['uptime_s']:.0f} s")
-    c.print(
-        f"{doc['packets']} packets ({doc['quarantined']} quarantined), "
-        f"{doc['peers']} peers, {doc['events']} ledger events"
-    )
-    for item in doc.get("isolated", []):
-        c.print(
-            f"[red]isolated[/] {item['peer'][:16]} after {item['strikes']} strikes "
-            f"(last: {item['last']}); see `ark-lattice ledger log --kind peer.strike`"
-        )
-    for target in doc.get("dialling", []):
-        if target["dialling"] or not target["last_error"]:
-            continue
-        next_try = f"next try in {max(0.0, target['next_attempt'] - time.time()):.0f} s"
-        if target["blocked_by_peer"]:
-            c.print(f"[yellow]blocked by peer[/] {target['url']}: it closed us as blocked; {next_try}")
-        else:
-            c.print(f"[yellow]not connected[/] {target['url']}: {target['last_error']}; {next_try}")
-    if doc["connections"]:
-        from rich.table import Table
-
-        table = Table(title="connections")
-        for col in ("peer", "tier", "state", "in", "out", "last sync"):
-            table.add_column(col)
-        for conn in doc["connections"]:
-            table.add_row(
-                (conn["peer"] or conn["remote"])[:16],
-                conn["tier"] or "-",
-                conn["state"],
-                str(conn["packets_in"]),
-                str(conn["packets_out"]),
-                _ago(conn.get("last_sync")),
-            )
-        c.print(table)
-
-
-def _ago(when: float | None) -> str:
-    return "-" if not when else f"{time.time() - when:.0f} s ago"
-
-
-def _setup_logging(log_dir: Any) -> None:
-    """Log to the console and to a rotating file in the home (systemd captures the console)."""
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
-    rotating = logging.handlers.RotatingFileHandler(
-        log_dir / "node.log", maxBytes=5 * 1024 * 1024, backupCount=5
-    )
-    rotating.setFormatter(fmt)
-    root = logging.getLogger("ark_lattice")
-    root.handlers[:] = [console, rotating]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    application.console.print(render(doc, now=time.time()))
 
 
 @app.command("discover")
@@ -332,3 +300,51 @@ def metrics_command(ctx: typer.Context, json_: JsonOption = False) -> None:
         sys.stdout.write(plain_text(families))
         return
     sys.stdout.write(prometheus_text(families).decode())
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    level: Annotated[
+        str | None, typer.Option(help="Only this level and above: debug, info, warning, error.")
+    ] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Show this many lines first.")] = 50,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines (time, level, logger, message).")
+    ] = False,
+) -> None:
+    """Show the node's log: logs/node.log in the home (rotated at 5 MiB, five old files kept).
+
+    Reads text and JSON lines alike (`federation start --log-format`); times are UTC.
+    """
+    import json
+    import logging
+
+    from ark_lattice import logfile
+    from ark_lattice.cli.stream import emit, streaming
+    from ark_lattice.errors import UsageError
+
+    application: Application = ctx.obj
+    application.home.load_config()  # a clear error for a home with no node at all
+    minimum = logfile.parse_level(level) if level else logging.NOTSET
+    log_dir = application.home.log_dir
+    follower = logfile.LogFollower(log_dir / logfile.LOG_NAME)
+    try:
+        first = logfile.last_entries(log_dir, level=minimum, count=lines, current=follower.read())
+        if not follow and not logfile.log_files(log_dir):
+            raise UsageError(f"no log in {log_dir} yet; the node writes it once started")
+
+        def show(entry: logfile.LogEntry) -> None:
+            emit(json.dumps(entry.to_json(), ensure_ascii=False) if json_ else entry.to_text())
+
+        with streaming():
+            for entry in first:
+                show(entry)
+            if follow:
+                for entry in logfile.follow(follower, level=minimum):
+                    show(entry)
+    finally:
+        follower.close()

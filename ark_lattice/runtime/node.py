@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from ark_lattice import __version__
+from ark_lattice import __version__, tail
 from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
 from ark_lattice.protocol.channel import MAX_FRAME
@@ -57,6 +57,7 @@ class NodeRuntime:
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
         self._tasks: list[asyncio.Task[None]] = []
+        self._denials = tail.RecentDenials()  # for `federation status`
         self.started_at = 0.0
         self._stopping = asyncio.Event()
         self._server: Any = None
@@ -206,7 +207,13 @@ class NodeRuntime:
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
         store = self.node.store
+        connections = self.federation.connections()
+        errors = await tail.last_errors(store, (c["peer"] or c["remote"] for c in connections))
+        for conn in connections:
+            last = errors.get(conn["peer"] or conn["remote"], {})
+            conn["last_error"], conn["last_error_at"] = last.get("error"), last.get("at")
         return {
+            "now": time.time(),
             "node_id": self.node.config.node_id,
             "name": self.node.config.name,
             "version": __version__,
@@ -216,11 +223,13 @@ class NodeRuntime:
             "quarantined": await store.packet_count(quarantined=True),
             "peers": await store.peer_count(),
             "events": await store.event_count(),
-            "connections": self.federation.connections(),
+            "connections": connections,
             "auto_sync": self.federation.auto_sync,
             "sync_interval": self.federation.sync_interval,
             "isolated": self.federation.isolated,
             "dialling": self.federation.dial_targets(),
+            "denials": await self._denials.read(store),
+            "ledger": await tail.summary(store),
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:
