@@ -9,6 +9,9 @@ which must end it with exit 0 and nothing on stderr.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -152,6 +155,55 @@ def test_status_watch_in_a_pipe_prints_plain_lines(home, start_node):
     assert "\x1b" not in follower.text()
     assert all(x.startswith("time=") and " node=" in x and " events=" in x for x in lines)
     assert " pkt_in=- " in lines[0]
+    with Follower(home, "federation", "status", "--watch", "--json", "--interval", "0.2") as follower:
+        wait_for(lambda: len(follower.lines()) >= 2, timeout=30, what="two JSON refreshes")
+        code, err = follower.interrupt()
+    assert (code, err) == (0, "")
+    docs = [json.loads(x) for x in follower.lines()]
+    assert all(d["running"] is True and d["name"] == doc["name"] for d in docs)
+
+
+def test_status_watch_on_a_terminal_refreshes_in_place_and_leaves_it_clean(home, start_node):
+    start_node(home, *QUIET, "--name", "alpha")
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        cli_command(home, "federation", "status", "--watch", "--interval", "0.2"),
+        stdin=child, stdout=child, stderr=child, env=env,
+    )
+    os.close(child)
+    seen = bytearray()
+
+    def read_some() -> None:
+        while select.select([main], [], [], 0)[0]:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    def refreshed() -> bool:
+        read_some()
+        return seen.count(b"alpha") >= 3  # drawn, then redrawn in place at least twice
+
+    try:
+        wait_for(refreshed, timeout=30, what="the live view to refresh twice")
+        assert b"\x1b[?25l" in seen  # the cursor is hidden while the view is live …
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        read_some()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    text = seen.decode(errors="replace")
+    assert text.rstrip().endswith("\x1b[?25h")  # … and shown again when Ctrl-C ends it
+    assert "sessions" in text or "no sessions" in text
+    assert "Traceback" not in text and "error:" not in text
 
 
 def test_follow_errors_are_one_line(home):
