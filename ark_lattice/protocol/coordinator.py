@@ -591,7 +591,9 @@ class Coordinator:
         """
         self._targets_stale, self._targets_read_at = False, now
         wanted = {url for url, peer in endpoints if peer is None}
-        connected = {link.peer for link in self._live() if link.open}
+        # A session still being set up counts: dialling its peer again now would only be refused
+        # as a duplicate. If the setup fails, the link's end makes us read the targets again.
+        connected = {link.peer for link in self._live() if link.peer is not None}
         for peer, tier, urls in peers:
             if worth_a_session(tier) and peer not in connected:
                 wanted.update(urls)
@@ -734,8 +736,10 @@ class Coordinator:
             log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
             return [Strike(link.id, link.peer, subject, event.code, event.reason, event.fatal)]
         if isinstance(event, ev.PeerReportedError):
-            # A peer leaving is news, not trouble; anything else it reports may be our bug.
-            level = logging.INFO if event.code == ErrorCode.SHUTDOWN else logging.WARNING
+            # A peer leaving, or keeping the other of two sessions, is news, not trouble; anything
+            # else it reports may be our bug.
+            routine = event.code in (ErrorCode.SHUTDOWN, ErrorCode.DUPLICATE_SESSION)
+            level = logging.INFO if routine else logging.WARNING
             log.log(level, "peer %s reported %s: %s", link.peer and link.peer[:8], event.code, event.reason)
             return []
         if isinstance(event, ev.SyncCompleted):
