@@ -239,6 +239,15 @@ class Counters:
         """A session reported a completed reconciliation round (``role``: the session's role)."""
         self.reconciliations[role] += 1
 
+    def retiered(self, link_id: int, old: str, new: str, traffic: Traffic) -> None:
+        """A live link's tier changes (admitted, or changed by the operator or for its strikes):
+        what it carried so far (``traffic``) stays with the ``old`` tier."""
+        tally = self._tallies.get(link_id)
+        if tally is None:
+            tally = self._tallies[link_id] = _Tally(old, Traffic(), traffic)
+        self._add(old, traffic - tally.folded)
+        tally.tier, tally.folded, tally.seen = new, traffic, traffic
+
     def link_ended(self, link_id: int, tier: str, traffic: Traffic) -> None:
         """Fold what is left of an ending link's traffic into the totals of its last tier."""
         tally = self._tallies.pop(link_id, None)
@@ -250,8 +259,9 @@ class Counters:
     def traffic(self, links: Iterable[LinkView]) -> dict[str, Traffic]:
         """Traffic by tier: ended links plus live ones; no tier's counts ever go down.
 
-        A live link counts under its current tier from the last time a snapshot saw it under
-        another one; what it carried before then stays with the earlier tier.
+        A driver that reports tier changes (:meth:`retiered`) gets each packet counted under the
+        tier of the moment; without that, a live link found under a new tier counts under it from
+        the last snapshot on, and what it carried before stays with the earlier tier.
         """
         live: dict[str, Traffic] = {}
         for link in links:

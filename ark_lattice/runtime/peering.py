@@ -392,6 +392,12 @@ class Federation(Driver):
             if isinstance(item, co.Reconcile):
                 apply_to_session(session, item, now, await self.effects.sync_set(item))
                 return
+            if isinstance(item, co.Admit | co.SetTier):
+                before, traffic = link.tier_label, Traffic.of(session)
+                apply_to_session(session, item, now)
+                if link.tier_label != before:  # what the link carried so far stays with the old tier
+                    self.metrics.retiered(link.id, before, link.tier_label, traffic)
+                return
             query_id = apply_to_session(session, item, now)
         except LocalProtocolError as exc:
             if future is not None and not future.done():

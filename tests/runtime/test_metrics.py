@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -35,6 +36,7 @@ from ark_lattice.runtime.metrics import (
 )
 
 from conftest import fill, init_federation, packet_ids, set_tier
+from test_hostile_peers import RoguePeer, _now
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -123,6 +125,17 @@ def test_traffic_by_tier_never_goes_down_across_tier_changes_and_link_ends():
     assert received([]) == {"none": 0, "core": 7, "blocked": 3, "sandbox": 3}
     total = counters.traffic([])
     assert sum(t.bytes_in for t in total.values()) == 900 + 50
+
+
+def test_a_reported_tier_change_keeps_each_packet_with_the_tier_of_its_moment():
+    counters = Counters()
+    counters.retiered(1, "none", "sandbox", Traffic(0, 0, 300, 300))  # admitted
+    counters.retiered(1, "sandbox", "blocked", Traffic(1, 0, 500, 350))  # isolated; no snapshot between
+    total = counters.traffic([LinkView(1, "blocked", "closed", Traffic(1, 0, 520, 400))])
+    assert {tier: t.packets_in for tier, t in total.items()} == {"none": 0, "sandbox": 1, "blocked": 0}
+    assert (total["none"].bytes_in, total["sandbox"].bytes_in, total["blocked"].bytes_in) == (300, 200, 20)
+    counters.link_ended(1, "blocked", Traffic(1, 0, 530, 400))
+    assert counters.traffic([])["blocked"].bytes_in == 30
 
 
 def test_sessions_by_tier_and_state_keep_a_seen_pair_at_zero():
@@ -375,3 +388,46 @@ def test_a_scraped_node_shows_the_counters_of_a_sync(homes, start_node):
     assert (_get(gone, "ark_lattice_bytes_received_total", tier="core") or 0) >= (
         _get(after, "ark_lattice_bytes_received_total", tier="core") or 0
     )
+
+
+def test_strikes_isolations_and_quarantine_are_counted(homes, start_node):
+    """A sandbox peer sends one good packet and forged ones until it is isolated."""
+    from ark_lattice.hlc import pack
+    from ark_lattice.identity import Identity
+    from ark_lattice.packet import Packet
+    from ark_lattice.protocol.frames import PacketsFrame, WirePacket
+
+    init_federation(homes, "h")
+    h = homes("h")
+    port = _free_port()
+    node = start_node(h, "--metrics", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    identity = Identity.generate()
+    set_tier(h, str(identity.node_id), "sandbox")  # its packets are kept, quarantined
+
+    async def go() -> None:
+        peer = await RoguePeer((h / "federation.key").read_bytes(), identity).connect(node.url)
+        stamp = pack(int(_now() * 1000), 0)
+        good = Packet.create(peer.identity, topic="t", kind="note", body=b"good", created_at=stamp)
+        bad = Packet.create(peer.identity, topic="t", kind="note", body=b"bad", created_at=stamp + 1)
+        forged = WirePacket(bad.header_bytes, bytes(64), bad.body)
+        first = WirePacket(good.header_bytes, good.signature, good.body)
+        await peer.send_frame(PacketsFrame((first,), live=True))
+        for _ in range(5):  # the default policy isolates at five strikes
+            await peer.send_frame(PacketsFrame((forged,), live=True))
+        await peer.closed_code()
+
+    asyncio.run(go())
+
+    def counted() -> Samples | None:
+        s = _scrape(url)
+        return s if _get(s, "ark_lattice_isolations_total") == 1 else None
+
+    samples = wait_for(counted, timeout=30, what="the isolation to be counted")
+    assert (_get(samples, "ark_lattice_strikes_total") or 0) >= 5
+    assert _get(samples, "ark_lattice_packets_ingested_total", state="quarantined") == 1
+    assert _get(samples, "ark_lattice_packets_ingested_total", state="shared") == 0
+    assert _get(samples, "ark_lattice_packets_stored", state="quarantined") == 1
+    assert _get(samples, "ark_lattice_packets_received_total", tier="sandbox") == 1
+    assert _get(samples, "ark_lattice_policy_decisions_total", hook="tier_change", effect="allow") == 1
+    assert not any(v for (name, _), v in samples.items() if name == "ark_lattice_sessions")  # closed
