@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Rates", "session_key", "session_rates", "waiting_targets"]
+__all__ = ["CatchUp", "Rates", "catch_up", "session_key", "session_rates", "waiting_targets"]
 
 SessionKey = tuple[str, str]
 
@@ -75,3 +75,31 @@ def waiting_targets(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             reason = "the session ended"
         out.append({**target, "reason": reason})
     return out
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """How far a sync the operator started has got, from the snapshot taken when it started."""
+
+    received: int  # packets received on the node's sessions since then
+    pending: int  # packets asked for and not arrived yet
+    done: bool  # every session we initiated has reconciled since then and nothing is pending
+
+
+def catch_up(first: Mapping[str, Any], current: Mapping[str, Any], since: float) -> CatchUp:
+    """Progress of `federation sync --wait`: ``since`` is the node's clock when it started.
+
+    Only sessions we initiated reconcile on request (the peer drives the others), so those are
+    the ones that must report a sync at or after ``since``.
+    """
+    before = {session_key(c): int(c.get("packets_in") or 0) for c in first.get("connections", [])}
+    received = pending = 0
+    done = True
+    for conn in current.get("connections", []):
+        received += max(0, int(conn.get("packets_in") or 0) - before.get(session_key(conn), 0))
+        pending += int(conn.get("wanting") or 0)
+        flows = conn.get("sends") or conn.get("receives")
+        if conn.get("role") == "initiator" and conn.get("state") == "open" and flows:
+            if conn.get("syncing") or (conn.get("last_sync") or 0) < since:
+                done = False
+    return CatchUp(received, pending, done and pending == 0)

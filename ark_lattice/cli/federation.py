@@ -259,13 +259,49 @@ def auto_sync(
 
 
 @app.command("sync")
-def sync(ctx: typer.Context) -> None:
+def sync(
+    ctx: typer.Context,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the catch-up is done (a progress bar on a terminal).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait at most, with --wait.")] = 600.0,
+    json_: JsonOption = False,
+) -> None:
     """Reconcile now with every peer this node connected to."""
+    import time
+
     from ark_lattice.cli.livenode import request
+    from ark_lattice.cli.progress import progress_bar
+    from ark_lattice.errors import UsageError
+    from ark_lattice.status import catch_up
 
     application: Application = ctx.obj
+    first = request(application, "status")
     result = request(application, "sync_now")
-    application.console.print(f"started {result['started']} reconciliation(s)")
+    if not wait:
+        if json_:
+            application.print_json({"started": result["started"]})
+        else:
+            application.console.print(f"started {result['started']} reconciliation(s)")
+        return
+    deadline = time.monotonic() + timeout
+    with progress_bar("catching up", quiet=json_) as bar:
+        while True:
+            state = catch_up(first, request(application, "status"), since=first["now"])
+            bar.update(completed=state.received, total=state.received + state.pending)
+            if state.done:
+                break
+            if time.monotonic() > deadline:
+                raise UsageError(
+                    f"the sync did not finish within {timeout:g} s ({state.pending} packets pending)"
+                )
+            time.sleep(0.2)  # a poll interval: the condition is checked again each time
+    if json_:
+        application.print_json({"started": result["started"], "received": state.received})
+    else:
+        application.console.print(
+            f"synced: {result['started']} reconciliation(s), {state.received} packet(s) received"
+        )
 
 
 def _metrics_address(text: str) -> tuple[str, int]:

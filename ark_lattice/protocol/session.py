@@ -248,6 +248,11 @@ class Session:
     def syncing(self) -> bool:
         return self._recon.running or self._transfer.busy
 
+    @property
+    def wanting(self) -> int:
+        """Packets we asked this peer for that have not arrived yet (a catch-up's remainder)."""
+        return self._transfer.pending
+
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed one WebSocket message from the peer."""
         if self.state is State.CLOSED:

@@ -41,6 +41,11 @@ class TransferWindow:
         """Ids are still queued or a want is unanswered."""
         return bool(self._queue or self._inflight)
 
+    @property
+    def pending(self) -> int:
+        """Ids wanted and not yet arrived: queued, or asked for in a want still unanswered."""
+        return len(self._queue) + len(self._inflight_ids)
+
     def want(self, ids: Iterable[bytes], *, first: bool = False) -> None:
         """Queue ids not already queued, in flight or skipped (missing dependencies go ``first``)."""
         known = (self._queued, self._inflight_ids, self._skip)

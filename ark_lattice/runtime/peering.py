@@ -90,6 +90,7 @@ class Link:
             "sends": send,
             "receives": receive,
             "syncing": sess.syncing,
+            "wanting": sess.wanting,
             "packets_in": sess.packets_in,
             "packets_out": sess.packets_out,
             "bytes_in": sess.bytes_in,

@@ -152,3 +152,26 @@ def test_both_nodes_dialling_each_other_keep_one_session(homes, start_node):
         run_cli(a, "packets", "publish", "--topic", "t", "-", input=b"after dedupe").stdout.decode().strip()
     )
     wait_for(lambda: fresh in packet_ids(b), what="the surviving session to carry a push")
+
+
+def test_sync_wait_returns_once_the_catch_up_is_done(homes, start_node):
+    ids = init_federation(homes, "a", "b")
+    a, b = homes("a"), homes("b")
+    set_tier(a, ids["b"], "core")
+    set_tier(b, ids["a"], "core")
+    published = set(fill(a, 3000, "bulk"))
+    node_a = start_node(a, "--sync-interval", "3600")
+    start_node(b, "--sync-interval", "3600")
+    assert run_cli(b, "federation", "add-peer", node_a.url).returncode == 0
+
+    def open_session():
+        status = json.loads(run_cli(b, "federation", "status", "--json").stdout)
+        return any(c["state"] == "open" for c in status["connections"])
+
+    wait_for(open_session, timeout=30, what="B's session with A to open")
+    result = run_cli(b, "federation", "sync", "--wait", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["started"] == 1 and 0 <= doc["received"] <= len(published)
+    # Every packet has arrived once --wait returns; the writer commits it a moment later.
+    wait_for(lambda: published <= packet_ids(b), timeout=10, what="the caught-up packets to be stored")
