@@ -65,6 +65,7 @@ class Hook(enum.StrEnum):
     QUERY = "query"
     TIER_CHANGE = "tier_change"
     GOVERNANCE = "governance"
+    ALERT = "alert"  # allowed: the peer an alert accuses may be quarantined at once
 
 
 class Effect(enum.StrEnum):
@@ -73,11 +74,13 @@ class Effect(enum.StrEnum):
 
 
 class Scope(enum.StrEnum):
-    """What a rate limit counts per: one bucket per peer, per topic, or per (peer, topic)."""
+    """What a rate limit counts per: one bucket per peer, per topic, per (peer, topic), or per
+    packet author (the node that signed it, whoever relayed it)."""
 
     PEER = "peer"
     TOPIC = "topic"
     PEER_TOPIC = "peer_topic"
+    AUTHOR = "author"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ VARIABLES: Mapping[str, Variable] = {
     v.name: v
     for v in (
         Variable("hook", "string", "", "the hook being decided: inbound_packet, outbound_packet, "
-                 "query, tier_change or governance (set by the engine)"),
+                 "query, tier_change, governance or alert (set by the engine)"),
         Variable("direction", "string", "", "inbound (a peer sends or asks us) or outbound (we "
                  "send or ask); defaults to the packet hook's direction, else empty"),
         Variable("now", "int", 0, "the decision time, Unix seconds (passed in by the caller)"),
@@ -103,7 +106,7 @@ VARIABLES: Mapping[str, Variable] = {
         Variable("peer_id", "string", "", "the remote peer's node ID (base32); for governance the "
                  "proposal's author"),
         Variable("peer_tier", "string", "", "the remote peer's trust tier: core, sandbox, "
-                 "external, unknown or blocked"),
+                 "external, unknown or blocked; for alert the peer that sent us the alert"),
         Variable("strikes", "int", 0, "strikes currently counted against the peer"),
         Variable("rate_peer", "double", 0.0, "recent packets per second from (or to) this peer"),
         Variable("rate_topic", "double", 0.0, "recent packets per second on this topic"),
@@ -112,7 +115,8 @@ VARIABLES: Mapping[str, Variable] = {
                  "(derived from topic unless passed)"),
         Variable("kind", "string", "", "the packet kind: note, document, alert, model_update, "
                  "model, policy_bundle, proposal, approval"),
-        Variable("author", "string", "", "the packet author's node ID (base32)"),
+        Variable("author", "string", "", "the packet author's node ID (base32); for alert the "
+                 "node that raised it"),
         Variable("size", "int", 0, "the packet body's size in bytes"),
         Variable("age_s", "int", 0, "now minus the packet's created time, seconds (negative if "
                  "created in the future)"),
@@ -124,6 +128,13 @@ VARIABLES: Mapping[str, Variable] = {
                  "policy_bundle or tier_change"),
         Variable("approvals", "int", 0, "governance: distinct core approvals held for the "
                  "proposal"),
+        Variable("severity", "string", "", "alert: info, warning or critical"),
+        Variable("accused", "string", "", "alert: the node ID (base32) of the peer the alert "
+                 "accuses, \"\" if none"),
+        Variable("has_evidence", "bool", False, "alert: the alert carries self-proving evidence "
+                 "against the accused (two conflicting statements it signed)"),
+        Variable("author_tier", "string", "", "alert: our trust tier for the alert's author, "
+                 "\"unknown\" if we do not know it"),
     )
 }
 
@@ -169,6 +180,10 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class Limits:
     strikes_to_block: int = 5  # strikes after which the tier layer isolates a peer; 0 = never
+    # How long a quarantine on an accusation without self-proving evidence lasts, in seconds.
+    alert_quarantine_s: int = 3600
+    # Distinct core authors accusing one peer that turn its quarantine into a permanent block.
+    alert_accusers_to_block: int = 2
 
 
 class Policy:
@@ -533,7 +548,7 @@ _CEL_FUNCTIONS = frozenset(
 _TOP_KEYS = {"version", "limits", "rate_limit", "rule"}
 _RULE_KEYS = {"id", "effect", "hooks", "condition", "description"}
 _RATE_KEYS = {"id", "scope", "hooks", "rate", "burst"}
-_LIMIT_KEYS = {"strikes_to_block"}
+_LIMIT_KEYS = {"strikes_to_block", "alert_quarantine_s", "alert_accusers_to_block"}
 
 
 class _Loader:
@@ -607,11 +622,15 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(self.line(where), "limits must be a table, written [limits]")
         self._no_unknown_keys(table, _LIMIT_KEYS, where, "[limits]")
-        strikes = table.get("strikes_to_block", Limits().strikes_to_block)
-        if type(strikes) is not int or strikes < 0:
-            raise self.fail(self.line((*where, "strikes_to_block")),
-                            f"strikes_to_block must be an integer ≥ 0, not {strikes!r}")
-        return Limits(strikes_to_block=strikes)
+        defaults = Limits()
+        values: dict[str, int] = {}
+        for key in sorted(_LIMIT_KEYS):
+            value = table.get(key, getattr(defaults, key))
+            if type(value) is not int or not 0 <= value <= _INT64_MAX:
+                raise self.fail(self.line((*where, key)),
+                                f"{key} must be an integer ≥ 0, not {value!r}")
+            values[key] = value
+        return Limits(**values)
 
     def _no_unknown_keys(
         self, table: dict[str, Any], allowed: set[str], where: tuple[Any, ...], what: str

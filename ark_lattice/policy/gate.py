@@ -1,4 +1,4 @@
-"""The policy gate: what a session asks before a packet or query crosses, and what gets audited.
+"""The policy gate: what a node asks before a packet, query or alert crosses, and what gets audited.
 
 Pure (``now`` is an argument): it turns a packet, a peer and a hook into the flat inputs of the
 policy (policy/engine.py), applies the rate limits the policy declares, and returns the decision
@@ -13,12 +13,15 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from ark_lattice.hlc import unpack
 from ark_lattice.packet import Packet
 from ark_lattice.policy.engine import Decision, Hook, Policy
 from ark_lattice.policy.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from ark_lattice.alerts import Alert
 
 __all__ = ["PolicyGate", "PacketVerdicts", "AuditRecord"]
 
@@ -28,7 +31,7 @@ class AuditRecord(TypedDict):
 
     hook: str
     peer: str
-    subject: str  # the packet's hex id, the query's topic, or the tier asked for
+    subject: str  # the packet's (or alert's) hex id, the query's topic, or the tier asked for
     allowed: bool
     rules: list[str]  # ids of the rules that fired; ``rate:<limit id>`` for a rate limit
     reason: str
@@ -61,6 +64,16 @@ class PolicyGate:
     def strikes_to_block(self) -> int:
         return self.policy.limits.strikes_to_block
 
+    @property
+    def alert_quarantine_s(self) -> int:
+        """Seconds a quarantine on an accusation without self-proving evidence lasts."""
+        return self.policy.limits.alert_quarantine_s
+
+    @property
+    def alert_accusers_to_block(self) -> int:
+        """Distinct core authors accusing one peer that make its quarantine a permanent block."""
+        return self.policy.limits.alert_accusers_to_block
+
     def packets(
         self,
         hook: Hook | str,
@@ -80,7 +93,9 @@ class PolicyGate:
         limited: str | None = None
         for packet in packets:
             h = packet.header
-            exceeded = None if solicited else self._limiter.check(hook, now, peer_id=peer_id, topic=h.topic)
+            exceeded = None if solicited else self._limiter.check(
+                hook, now, peer_id=peer_id, topic=h.topic, author=str(h.author)
+            )
             if exceeded is not None:
                 limited = limited or exceeded
                 denied.append(packet)
@@ -123,6 +138,54 @@ class PolicyGate:
              "strikes": strikes, "topic": topic, "direction": "inbound"},
         )
         return decision, None, _decided(Hook.QUERY, peer_id, topic, decision)
+
+    def alert(
+        self,
+        packet: Packet,
+        alert: Alert,
+        *,
+        peer_id: str,
+        peer_tier: str,
+        author_tier: str,
+        self_proving: bool,
+        now: float,
+        hops: int = 0,
+    ) -> tuple[Decision | None, str | None, AuditRecord]:
+        """(decision, exceeded rate limit, record) for an alert ``peer_id`` sent us.
+
+        ``alert`` is what ``packet`` carries (``Alert.from_packet``); ``self_proving`` is
+        ``alert.self_proving()``, computed once by the caller. An allowed decision means the peer
+        the alert accuses may be quarantined at once. The decision is None when a rate limit
+        (scopes peer, topic, peer_topic or author) refused the alert first.
+        """
+        h = packet.header
+        author = str(h.author)
+        exceeded = self._limiter.check(Hook.ALERT, now, peer_id=peer_id, topic=h.topic, author=author)
+        if exceeded is not None:
+            return None, exceeded, _record(Hook.ALERT, peer_id, packet.hex_id, False,
+                                           (f"rate:{exceeded}",), f"rate limit {exceeded} exceeded")
+        created_s = unpack(h.created_at)[0] // 1000
+        decision = self.policy.decide(
+            Hook.ALERT,
+            {
+                "now": int(now),
+                "self_id": self.self_id,
+                "peer_id": peer_id,
+                "peer_tier": peer_tier,
+                "direction": "inbound",
+                "topic": h.topic,
+                "kind": h.kind,
+                "author": author,
+                "author_tier": author_tier,
+                "size": h.body_size,
+                "age_s": int(now) - created_s,
+                "hops": hops,
+                "severity": alert.severity,
+                "accused": alert.about or "",
+                "has_evidence": self_proving,
+            },
+        )
+        return decision, None, _decided(Hook.ALERT, peer_id, packet.hex_id, decision)
 
     def tier_change(
         self, *, peer_id: str, old_tier: str, new_tier: str, actor: str, strikes: int, now: float

@@ -1,5 +1,8 @@
 """Token-bucket rate limits (DESIGN §9: "rate limits per peer and per topic are policy too").
 
+A limit counts per peer (who sent it to us), per topic, per (peer, topic), or per author (who
+signed it: an alert flood relayed by many peers still drains one author's bucket).
+
 Pure: the caller passes ``now`` in seconds (any monotonic origin). A bucket holds at most ``burst``
 tokens and refills at ``rate`` per second; a request takes ``cost`` tokens or is refused without
 taking any. A bucket that has refilled to full is indistinguishable from one never created, so
@@ -113,6 +116,7 @@ class RateLimiter:
         *,
         peer_id: str = "",
         topic: str = "",
+        author: str = "",
         cost: float = 1,
     ) -> str | None:
         """The id of the first limit (file order) this request exceeds, or None.
@@ -126,7 +130,9 @@ class RateLimiter:
         if pairs is None:
             names = ", ".join(h.value for h in Hook)
             raise UsageError(f"unknown policy hook {hook!r}; choose one of {names}")
-        keyed = [(limit, buckets, _key(limit.scope, peer_id, topic)) for limit, buckets in pairs]
+        keyed = [
+            (limit, buckets, _key(limit.scope, peer_id, topic, author)) for limit, buckets in pairs
+        ]
         for limit, buckets, key in keyed:
             if buckets.available(key, now) < cost:
                 return limit.id
@@ -140,9 +146,11 @@ class RateLimiter:
         return sum(buckets.prune(now) for buckets in seen.values())
 
 
-def _key(scope: Scope, peer_id: str, topic: str) -> Hashable:
+def _key(scope: Scope, peer_id: str, topic: str, author: str) -> Hashable:
     if scope is Scope.PEER:
         return peer_id
     if scope is Scope.TOPIC:
         return topic
+    if scope is Scope.AUTHOR:
+        return author
     return (peer_id, topic)

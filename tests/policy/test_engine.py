@@ -351,6 +351,37 @@ LOAD_ERRORS = {
         4,
         "strikes_to_block must be an integer",
     ),
+    "quarantine negative": (
+        """
+        version = 1
+
+        [limits]
+        strikes_to_block = 5
+        alert_quarantine_s = -1
+        """,
+        5,
+        "alert_quarantine_s must be an integer ≥ 0, not -1",
+    ),
+    "accusers not an int": (
+        """
+        version = 1
+
+        [limits]
+        alert_accusers_to_block = 2.5
+        """,
+        4,
+        "alert_accusers_to_block must be an integer ≥ 0, not 2.5",
+    ),
+    "unknown limit": (
+        """
+        version = 1
+
+        [limits]
+        alert_quarantine = 10
+        """,
+        4,
+        "unknown key 'alert_quarantine' in [limits]",
+    ),
     "unknown scope": (
         """
         version = 1
@@ -531,7 +562,16 @@ def test_from_file_errors_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_limits_default_when_absent() -> None:
-    assert Policy.load("version = 1").limits.strikes_to_block == 5
+    limits = Policy.load("version = 1").limits
+    assert (limits.strikes_to_block, limits.alert_quarantine_s, limits.alert_accusers_to_block) == (
+        5, 3600, 2
+    )
+    limits = Policy.load("version = 1\n[limits]\nalert_quarantine_s = 0\n").limits
+    assert (limits.strikes_to_block, limits.alert_quarantine_s, limits.alert_accusers_to_block) == (
+        5, 0, 2
+    )
+    limits = Policy.load("version = 1\n[limits]\nalert_accusers_to_block = 7\n").limits
+    assert limits.alert_accusers_to_block == 7 and limits.alert_quarantine_s == 3600
 
 
 # --- decisions ------------------------------------------------------------------------------------
@@ -745,14 +785,21 @@ def test_default_policy_text_is_the_shipped_file() -> None:
     assert DEFAULT_POLICY_TEXT == shipped
     policy = Policy.load(DEFAULT_POLICY_TEXT)
     assert policy.limits.strikes_to_block == 5
-    (flood,) = policy.rate_limits
+    assert (policy.limits.alert_quarantine_s, policy.limits.alert_accusers_to_block) == (3600, 2)
+    flood, alerts = policy.rate_limits
     assert (flood.scope, flood.rate, flood.burst) == (Scope.PEER, 200.0, 2000)
+    assert (alerts.id, alerts.scope, alerts.hooks, alerts.burst) == (
+        "alert-author", Scope.AUTHOR, (Hook.ALERT,), 10
+    )
+    assert alerts.rate * 60 == pytest.approx(5, rel=1e-5)
 
 
 MIB = 1 << 20
 TIER = "tier-changes"
 BUNDLE = {"proposal_kind": "policy_bundle"}
 FRESH = {"size": 2_000, "age_s": 10, "now": 1_700_000_000, "kind": "note", "topic": "ops/alerts"}
+ALERT = {"self_id": "self", "peer_tier": "core", "author_tier": "core", "accused": "villain",
+         "severity": "critical", "kind": "alert", "topic": "alerts"}
 DEFAULT_CASES = [
     # (hook, inputs, allowed, rule that decided or None for the default deny)
     ("inbound_packet", {**FRESH, "peer_tier": "core"}, True, "core-exchange"),
@@ -782,6 +829,18 @@ DEFAULT_CASES = [
     ("governance", {"peer_tier": "core", **BUNDLE, "approvals": 3}, True, "core-governance"),
     ("governance", {"peer_tier": "sandbox", **BUNDLE}, False, None),
     ("governance", {"peer_tier": "blocked", **BUNDLE}, False, "blocked-peers"),
+    ("alert", {**ALERT, "severity": "warning"}, True, "core-alerts"),
+    ("alert", {**ALERT, "severity": "critical"}, True, "core-alerts"),
+    ("alert", {**ALERT, "severity": "info"}, False, None),
+    ("alert", {**ALERT, "peer_tier": "sandbox"}, False, None),
+    ("alert", {**ALERT, "author_tier": "sandbox"}, False, None),
+    ("alert", {**ALERT, "author_tier": "unknown"}, False, None),
+    ("alert", {**ALERT, "accused": ""}, False, None),
+    ("alert", {**ALERT, "accused": "self"}, False, None),
+    ("alert", {**ALERT, "author_tier": "unknown", "has_evidence": True}, True, "self-proving-alerts"),
+    ("alert", {**ALERT, "severity": "info", "has_evidence": True}, True, "self-proving-alerts"),
+    ("alert", {**ALERT, "peer_tier": "sandbox", "has_evidence": True}, False, None),
+    ("alert", {**ALERT, "accused": "self", "has_evidence": True}, False, None),
 ]
 
 

@@ -181,3 +181,36 @@ def test_default_policy_peer_flood_limit() -> None:
     assert later.count(None) == 200
     assert limiter.prune(1000.0) >= 1  # Q's full bucket may already have gone on a take
     assert limiter.prune(2000.0) == 0
+
+
+def test_author_scope_counts_per_author_whoever_relays() -> None:
+    policy = Policy.load(
+        """
+version = 1
+
+[[rate_limit]]
+id = "per-author"
+scope = "author"
+hooks = ["alert"]
+rate = 1
+burst = 2
+"""
+    )
+    limiter = RateLimiter(policy.rate_limits)
+    # Two relays of one author's alerts drain one bucket; another author has its own.
+    assert limiter.check(Hook.ALERT, 0.0, peer_id="R1", topic="alerts", author="A") is None
+    assert limiter.check(Hook.ALERT, 0.0, peer_id="R2", topic="other", author="A") is None
+    assert limiter.check(Hook.ALERT, 0.0, peer_id="R3", topic="alerts", author="A") == "per-author"
+    assert limiter.check(Hook.ALERT, 0.0, peer_id="R1", topic="alerts", author="B") is None
+    assert limiter.check(Hook.ALERT, 1.0, peer_id="R3", topic="alerts", author="A") is None
+    # The limit covers only its hooks.
+    assert limiter.check(Hook.INBOUND_PACKET, 0.0, peer_id="R1", author="A") is None
+
+
+def test_default_policy_alert_author_limit() -> None:
+    limiter = RateLimiter(Policy.default().rate_limits)
+    burst = [limiter.check(Hook.ALERT, 0.0, peer_id=f"R{i}", author="A") for i in range(11)]
+    assert burst == [None] * 10 + ["alert-author"]
+    assert limiter.check(Hook.ALERT, 11.0, peer_id="R", author="A") == "alert-author"  # 0.92 token
+    assert limiter.check(Hook.ALERT, 12.1, peer_id="R", author="A") is None  # 5 a minute
+    assert limiter.check(Hook.ALERT, 0.0, peer_id="R", author="B") is None
