@@ -25,7 +25,7 @@ def test_it_is_done_only_when_every_session_we_initiated_reconciled_since_and_no
 
 
 def test_sessions_the_peer_drives_or_where_nothing_flows_are_not_waited_for():
-    first = {"connections": []}
+    first: dict[str, list[dict[str, object]]] = {"connections": []}
     others = [
         conn("responder", remote="a"), conn(remote="b", flows=False), conn(remote="c", state="handshake")
     ]

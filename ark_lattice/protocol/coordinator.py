@@ -13,7 +13,10 @@ coordinator decides one level up, across all of a node's sessions (DESIGN §2):
 - duplicate sessions: when two connections reach the same peer, both sides keep the same one;
 - dialling: which endpoints are worth a session, exponential backoff with jitter, a rate limit
   per wake-up, and a long, growing backoff for a peer that closes us as ``blocked``;
-- periodic reconciliation (auto-sync).
+- periodic reconciliation (auto-sync);
+- alerts (DESIGN §10): the eager flood to core peers with its hop limit and backstop digest
+  (gossip.py), the policy's verdict on an accusation, and quarantines — reversible, made
+  permanent only by self-proving evidence or enough distinct core accusers.
 
 It never awaits and never reads a clock, a socket or the store. Inputs are method calls: session
 events, answers from the store, ``now`` and a seeded random generator. Outputs are
@@ -32,11 +35,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ark_lattice.errors import ErrorCode, LocalProtocolError
+from ark_lattice.alerts import ALERT_KIND, DEFAULT_TOPIC, NONCE_SIZE, Alert
+from ark_lattice.errors import ErrorCode, LocalProtocolError, Malformed
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import events as ev
+from ark_lattice.protocol.gossip import Flood, Quarantines
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
 from ark_lattice.terms import terms_for, worth_a_session
@@ -77,6 +82,10 @@ __all__ = [
     "Audit",
     "Query",
     "QueryResult",
+    "SendAlert",
+    "SendAlertIds",
+    "RaiseAlert",
+    "RecordQuarantine",
 ]
 
 log = logging.getLogger("ark_lattice.peering")
@@ -88,6 +97,10 @@ DIALS_PER_WAKE = 8  # a flood of announcements cannot make us dial a crowd at on
 DIAL_PACE = 1.0  # seconds between two rounds of at most DIALS_PER_WAKE dials
 ENDED_LINKS_REMEMBERED = 1024  # ingests queued behind a link's end are far fewer
 REFRESH_SECONDS = 30.0  # dial targets are re-read after a change, or this often as a safety net
+ALERT_HOPS = 3  # DESIGN §10 / gossip.hop_limit: enough for a federation of up to ten nodes
+ALERT_DIGEST_SECONDS = 1.0  # the backstop: recent alert ids to each core peer this often
+QUARANTINE_SECONDS = 3600.0  # without a policy gate: how long an unproven accusation holds a peer
+ACCUSERS_TO_BLOCK = 2  # without a policy gate: distinct core accusers that make it permanent
 
 
 @dataclass(frozen=True)
@@ -311,6 +324,39 @@ class QueryResult:
     more: bool
 
 
+@dataclass(frozen=True)
+class SendAlert:
+    """Flood an alert on the link with ``hops`` left for the receiver."""
+
+    link: LinkId
+    packet: Packet
+    hops: int
+
+
+@dataclass(frozen=True)
+class SendAlertIds:
+    link: LinkId
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class RaiseAlert:
+    """Sign ``alert`` as a packet of ours on ``topic``, store it, and answer with
+    :meth:`Coordinator.alert_raised`."""
+
+    alert: Alert
+    topic: str
+
+
+@dataclass(frozen=True)
+class RecordQuarantine:
+    """The ledger's record of a quarantine put on (``until`` set) or lifted (``until`` None)."""
+
+    peer: str
+    until: float | None
+    reason: str
+
+
 Action = (
     Dial
     | WakeAt
@@ -336,6 +382,10 @@ Action = (
     | Audit
     | Query
     | QueryResult
+    | SendAlert
+    | SendAlertIds
+    | RaiseAlert
+    | RecordQuarantine
 )
 
 
@@ -411,6 +461,7 @@ class Coordinator:
     sync_interval: float = 60.0
     auto_sync: bool = True
     dial_policy: DialPolicy = field(default_factory=DialPolicy)
+    alert_hops: int = ALERT_HOPS
 
     def __post_init__(self) -> None:
         self.node_id = self.identity.node_id
@@ -425,6 +476,10 @@ class Coordinator:
         self._targets_read_at: float | None = None
         self._last_sync: float | None = None
         self._closing = False
+        self.flood = Flood()
+        self.quarantines = Quarantines()
+        self._tiers: dict[str, TrustTier] = {}  # our tier for every known peer, from the store
+        self._last_digest: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -507,8 +562,9 @@ class Coordinator:
         link = self._links.get(link_id)
         if link is None or link.closed:
             return []
-        link.tier = tier
-        return [Admit(link_id, tier, held_seq, strikes)]
+        self._tiers[link.peer or ""] = tier
+        link.tier = self._effective(link.peer, tier)
+        return [Admit(link_id, link.tier, held_seq, strikes)]
 
     def wanted_loaded(self, link_id: LinkId, stored: Sequence[Any]) -> list[Action]:
         """``stored``: StoredPacket-like (``.packet``, ``.quarantined``) for the wanted ids."""
@@ -534,16 +590,26 @@ class Coordinator:
         if missing and link is not None and not link.closed:
             # sorted: the wire order must not depend on the hash seed (the simulator's reports)
             actions.append(Want(link_id, tuple(sorted(missing))))
+        source = link.peer if link is not None else self._ended.get(link_id)
         if stored and not quarantined:
             # Sandbox packets are never re-shared (DESIGN §5); the rest flows on.
-            source = link.peer if link is not None else self._ended.get(link_id)
             actions += self._relay(stored, source=source)
+        for packet in stored:
+            # An alert that came by reconciliation or the backstop is acted on like a flooded
+            # one, but not flooded again: the peers that lack it repair it the same way.
+            if packet.header.kind == ALERT_KIND and self.flood.stored(packet.id, now):
+                tier = link.tier if link is not None and link.tier is not None else TrustTier.UNKNOWN
+                actions += self._judge(packet, source, TrustTier.SANDBOX if quarantined else tier, now)[0]
         return actions
 
-    def local_packets(self, stored: Sequence[Any]) -> list[Action]:
+    def local_packets(self, stored: Sequence[Any], now: float) -> list[Action]:
         """Packets the operator published since the last call (StoredPacket-like): push them."""
         fresh = [sp.packet for sp in stored if not sp.quarantined and sp.source == "local"]
-        return self._relay(fresh, source=None)
+        actions = self._relay(fresh, source=None)
+        for packet in fresh:
+            if packet.header.kind == ALERT_KIND:  # published offline (`alerts raise`): flood it now
+                actions += self.alert_raised(packet, now)
+        return actions
 
     def struck(
         self,
@@ -569,14 +635,14 @@ class Coordinator:
             if not decision.allowed:
                 return actions
         actions.append(Isolate(peer, f"isolated after {strikes} strikes; last: {code}: {reason}"))
+        self._tiers[peer] = TrustTier.BLOCKED  # our own alert about it must not quarantine it again
         if old_tier is not TrustTier.BLOCKED and all(i.peer != peer for i in self.isolated):
             self.isolated.append(_Isolation(peer, strikes, code, now))
             log.warning("isolated peer %s after %d strikes", peer[:16], strikes)
-        for link in self._live():
-            if link.peer == peer:
-                link.tier = TrustTier.BLOCKED
-                actions.append(SetTier(link.id, TrustTier.BLOCKED))
-        self._targets_stale = True
+            # Defence first (DESIGN §10): our core peers hear of it within the same second.
+            message = f"isolated after {strikes} strikes; last: {code}: {reason}"
+            actions += self.raise_alert("critical", message[:1024], about=peer, now=now)
+        actions += self._block_links(peer)
         return actions
 
     def dial_targets_read(
@@ -595,7 +661,8 @@ class Coordinator:
         # as a duplicate. If the setup fails, the link's end makes us read the targets again.
         connected = {link.peer for link in self._live() if link.peer is not None}
         for peer, tier, urls in peers:
-            if worth_a_session(tier) and peer not in connected:
+            self._tiers[peer] = tier
+            if worth_a_session(tier) and peer not in connected and peer not in self.quarantines:
                 wanted.update(urls)
         for url in sorted(wanted):  # dial order must not depend on the hash seed
             self._targets.setdefault(url, _Target(url))
@@ -610,7 +677,9 @@ class Coordinator:
         for link in self._live():
             if link.peer is None or link.tier is None:
                 continue
-            tier = tiers.get(link.peer, TrustTier.UNKNOWN)
+            stored = tiers.get(link.peer, TrustTier.UNKNOWN)
+            self._tiers[link.peer] = stored
+            tier = self._effective(link.peer, stored)
             if tier != link.tier:
                 link.tier = tier
                 actions.append(SetTier(link.id, tier))
@@ -656,6 +725,44 @@ class Coordinator:
                 return [Query(link.id, peer, topic, limit)]
         raise LocalProtocolError(f"no open session with peer {peer[:16]}")
 
+    # -- alerts -----------------------------------------------------------------------------
+
+    def raise_alert(
+        self,
+        severity: str,
+        message: str,
+        *,
+        about: str | None = None,
+        topic: str = DEFAULT_TOPIC,
+        evidence: bytes | None = None,
+        now: float,
+    ) -> list[Action]:
+        """Raise an alert of ours: signed and stored by the driver, then flooded (alert_raised).
+
+        Raises ``Malformed`` for a bad field (the operator's input: say so before anything)."""
+        alert = Alert(severity, message, about, self.rng.randbytes(NONCE_SIZE), evidence)
+        alert.check()
+        return [RaiseAlert(alert, topic)]
+
+    def alert_raised(self, packet: Packet, now: float) -> list[Action]:
+        """Our alert is stored: flood it to every core peer, and act on it here too."""
+        actions = self._forward(packet, self.flood.copy_arrived(packet.id, self.alert_hops, None, now))
+        return actions + self._judge(packet, None, TrustTier.CORE, now)[0]
+
+    def lift_quarantine(
+        self, peer: str, now: float, *, reason: str = "lifted by the operator"
+    ) -> list[Action]:
+        """End a quarantine now (the operator's call); its sessions get their stored tier back."""
+        if self.quarantines.lift(peer) is None:
+            raise LocalProtocolError(f"peer {peer[:16]} is not in quarantine")
+        log.warning("quarantine of %s lifted: %s", peer[:16], reason)
+        self._targets_stale = True
+        return [RecordQuarantine(peer, None, reason), *self._retier(peer), *self.wake(now)]
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """What `federation status` shows: each held peer, until when, accused by whom."""
+        return [q.to_json() for q in self.quarantines]
+
     # -- timers -----------------------------------------------------------------------------
 
     def wake(self, now: float) -> list[Action]:
@@ -670,6 +777,14 @@ class Coordinator:
             actions += self._dials(now)
         if self.auto_sync and self._last_sync is not None and now - self._last_sync >= self.sync_interval:
             actions += self.sync_now(now)
+        for peer in self.quarantines.expired(now):
+            actions += self.lift_quarantine(peer, now, reason="expired without proof")[:-1]
+        if self._last_digest is None or now - self._last_digest >= ALERT_DIGEST_SECONDS:
+            recent = self.flood.recent(now)
+            if recent:
+                self._last_digest = now
+                ids = tuple(recent)
+                actions += [SendAlertIds(link.id, ids) for link in self._core_links()]
         actions += self._next_wake(now)
         return actions
 
@@ -748,6 +863,11 @@ class Coordinator:
             return []
         if isinstance(event, ev.Closed):
             return self._closed(link, event, now)
+        if isinstance(event, ev.AlertReceived):
+            return self._alert_received(link, event, now)
+        if isinstance(event, ev.AlertIdsReceived):
+            missing = self.flood.missing(event.ids)
+            return [Want(link.id, tuple(missing))] if missing else []
         return []
 
     def _authenticated(self, link: _Link, peer: NodeId) -> list[Action]:
@@ -790,15 +910,148 @@ class Coordinator:
     # -- rules ------------------------------------------------------------------------------
 
     def _relay(self, packets: Sequence[Packet], *, source: str | None) -> list[Action]:
-        if not packets:
+        batch = tuple(p for p in packets if p.header.kind != ALERT_KIND)  # alerts are flooded
+        if not batch:
             return []
-        batch = tuple(packets)
         return [
             Push(link.id, batch)
             for link in self._live()
             if link.open and link.peer is not None and link.peer != source
             and link.tier is not None and terms_for(link.tier).sends
         ]
+
+    def _alert_received(self, link: _Link, event: ev.AlertReceived, now: float) -> list[Action]:
+        """A flooded copy: store the first, forward any copy with more hops left, judge the first."""
+        assert link.peer is not None
+        packet = event.packet
+        try:
+            Alert.from_packet(packet)
+        except Malformed as exc:
+            return [Strike(link.id, link.peer, link.peer, ErrorCode.BAD_PACKET, f"alert: {exc}", False)]
+        new = packet.id not in self.flood
+        tier = TrustTier.SANDBOX if event.quarantine else (link.tier or TrustTier.UNKNOWN)
+        actions: list[Action] = []
+        if new:
+            actions.append(Ingest(link.id, link.peer, (packet,), event.quarantine))
+        if tier is not TrustTier.CORE:
+            # Only core peers' alerts travel on (DESIGN §10); a sandbox peer's is kept apart.
+            self.flood.stored(packet.id, now)
+            actions.append(Audit((_record("alert", link.peer, packet.hex_id, False,
+                                          "not forwarded: the sender is not a core peer"),)))
+            return actions
+        if new:
+            judged, limited = self._judge(packet, link.peer, tier, now)
+            actions += judged
+            if limited:
+                self.flood.stored(packet.id, now)
+                return actions  # over its author's rate limit: neither forwarded nor acted on
+        onward = self.flood.copy_arrived(packet.id, event.hops, link.peer, now)
+        return actions + self._forward(packet, onward)
+
+    def _judge(
+        self, packet: Packet, sender: str | None, sender_tier: TrustTier, now: float
+    ) -> tuple[list[Action], bool]:
+        """The policy's verdict on an alert new to us; an accusation it allows holds the peer.
+
+        Returns the actions and whether the alert was over its author's rate limit."""
+        alert = Alert.from_packet(packet)
+        author = str(packet.header.author)
+        ours = author == str(self.node_id)
+        author_tier = TrustTier.CORE if ours else self._tiers.get(author, TrustTier.UNKNOWN)
+        proven = alert.self_proving()
+        actions: list[Action] = []
+        if self.gate is not None:
+            decision, exceeded, record = self.gate.alert(
+                packet, alert, peer_id=sender or str(self.node_id), peer_tier=sender_tier.value,
+                author_tier=author_tier.value, self_proving=proven, now=now,
+            )
+            actions.append(Audit((record,)))
+            if exceeded is not None:
+                link = next((x for x in self._live() if x.peer == sender), None)
+                if link is not None and sender == author:  # the author itself floods us: a strike
+                    reason = f"alert rate limit {exceeded} exceeded"
+                    actions.append(Strike(link.id, sender, sender, ErrorCode.RATE_LIMITED, reason, False))
+                return actions, True
+            allowed = decision is not None and decision.allowed
+        else:
+            core = sender_tier is TrustTier.CORE and author_tier is TrustTier.CORE
+            allowed = core and alert.severity != "info"
+        accused = alert.about
+        if not allowed or accused is None or accused == str(self.node_id):
+            return actions, False
+        if self._tiers.get(accused) is TrustTier.BLOCKED:
+            return actions, False  # already cut off for good
+        if self.gate is not None:
+            duration, needed = float(self.gate.alert_quarantine_s), self.gate.alert_accusers_to_block
+        else:
+            duration, needed = QUARANTINE_SECONDS, ACCUSERS_TO_BLOCK
+        held, new = self.quarantines.accuse(
+            accused, alert=packet.hex_id, author=author if author_tier is TrustTier.CORE else None,
+            until=now + duration,
+        )
+        if proven or (needed and len(held.accusers) >= needed):
+            self.quarantines.lift(accused)
+            why = "self-proving evidence" if proven else f"{len(held.accusers)} core accusers"
+            log.warning("peer %s blocked on alert %s: %s", accused[:16], packet.hex_id[:16], why)
+            self._tiers[accused] = TrustTier.BLOCKED
+            return [
+                *actions,
+                Isolate(accused, f"alert {packet.hex_id}: {why}: {alert.message[:200]}"),
+                *self._block_links(accused),
+            ], False
+        if new:
+            log.warning("peer %s quarantined on alert %s until it expires or is proven", accused[:16],
+                        packet.hex_id[:16])
+            self._targets_stale = True
+            why = f"alert {packet.hex_id}: {alert.message[:200]}"
+            actions.append(RecordQuarantine(accused, held.until, why))
+            # Its sessions end now; if it comes back before the quarantine ends, it is held as
+            # a sandbox peer (see _effective) and we do not dial it.
+            actions += [
+                Close(link.id, ErrorCode.QUARANTINED, f"quarantined on alert {packet.hex_id[:16]}")
+                for link in self._live() if link.peer == accused
+            ]
+        return actions, False
+
+    def _forward(self, packet: Packet, hops: int | None) -> list[Action]:
+        """Send a copy to every core peer that has not sent us one, never to the accused."""
+        if hops is None:
+            return []
+        skip = self.flood.senders(packet.id) | {str(packet.header.author)}
+        accused = _accused(packet)
+        if accused is not None:
+            skip.add(accused)
+        return [SendAlert(link.id, packet, hops) for link in self._core_links() if link.peer not in skip]
+
+    def _core_links(self) -> list[_Link]:
+        return [link for link in self._live() if link.open and link.tier is TrustTier.CORE]
+
+    def _effective(self, peer: str | None, tier: TrustTier) -> TrustTier:
+        """A quarantined peer is treated as sandbox while it lasts: what it sends is held apart,
+        it gets nothing (DESIGN §10: "its new packets held")."""
+        if peer in self.quarantines and tier in (TrustTier.CORE, TrustTier.EXTERNAL):
+            return TrustTier.SANDBOX
+        return tier
+
+    def _retier(self, peer: str) -> list[Action]:
+        """Apply a quarantine put on or lifted to the peer's live sessions."""
+        actions: list[Action] = []
+        for link in self._live():
+            if link.peer == peer and link.tier is not None:
+                tier = self._effective(peer, self._tiers.get(peer, link.tier))
+                if tier != link.tier:
+                    link.tier = tier
+                    actions.append(SetTier(link.id, tier))
+        return actions
+
+    def _block_links(self, peer: str) -> list[Action]:
+        actions: list[Action] = []
+        for link in self._live():
+            if link.peer == peer:
+                link.tier = TrustTier.BLOCKED
+                actions.append(SetTier(link.id, TrustTier.BLOCKED))
+        self._targets_stale = True
+        return actions
 
     def _dials(self, now: float) -> list[Action]:
         if self._closing:
@@ -832,6 +1085,11 @@ class Coordinator:
             times.append(self._targets_read_at + REFRESH_SECONDS)
         if self.auto_sync and self._last_sync is not None:
             times.append(self._last_sync + self.sync_interval)
+        expiry = self.quarantines.next_expiry()
+        if expiry is not None:
+            times.append(expiry)
+        if self.flood.recent(now):
+            times.append((self._last_digest if self._last_digest is not None else now) + ALERT_DIGEST_SECONDS)
         future = [t for t in times if t > now]
         return [WakeAt(min(future))] if future else []
 
@@ -847,3 +1105,15 @@ def _shareable(stored: Sequence[Any]) -> tuple[Packet, ...]:
 def _flows_at_all(tier: TrustTier) -> bool:
     terms = terms_for(tier)
     return terms.sends or terms.accepts
+
+
+def _accused(packet: Packet) -> str | None:
+    try:
+        return Alert.from_packet(packet).about
+    except Malformed:
+        return None
+
+
+def _record(hook: str, peer: str, subject: str, allowed: bool, reason: str) -> dict[str, Any]:
+    """An audit record of a decision the coordinator takes itself (the policy gate's shape)."""
+    return {"hook": hook, "peer": peer, "subject": subject, "allowed": allowed, "rules": [], "reason": reason}

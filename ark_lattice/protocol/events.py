@@ -29,6 +29,8 @@ __all__ = [
     "PeerReportedError",
     "Audited",
     "Closed",
+    "AlertReceived",
+    "AlertIdsReceived",
     "Event",
 ]
 
@@ -135,6 +137,23 @@ class Closed:
     by_peer: bool
 
 
+@dataclass(frozen=True)
+class AlertReceived:
+    """A verified packet of kind ``alert`` our terms accept, flooded to us with ``hops`` left;
+    the node decides whether to store, forward and act on it (protocol/coordinator.py)."""
+
+    packet: Packet
+    hops: int
+    quarantine: bool  # from a sandbox peer: kept apart, never forwarded
+
+
+@dataclass(frozen=True)
+class AlertIdsReceived:
+    """The peer's recent alert ids (the flood's backstop): want the ones we lack."""
+
+    ids: tuple[bytes, ...]
+
+
 Event = (
     PeerAuthenticated
     | PeerIdentified
@@ -148,4 +167,6 @@ Event = (
     | PeerReportedError
     | Audited
     | Closed
+    | AlertReceived
+    | AlertIdsReceived
 )

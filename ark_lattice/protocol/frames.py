@@ -31,11 +31,15 @@ __all__ = [
     "PongFrame",
     "SyncedFrame",
     "ErrorFrame",
+    "AlertFrame",
+    "AlertIdsFrame",
     "WirePacket",
     "parse_frame",
     "MAX_IDS",
     "MAX_PACKETS",
     "MAX_FRAME_PAYLOAD",
+    "MAX_ALERT_IDS",
+    "MAX_HOPS",
 ]
 
 FRAME_VERSION = 1
@@ -45,6 +49,8 @@ MAX_PACKETS = 1024
 MAX_RECON = 512 * 1024
 MAX_REASON = 256
 MAX_QUERY_LIMIT = 1000
+MAX_ALERT_IDS = 512  # recent alert ids in one digest: 16 KiB
+MAX_HOPS = 64  # an alert's remaining hops; the sender's own limit is far lower (coordinator.py)
 _MAX_TOPIC = 128
 
 
@@ -338,6 +344,44 @@ class ErrorFrame(Frame):
         return cls(_str(c, "error code", 32), _str(r, "error reason", MAX_REASON), fatal)
 
 
+@dataclass(frozen=True)
+class AlertFrame(Frame):
+    """An alert (a signed packet of kind ``alert``) flooded to core peers, ahead of bulk transfer.
+
+    ``hops`` is how many more times the receiver may forward it (DESIGN §10); it is not signed,
+    so a relay can only lower it for the nodes after it, never raise it past its own limit.
+    """
+
+    TYPE: ClassVar[str] = "alert"
+    packet: WirePacket
+    hops: int
+
+    def fields(self) -> list[Any]:
+        return [self.packet.fields(), self.hops]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        p, h = f
+        return cls(WirePacket.from_fields(p), _int(h, "hops", 0, MAX_HOPS))
+
+
+@dataclass(frozen=True)
+class AlertIdsFrame(Frame):
+    """The ids of the alerts the sender holds from the last few minutes: the receiver wants what
+    it lacks. Sent every second while there are recent alerts; it repairs a lost flood."""
+
+    TYPE: ClassVar[str] = "alert_ids"
+    ids: tuple[bytes, ...]
+
+    def fields(self) -> list[Any]:
+        return [list(self.ids)]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (ids,) = f
+        return cls(tuple(_bytes(i, "alert id", size=32) for i in _list(ids, "alert ids", MAX_ALERT_IDS)))
+
+
 _TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
     for cls in (
@@ -353,6 +397,8 @@ _TYPES: dict[str, type[Frame]] = {
         PongFrame,
         SyncedFrame,
         ErrorFrame,
+        AlertFrame,
+        AlertIdsFrame,
     )
 }
 

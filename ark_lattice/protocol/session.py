@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ark_lattice.alerts import ALERT_KIND
 from ark_lattice.errors import (
     BadSignature,
     ErrorCode,
@@ -58,6 +59,8 @@ from ark_lattice.packet import Packet
 from ark_lattice.protocol import handshake, reconcile
 from ark_lattice.protocol.channel import SecureChannel
 from ark_lattice.protocol.events import (
+    AlertIdsReceived,
+    AlertReceived,
     Audited,
     Closed,
     Event,
@@ -73,7 +76,10 @@ from ark_lattice.protocol.events import (
     SyncReady,
 )
 from ark_lattice.protocol.frames import (
+    MAX_ALERT_IDS,
     MAX_FRAME_PAYLOAD,
+    AlertFrame,
+    AlertIdsFrame,
     AnswerFrame,
     ErrorFrame,
     Frame,
@@ -391,6 +397,23 @@ class Session:
             self._send_packet_frames(ordered, now, live=True)
         return len(ordered)
 
+    def send_alert(self, packet: Packet, hops: int, now: float) -> bool:
+        """Flood an alert to a peer we send to, ahead of anything queued after it; True if sent."""
+        send, _ = self.flows
+        if not send or self.state is not State.OPEN:
+            return False
+        if not self._outbound([packet], now):
+            return False  # our policy keeps it from this peer (audited)
+        self._send(AlertFrame(WirePacket(packet.header_bytes, packet.signature, packet.body), hops), now)
+        self.packets_out += 1
+        return True
+
+    def send_alert_ids(self, ids: Sequence[bytes], now: float) -> None:
+        """Tell a peer we send to which recent alerts we hold (the flood's backstop)."""
+        send, _ = self.flows
+        if send and self.state is State.OPEN and ids:
+            self._send(AlertIdsFrame(tuple(ids[:MAX_ALERT_IDS])), now)
+
     def want(self, ids: Iterable[bytes], now: float, *, first: bool = False) -> None:
         """Fetch more ids from this peer (missing dependencies go ``first``)."""
         self._transfer.want(ids, first=first)
@@ -491,6 +514,8 @@ class Session:
             PacketsFrame: self._on_packets,
             QueryFrame: self._on_query,
             AnswerFrame: self._on_answer,
+            AlertFrame: self._on_alert,
+            AlertIdsFrame: self._on_alert_ids,
         }[type(frame)]
         handler(frame, now)  # type: ignore[operator]
 
@@ -618,6 +643,42 @@ class Session:
         for code, reason in problems:
             self._misbehaved(code, reason, now)
         self._pump_wants(now)
+
+    def _on_alert(self, frame: AlertFrame, now: float) -> None:
+        if self.our_terms is None or not self.our_terms.accepts or not self.flows[1]:
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "an alert while our tier for you accepts nothing")
+        wire = frame.packet
+        try:
+            packet = Packet.from_parts(wire.header, wire.signature, wire.body)
+        except BadSignature as exc:
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
+        except VerificationError as exc:
+            raise RemoteProtocolError(ErrorCode.BAD_PACKET, str(exc)) from None
+        if packet.header.kind != ALERT_KIND:
+            raise RemoteProtocolError(ErrorCode.BAD_PACKET, "an alert frame carries only alerts")
+        physical_ms, _ = unpack(packet.header.created_at)
+        if physical_ms > now * 1000 + self.config.future_skew_ms:
+            reason = f"alert {packet.hex_id[:16]} is stamped in the future"
+            raise RemoteProtocolError(ErrorCode.FUTURE_TIMESTAMP, reason)
+        assert self.tier is not None
+        if self.gate is not None:
+            verdicts = self.gate.packets(
+                "inbound_packet", [packet], peer_id=str(self.peer), peer_tier=self.tier.value,
+                strikes=self.strikes, now=now,
+            )
+            self._events.append(Audited(verdicts.records))
+            if verdicts.rate_limit is not None:
+                reason = f"rate limit {verdicts.rate_limit} exceeded"
+                raise RemoteProtocolError(ErrorCode.RATE_LIMITED, reason)
+            if not verdicts.allowed:
+                return  # refused by our policy, audited; not the peer's fault
+        self.packets_in += 1
+        self._events.append(AlertReceived(packet, frame.hops, quarantine=self.tier is TrustTier.SANDBOX))
+
+    def _on_alert_ids(self, frame: AlertIdsFrame, now: float) -> None:
+        if not self.flows[1]:
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, "alert ids while our tier for you accepts nothing")
+        self._events.append(AlertIdsReceived(frame.ids))
 
     def _on_query(self, frame: QueryFrame, now: float) -> None:
         if self.our_terms is None or not self.our_terms.answers_queries:

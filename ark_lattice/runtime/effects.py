@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ark_lattice import __version__
+from ark_lattice.alerts import alert_packet
 from ark_lattice.errors import NotFound
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
@@ -49,6 +50,8 @@ LINK_ACTIONS = (
     co.SetTier,
     co.Close,
     co.Query,
+    co.SendAlert,
+    co.SendAlertIds,
 )
 
 
@@ -96,6 +99,10 @@ def apply_to_session(session: Session, action: Any, now: float, items: ItemSet |
         session.close(action.code, action.reason, now)
     elif isinstance(action, co.Query):
         return session.query(action.topic, action.limit, now)
+    elif isinstance(action, co.SendAlert):
+        session.send_alert(action.packet, action.hops, now)
+    elif isinstance(action, co.SendAlertIds):
+        session.send_alert_ids(action.ids, now)
     else:
         raise TypeError(f"not a link action: {action!r}")
     return None
@@ -162,7 +169,24 @@ class Effects:
         if isinstance(action, co.Isolate):
             await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
             return []
+        if isinstance(action, co.RaiseAlert):
+            return (await self.raise_alert(action, now))[1]
+        if isinstance(action, co.RecordQuarantine):
+            if action.until is None:
+                lifted = {"reason": action.reason}
+                await store.append_event(EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted)
+            else:
+                held = {"until": int(action.until), "reason": action.reason}
+                await store.append_event(EventKind.PEER_QUARANTINED, action.peer, held)
+            return []
         raise TypeError(f"not a store action: {action!r}")
+
+    async def raise_alert(self, action: co.RaiseAlert, now: float) -> tuple[Packet, list[co.Action]]:
+        """Sign and store our alert; returns it and the coordinator's flood of it."""
+        created_at = await self.store.next_timestamp(self.store.now_ms())
+        packet = alert_packet(self.core.identity, action.alert, created_at=created_at, topic=action.topic)
+        await self.store.put_packets([packet])
+        return packet, self.core.alert_raised(packet, now)
 
     async def sync_set(self, action: co.Reconcile) -> ItemSet:
         if action.over is co.SyncSet.SHAREABLE:

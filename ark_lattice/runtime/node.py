@@ -79,6 +79,8 @@ class NodeRuntime:
                 "query": self._query,
                 "policy_reload": self._policy_reload,
                 "discovered": self._discovered,
+                "raise_alert": self._raise_alert,
+                "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
             },
         )
@@ -227,6 +229,7 @@ class NodeRuntime:
             "auto_sync": self.federation.auto_sync,
             "sync_interval": self.federation.sync_interval,
             "isolated": self.federation.isolated,
+            "quarantines": self.federation.quarantined(),
             "dialling": self.federation.dial_targets(),
             "denials": await self._denials.read(store),
             "ledger": await tail.summary(store),
@@ -282,6 +285,25 @@ class NodeRuntime:
         families = await self.federation.metric_families()
         endpoint = self.metrics_server.url if self.metrics_server is not None else None
         return {"endpoint": endpoint, "metrics": [family.to_json() for family in families]}
+
+    async def _raise_alert(self, args: dict[str, Any]) -> dict[str, Any]:
+        from ark_lattice.alerts import DEFAULT_TOPIC
+        from ark_lattice.errors import UsageError
+
+        evidence = args.get("evidence")
+        try:
+            raw = bytes.fromhex(str(evidence)) if evidence else None
+        except ValueError:
+            raise UsageError("the evidence must be hex") from None
+        about = args.get("about")
+        alert_id = await self.federation.raise_alert(
+            str(args["severity"]), str(args["message"]), about=str(about) if about else None,
+            topic=str(args.get("topic") or DEFAULT_TOPIC), evidence=raw,
+        )
+        return {"id": alert_id}
+
+    async def _lift_quarantine(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"peer": await self.federation.lift_quarantine(str(args["peer"]))}
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, UsageError
+from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, Malformed, UsageError
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import coordinator as co
@@ -213,6 +213,9 @@ class Federation(Driver):
     def isolated(self) -> list[dict[str, Any]]:
         return self._core.isolations()
 
+    def quarantined(self) -> list[dict[str, Any]]:
+        return self._core.quarantined()
+
     def dial_targets(self) -> list[dict[str, Any]]:
         return self._core.dial_targets()
 
@@ -231,7 +234,7 @@ class Federation(Driver):
             if seq == self._pushed_seq:
                 return
             self._pushed_seq = seq
-            await self.carry_out(self._core.local_packets(stored))
+            await self.carry_out(self._core.local_packets(stored, self.clock()))
 
     async def tiers_changed(self) -> None:
         """Re-read the tiers of connected peers and apply them to the live sessions."""
@@ -268,6 +271,30 @@ class Federation(Driver):
         links = [link.view() for link in self.links.values()]
         gauges = await StoreGauges.read(self.store)
         return families(self.metrics, links, gauges, now=self.clock())
+
+    async def raise_alert(
+        self, severity: str, message: str, *, about: str | None, topic: str, evidence: bytes | None
+    ) -> str:
+        """Raise, sign, store and flood an alert of ours; returns its id (hex)."""
+        try:
+            (action,) = self._core.raise_alert(
+                severity, message, about=about, topic=topic, evidence=evidence, now=self.clock()
+            )
+        except Malformed as exc:
+            raise UsageError(f"not a valid alert: {exc}") from None
+        assert isinstance(action, co.RaiseAlert)
+        packet, follow = await self.effects.raise_alert(action, self.clock())
+        await self.carry_out(follow)
+        return packet.hex_id
+
+    async def lift_quarantine(self, peer_prefix: str) -> str:
+        peer_id = await self.store.resolve_peer(peer_prefix)
+        try:
+            actions = self._core.lift_quarantine(peer_id, self.clock())
+        except LocalProtocolError as exc:
+            raise UsageError(str(exc)) from None
+        await self.carry_out(actions)
+        return peer_id
 
     def replace_policy(self, policy: Any) -> None:
         """A new policy takes effect on the next packet of every session."""

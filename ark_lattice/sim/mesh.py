@@ -161,7 +161,7 @@ class SimNode(Driver):
             if seq == self._pushed_seq:
                 return packet
             self._pushed_seq = seq
-            self._run(self.core.local_packets(stored))
+            self._run(self.core.local_packets(stored, self.clock()))
 
     def read_ledger(self) -> None:
         """Fold packets stored since the last look into ``held`` / ``shared``."""

@@ -33,6 +33,8 @@ class EventKind:
     CHECKPOINT = "checkpoint"
     POLICY_SET = "policy.set"
     POLICY_DECISION = "policy.decision"
+    PEER_QUARANTINED = "peer.quarantined"  # an alert accused it: held until `until` unless proven
+    PEER_QUARANTINE_LIFTED = "peer.quarantine_lifted"  # expired, or lifted by the operator
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

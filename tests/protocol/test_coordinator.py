@@ -52,6 +52,7 @@ from ark_lattice.protocol.coordinator import (
     Push,
     Query,
     QueryResult,
+    RaiseAlert,
     ReadDialTargets,
     ReadTiers,
     Reconcile,
@@ -265,8 +266,8 @@ def test_only_what_the_operator_published_outside_quarantine_is_pushed_as_local(
         stored(p[2], quarantined=False, source=pid(PEERS[3])),  # relayed on ingest, not here
         stored(p[3], quarantined=False),
     ]
-    assert core.local_packets(fresh) == [Push(link, (p[0], p[3]))]
-    assert core.local_packets(fresh[1:3]) == []
+    assert core.local_packets(fresh, T0) == [Push(link, (p[0], p[3]))]
+    assert core.local_packets(fresh[1:3], T0) == []
 
 
 @pytest.mark.parametrize("quarantine", [True, False])
@@ -316,7 +317,7 @@ def test_a_stored_packet_is_pushed_to_every_other_open_core_link_and_nowhere_els
     assert not {not_open, unrecorded, closed, ended, bare} & {a.link for a in of(actions, Push)}
     # The operator's own packets go to the same links, the first one included.
     mine = (make_packet(ME, 1),)
-    pushed = {a.link for a in of(core.local_packets([stored(mine[0], quarantined=False)]), Push)}
+    pushed = {a.link for a in of(core.local_packets([stored(mine[0], quarantined=False)], T0), Push)}
     assert pushed == {source, core_out, core_in}
 
 
@@ -325,7 +326,7 @@ def test_nothing_new_means_nothing_pushed() -> None:
     source = session_with(core, PEERS[0], CORE)
     session_with(core, PEERS[1], CORE)
     assert core.ingested(source, [], False, set(), T0) == []
-    assert core.local_packets([]) == []
+    assert core.local_packets([], T0) == []
 
 
 def test_a_tier_change_moves_links_in_and_out_of_the_fan_out() -> None:
@@ -430,10 +431,12 @@ def test_at_the_threshold_the_peer_is_isolated_and_blocked_on_its_live_link_once
     link = session_with(core, PEERS[0], CORE, RESPONDER)
     peer = pid(PEERS[0])
     actions = core.struck(link, peer, STRIKES_TO_BLOCK, CORE, ErrorCode.BAD_SIGNATURE, "forged", T0 + 5)
-    assert actions == [
-        Isolate(peer, f"isolated after {STRIKES_TO_BLOCK} strikes; last: bad_signature: forged"),
-        SetTier(link, BLOCKED),
-    ]
+    reason = f"isolated after {STRIKES_TO_BLOCK} strikes; last: bad_signature: forged"
+    isolate, alarm, block = actions
+    assert (isolate, block) == (Isolate(peer, reason), SetTier(link, BLOCKED))
+    # Defence first: the isolation is raised as a critical alert about the peer, for our core peers.
+    assert isinstance(alarm, RaiseAlert)
+    assert (alarm.alert.severity, alarm.alert.about, alarm.alert.message) == ("critical", peer, reason)
     assert core.isolations() == [
         {"peer": peer, "strikes": STRIKES_TO_BLOCK, "last": "bad_signature", "at": T0 + 5}
     ]
@@ -444,7 +447,7 @@ def test_at_the_threshold_the_peer_is_isolated_and_blocked_on_its_live_link_once
     assert len(core.isolations()) == 1
     # The other peer's session kept its tier: it still gets pushes.
     p = (make_packet(ME, 1),)
-    assert core.local_packets([stored(p[0], quarantined=False)]) == [Push(other, p)]
+    assert core.local_packets([stored(p[0], quarantined=False)], T0) == [Push(other, p)]
 
 
 def test_the_built_in_threshold_is_the_default_policys() -> None:
@@ -469,7 +472,8 @@ def test_with_a_policy_gate_its_threshold_applies_and_the_decision_is_audited() 
     link = session_with(core, PEERS[0], CORE)
     peer = pid(PEERS[0])
     assert core.struck(link, peer, 2, CORE, ErrorCode.RATE_LIMITED, "flood", T0) == []
-    audit, isolate, set_tier = core.struck(link, peer, 3, CORE, ErrorCode.RATE_LIMITED, "flood", T0)
+    audit, isolate, alarm, set_tier = core.struck(link, peer, 3, CORE, ErrorCode.RATE_LIMITED, "flood", T0)
+    assert isinstance(alarm, RaiseAlert) and alarm.alert.about == peer
     assert isinstance(audit, Audit) and len(audit.records) == 1
     record = audit.records[0]
     assert record["hook"] == "tier_change" and record["peer"] == peer and record["subject"] == "blocked"
@@ -1415,7 +1419,7 @@ class Model:
 
     def local(self) -> None:
         _, answer = self._answer()
-        self.check(self.core.local_packets(answer))
+        self.check(self.core.local_packets(answer, self.now))
 
     def tiers(self) -> None:
         tiers = {pid(p): self.pick(TIERS) for p in CAST if self.draw(st.booleans())}

@@ -1358,6 +1358,8 @@ FRAME_STRATEGIES: dict[type[f.Frame], st.SearchStrategy[f.Frame]] = {
     f.PongFrame: st.builds(f.PongFrame, st.integers(0, 2**64 - 1)),
     f.SyncedFrame: st.builds(f.SyncedFrame, st.integers(0, 2**63), st.integers(0, 2**63)),
     f.ErrorFrame: st.builds(f.ErrorFrame, st.text(max_size=32), st.text(max_size=256), st.booleans()),
+    f.AlertFrame: st.builds(f.AlertFrame, _wire, st.integers(0, f.MAX_HOPS)),
+    f.AlertIdsFrame: st.builds(f.AlertIdsFrame, st.lists(_id, max_size=20).map(tuple)),
 }
 
 
