@@ -134,3 +134,20 @@ def remove(
 
     nudge(application, "peers_changed")
     application.console.print(f"removed peer {pid[:16]}")
+
+
+@app.command("lift")
+def lift(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    json_: JsonOption = False,
+) -> None:
+    """End an alert's quarantine of a peer now, on the running node (recorded in the ledger)."""
+    from ark_lattice.cli.livenode import request
+
+    application: Application = ctx.obj
+    result = request(application, "lift_quarantine", {"peer": peer_id})
+    if json_:
+        application.print_json(result)
+    else:
+        application.console.print(f"quarantine of peer {result['peer'][:16]} lifted")

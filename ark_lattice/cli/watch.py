@@ -38,6 +38,8 @@ def render(
         parts.append(_waiting(waiting, now, live))
     if status.get("isolated"):
         parts.append(_isolated(status["isolated"], now, live))
+    if status.get("quarantines"):
+        parts.append(_quarantines(status["quarantines"], now))
     if status.get("denials"):
         parts.append(_denials(status["denials"], now, live))
     return Group(*_spaced(parts))
@@ -73,6 +75,7 @@ def plain_line(status: Status | None, *, now: float, previous: Status | None = N
     fields.update(
         waiting=len(waiting_targets(status)),
         isolated=len(status.get("isolated", [])),
+        quarantined_peers=len(status.get("quarantines", [])),
         denials=len(status.get("denials", [])),
         events=ledger.get("events", status.get("events", 0)),
         ledger_bytes=ledger.get("bytes", "-"),
@@ -267,6 +270,21 @@ def _isolated(rows: Sequence[Mapping[str, Any]], now: float, live: bool) -> Rend
             str(row.get("strikes", "?")),
             _ago(now - float(row["at"])) if row.get("at") else "-",
             str(row.get("last", "")),
+        )
+    return table
+
+
+def _quarantines(rows: Sequence[Mapping[str, Any]], now: float) -> RenderableType:
+    """Peers an alert accused: held until the quarantine ends, unless proven (`peers lift ID`)."""
+    table = _table("quarantined peers (alerts)")
+    for col in ("peer", "accusers", "alerts", "ends in"):
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        table.add_row(
+            str(row.get("peer", "?"))[:12],
+            str(len(row.get("accusers", []))),
+            str(len(row.get("alerts", []))),
+            _duration(max(0.0, float(row.get("until", now)) - now)),
         )
     return table
 

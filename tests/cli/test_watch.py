@@ -89,7 +89,7 @@ def test_plain_lines_for_a_pipe(recorded):
     line = plain_line(recorded["current"], now=recorded["now"], previous=recorded["previous"])
     assert line == (
         "time=2026-01-01T12:00:00Z node=alpha up=7400s sessions=3 open=2 pkt_in=25.0/s pkt_out=0.5/s "
-        "bytes_in=51200/s bytes_out=512/s waiting=3 isolated=1 denials=2 events=20460 "
+        "bytes_in=51200/s bytes_out=512/s waiting=3 isolated=1 quarantined_peers=0 denials=2 events=20460 "
         "ledger_bytes=48234496 checkpoint_age=95s"
     )
     first = plain_line(recorded["current"], now=recorded["now"])
@@ -118,3 +118,16 @@ def test_waiting_targets_say_why(recorded):
         "ws://10.0.0.7:7467": "[Errno 111] Connect call failed ('10.0.0.7', 7467)",
         "ws://lab.example:7467": "not dialled yet",
     }
+
+
+def test_peers_held_by_an_alert_are_listed_with_the_time_left(recorded):
+    from rich.console import Console
+
+    held = {"peer": "qe4xodvipulv6vvdkrtmgtd6ztfy3curwtxdpis56yhvxd6jwoka", "until": recorded["now"] + 1800,
+            "accusers": ["a" * 52], "alerts": ["ab" * 32]}
+    status = {**recorded["current"], "quarantines": [held]}
+    console = Console(width=100, record=True, force_terminal=False)
+    console.print(render(status, now=recorded["now"]))
+    text = console.export_text()
+    assert "quarantined peers (alerts)" in text and "qe4xodvipulv" in text and "30m" in text
+    assert "quarantined_peers=1" in plain_line(status, now=recorded["now"])
