@@ -9,13 +9,14 @@ process is replaced: the clock (virtual, see clock.py), the network (network.py)
 sources (seeded). There is no event loop: the store never waits, so its coroutines run inline
 (``store.inline.run``). Nothing of the protocol is re-implemented here; this module builds the
 federation a scenario describes, applies its workload and faults at their times, and watches the
-ledgers to report convergence.
+ledgers to report convergence and, for a node made to misbehave (it forges packets through its own
+sessions' live push), how soon each honest node isolated it and what the alerts cost.
 
 Determinism: identities, federation key, link latencies, losses, handshake ephemeral keys, backoff
-jitter, topology, workload and fault choices all come from generators seeded by (seed, purpose,
-node); the scheduler runs callbacks in the order they were scheduled and never consults a wall clock;
-the report is canonical JSON with integers for times. The same scenario and seed therefore give
-byte-identical reports, under any ``PYTHONHASHSEED``.
+jitter, topology, workload, fault choices and forged packets all come from generators seeded by
+(seed, purpose, node); the scheduler runs callbacks in the order they were scheduled and never
+consults a wall clock; the report is canonical JSON with integers for times. The same scenario and
+seed therefore give byte-identical reports, under any ``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations
@@ -25,20 +26,23 @@ import hashlib
 import heapq
 import json
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ark_lattice import __version__
+from ark_lattice.alerts import ALERT_KIND
 from ark_lattice.encoding import decode
-from ark_lattice.errors import ConfigError, ErrorCode
+from ark_lattice.errors import ConfigError, ErrorCode, NotFound
+from ark_lattice.hlc import pack
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
-from ark_lattice.protocol.coordinator import Action, Coordinator, LinkId, Reconcile
+from ark_lattice.protocol.coordinator import Action, Coordinator, LinkId, Reconcile, SendAlert, SendAlertIds
 from ark_lattice.protocol.events import SyncCompleted
 from ark_lattice.protocol.session import Role, Session, State
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
@@ -56,6 +60,7 @@ __all__ = ["Simulation", "SimNode", "EPOCH_START", "REPORT_FORMAT", "report_byte
 EPOCH_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: virtual time 0 on the nodes' clocks
 REPORT_FORMAT = 1
 PUBLISH_WINDOW = 0.5  # packets of an epoch are published in its first half, leaving time to spread
+BAD_TOPIC = "sim/misbehave"  # the topic of the packets a misbehaving node forges
 
 log = logging.getLogger("ark_lattice.sim")
 
@@ -106,6 +111,11 @@ class SimNode(Driver):
         self.held = 0
         self.shared = 0
         self._cursor = 0
+        # a `misbehave` fault: the node also forges packets every `misbehave_every` seconds
+        self.misbehave_every: float | None = None
+        self.misbehaving_since: float | None = None  # virtual time of its first forged packet sent
+        self.bad_packets = 0  # forged packets sent, one per open link per round
+        self._forger = sim.rng("misbehave", index)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -163,8 +173,47 @@ class SimNode(Driver):
             self._pushed_seq = seq
             self._run(self.core.local_packets(stored, self.clock()))
 
+    @property
+    def misbehaving(self) -> bool:
+        return self.misbehave_every is not None
+
+    @property
+    def honest(self) -> bool:
+        """Not dropped and not misbehaving: the nodes convergence and the quorum count."""
+        return self.state != "dropped" and self.misbehave_every is None
+
+    def misbehave(self, every: float) -> None:
+        """From now on, besides everything the node does, send each open link a packet with a
+        corrupted signature every ``every`` seconds (while the node is up; across restarts)."""
+        if self.misbehave_every is None:
+            self.misbehave_every = every
+            self._forge()
+
+    def _forge(self) -> None:
+        if self.state == "dropped" or self.misbehave_every is None:
+            return
+        if self.state == "up" and self.store is not None:
+            now = self.clock()
+            good = Packet.create(
+                self.identity, topic=BAD_TOPIC, kind="note", body=self._forger.randbytes(32),
+                created_at=pack(int(now * 1000), 0),
+            )
+            bad = replace(good, signature=good.signature[:-1] + bytes([good.signature[-1] ^ 0x01]))
+            for link in list(self.links.values()):
+                if self.links.get(link.id) is not link or link.session.state is not State.OPEN:
+                    continue
+                # the session's own live push: the peer's session verifies and refuses it
+                sent = link.session.push([bad], now)
+                if sent:
+                    self.bad_packets += sent
+                    if self.misbehaving_since is None:
+                        self.misbehaving_since = self.sim.scheduler.time()
+                self._run(self._after(link))
+        self.sim.scheduler.call_later(self.misbehave_every, self._forge)
+
     def read_ledger(self) -> None:
-        """Fold packets stored since the last look into ``held`` / ``shared``."""
+        """Fold packets stored since the last look into ``held`` / ``shared``; alerts raised by
+        the nodes join the simulation's packets as they are first seen."""
         assert self.store is not None
         sql = (
             "SELECT seq, subject, data FROM events "
@@ -174,6 +223,8 @@ class SimNode(Driver):
         for seq, subject, data in inline.run(_rows(self.store, sql)):
             self._cursor = seq
             i = index_of.get(subject)
+            if i is None:
+                i = self.sim.alert_seen(subject, self.store)
             if i is None:
                 raise RuntimeError(f"{self.name} stored a packet the simulation never published: {subject}")
             bit = 1 << i
@@ -188,7 +239,13 @@ class SimNode(Driver):
         if link is None:
             return []
         items = inline.run(self.effects.sync_set(action)) if isinstance(action, Reconcile) else None
+        sent = link.session.bytes_out
         apply_to_session(link.session, action, self.clock(), items)
+        if link.session.bytes_out > sent:  # the alert traffic: frames the session actually sent
+            if isinstance(action, SendAlert):
+                self.sim.network.traffic.alert_frames += 1
+            elif isinstance(action, SendAlertIds):
+                self.sim.network.traffic.alert_id_frames += 1
         return self._after(link)
 
     def dial(self, url: str) -> None:
@@ -365,6 +422,8 @@ class Simulation:
         self.packets: list[bytes] = []  # packet ids by index
         self.packet_index: dict[str, int] = {}  # hex id -> index
         self.authored: list[int] = []  # per node: bitset of packets it published (or started with)
+        self.alerts: list[int] = []  # indices of the packets that are alerts the nodes raised
+        self._by_id: dict[str, SimNode] = {}
         self.policy: Any = None
         self.log = _LogCount()
         self.scheduler = Scheduler()
@@ -376,6 +435,7 @@ class Simulation:
         self._epoch_traffic: dict[str, int] = {}
         self._roots: dict[int, str] = {}  # held bitset -> Merkle root (many nodes share a set)
         self._churned: dict[int, int] = {}  # node index -> the churn action that took it down
+        self._alerts_before = 0  # alerts seen by the end of the previous epoch
 
     # -- public -----------------------------------------------------------------------------
 
@@ -393,6 +453,22 @@ class Simulation:
             }
             for node in self.nodes
         }
+
+    def alert_seen(self, hex_id: str, store: Store) -> int | None:
+        """A packet a node stored that the simulation did not publish: if it is an alert one of
+        the nodes raised, it joins the packets (authored by its author) and gets its index."""
+        try:
+            stored = inline.run(store.get_packet(bytes.fromhex(hex_id)))
+        except (ValueError, NotFound):
+            return None
+        packet = stored.packet
+        author = self._by_id.get(str(packet.header.author))
+        if packet.header.kind != ALERT_KIND or author is None:
+            return None
+        self._register(packet, author)
+        index = self.packet_index[packet.hex_id]
+        self.alerts.append(index)
+        return index
 
     def _hex_ids(self, bits: int) -> list[str]:
         return sorted(self.packets[i].hex() for i in range(bits.bit_length()) if bits >> i & 1)
@@ -442,6 +518,7 @@ class Simulation:
                 if node.state == "up":
                     node.crash()
             ledgers = self._verify_ledgers()
+            misbehaviour = self._misbehaviour()
         finally:
             for node in self.nodes:
                 if node.state == "up":
@@ -449,7 +526,7 @@ class Simulation:
             for node in self.nodes:
                 if node.store is not None:
                     inline.run(node.store.close())
-        return self._report(epochs, ledgers)
+        return self._report(epochs, ledgers, misbehaviour)
 
     def _verify_ledgers(self) -> dict[str, Any]:
         """`ledger verify` on every node's ledger, crashed ones included (DESIGN §8, §14)."""
@@ -477,6 +554,7 @@ class Simulation:
                 )
                 node = SimNode(self, index, name, group.name, identity)
                 self.nodes.append(node)
+                self._by_id[node.node_id] = node
                 self.network.add(node.host)
                 self.authored.append(0)
         if self._identities:
@@ -505,6 +583,15 @@ class Simulation:
                     carry[u].append(w)
                 elif how == "terminal":
                     terminal[u].append(w)
+        if sc.topology.get("peers") == "all":
+            # Every node knows every other with its tier (`peers add --tier`, no endpoint), so an
+            # alert's author is judged by its tier even when the two are not connected.
+            connected = {(min(a, b), max(a, b)) for a, b in edges}
+            for na in self.nodes:
+                for nb in self.nodes:
+                    if na is not nb and (min(na.index, nb.index), max(na.index, nb.index)) not in connected:
+                        assert na.store is not None
+                        inline.run(na.store.add_peer(nb.node_id, tier=sc.tier(na.group, nb.group)))
         self.edges = edges
         self.graph = FlowGraph(len(self.nodes), carry, terminal)
         self.allowed_graph = FlowGraph(len(self.nodes), carry, terminal)
@@ -636,10 +723,13 @@ class Simulation:
         record["time_ms"] = _ms(end)
         record["held_messages"] = self.network.held_messages()
         record["roots"] = [self._root(n.held) for n in self.nodes]
-        honest = [n for n in self.nodes if n.state != "dropped"]
+        honest = [n for n in self.nodes if n.honest]
         record["distinct_roots"] = len({record["roots"][n.index] for n in honest if n.state == "up"})
         record["down"] = [n.name for n in self.nodes if n.state == "down"]
         record["dropped"] = [n.name for n in self.nodes if n.state == "dropped"]
+        record["misbehaving"] = [n.name for n in self.nodes if n.misbehaving and n.state != "dropped"]
+        record["alerts_raised"] = len(self.alerts) - self._alerts_before
+        self._alerts_before = len(self.alerts)
         if self._on_progress is not None:
             self._on_progress((epoch + 1) / sc.epochs, record)
         return record
@@ -705,6 +795,12 @@ class Simulation:
                     node.crash(final="dropped")
                 node.state = "dropped"
                 self.graph.remove(node.index)
+        elif fault.kind == "misbehave":
+            for node in self._select(fault.select, lambda n: n.state == "up" and not n.misbehaving):
+                # It still runs the node's code, but is no longer an honest node: it is not
+                # expected to converge, and what only it holds is expected nowhere else.
+                self.graph.remove(node.index)
+                node.misbehave(fault.interval_s)
         elif fault.kind == "churn":
             rng = self._rngs["faults"]
             now = self.scheduler.time()
@@ -746,7 +842,7 @@ class Simulation:
         validator_groups = {g.name for g in self.scenario.groups if g.validators}
         for node in self.nodes:
             violations += (node.held & ~allowed[node.index]).bit_count()
-            if node.state == "dropped":
+            if not node.honest:
                 continue
             is_validator = node.group in validator_groups
             validators += is_validator
@@ -756,7 +852,7 @@ class Simulation:
             if expected[node.index] & ~node.held == 0:
                 converged += 1
                 quorum_ready += is_validator
-        honest = sum(1 for n in self.nodes if n.state != "dropped")
+        honest = sum(1 for n in self.nodes if n.honest)
         q = self.scenario.quorum
         return {
             "honest": honest,
@@ -777,7 +873,79 @@ class Simulation:
             self._roots[held] = found
         return found
 
-    def _report(self, epochs: list[dict[str, Any]], ledgers: dict[str, Any]) -> dict[str, Any]:
+    def _misbehaviour(self) -> list[dict[str, Any]]:
+        """For each misbehaving node, when each honest node acted against it (from its ledger)."""
+        out = []
+        for bad in self.nodes:
+            if bad.misbehave_every is None:
+                continue
+            neighbours = {b if a == bad.index else a for a, b in self.edges if bad.index in (a, b)}
+            since = None
+            if bad.misbehaving_since is not None:  # in the ledger's own unit: whole ms of its clock
+                since = int((self.start_time + bad.misbehaving_since) * 1000)
+            rows = []
+            for node in self.nodes:
+                if node.honest:
+                    row = self._acted(node, bad.node_id, since)
+                    rows.append({"node": node.name, "adjacent": node.index in neighbours, **row})
+            acted = [r["isolated_ms"] for r in rows if r["isolated_ms"] is not None]
+            blocked = [r["blocked_ms"] for r in rows if r["blocked_ms"] is not None]
+            out.append({
+                "node": bad.name,
+                "since_ms": None if bad.misbehaving_since is None else _ms(bad.misbehaving_since),
+                "every_s": bad.misbehave_every,
+                "bad_packets": bad.bad_packets,
+                "neighbours": [self.nodes[i].name for i in sorted(neighbours)],
+                "honest": rows,
+                "time_to_isolation_ms": _spread(acted),
+                # the alert's part: from the first honest node's isolation of it to each one's
+                "after_first_isolation_ms": _spread([t - min(acted) for t in acted]),
+                "never_isolated": len(rows) - len(acted),
+                "time_to_block_ms": _spread(blocked),
+                "never_blocked": len(rows) - len(blocked),
+            })
+        return out
+
+    def _acted(self, node: SimNode, accused: str, since: int | None) -> dict[str, Any]:
+        """When ``node`` blocked ``accused`` (and why) and when it quarantined it, in ms after
+        ``since`` (the ledger's time of the first misbehaviour); the earlier is its isolation."""
+        assert node.store is not None and accused.isalnum()  # a base32 node id: safe in SQL
+        blocked = quarantined = by = None
+        if since is not None:
+            sql = (
+                "SELECT kind, ts, data FROM events WHERE subject = '" + accused + "' AND kind IN "
+                f"('{EventKind.PEER_TIER_CHANGED}', '{EventKind.PEER_QUARANTINED}') AND ts >= {since} "
+                "ORDER BY seq"
+            )
+            for kind, ts, data in inline.run(_rows(node.store, sql)):
+                if kind == EventKind.PEER_QUARANTINED:
+                    quarantined = ts - since if quarantined is None else quarantined
+                    continue
+                change = decode(data, max_size=1 << 16, what="ledger event")
+                if blocked is None and change.get("new") == "blocked":
+                    blocked = ts - since
+                    reason = str(change.get("reason", ""))
+                    by = "strikes" if reason.startswith("isolated after") else (
+                        "alert" if reason.startswith("alert ") else "other"
+                    )
+        first = min((t for t in (blocked, quarantined) if t is not None), default=None)
+        return {"isolated_ms": first, "blocked_ms": blocked, "blocked_by": by, "quarantined_ms": quarantined}
+
+    def _alert_totals(self, epochs: list[dict[str, Any]], honest: int) -> dict[str, Any]:
+        raised = len(self.alerts)
+        frames = sum(r["alert_frames"] for r in epochs)
+        per_alert = round(frames / raised, 2) if raised else None
+        return {
+            "raised": raised,
+            "frames": frames,
+            "id_frames": sum(r["alert_id_frames"] for r in epochs),
+            "messages_per_alert": per_alert,
+            "messages_per_alert_per_node": round(frames / raised / honest, 3) if raised and honest else None,
+        }
+
+    def _report(
+        self, epochs: list[dict[str, Any]], ledgers: dict[str, Any], misbehaviour: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         since = None
         for record in reversed(epochs):
             if record["converged"] == record["honest"] and record["up"] == record["honest"]:
@@ -808,6 +976,8 @@ class Simulation:
                 "converged_at_ms": converged_at_ms,
                 "violations": max((r["violations"] for r in epochs), default=0),
                 "ledgers": ledgers,
+                "alerts": self._alert_totals(epochs, last["honest"] if last else 0),
+                "misbehaviour": misbehaviour,
                 "log": dict(self.log.counts),
             },
         }
@@ -815,6 +985,16 @@ class Simulation:
 
 def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
+
+
+def _spread(values: Sequence[int]) -> dict[str, int | None]:
+    """p50, p99 (nearest rank) and max of some times in ms; None for each when there are none."""
+    ordered = sorted(values)
+
+    def rank(q: float) -> int | None:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else None
+
+    return {"p50": rank(0.50), "p99": rank(0.99), "max": ordered[-1] if ordered else None}
 
 
 def _derive(seed: int, purpose: str, index: int = -1) -> bytes:

@@ -38,6 +38,8 @@ class Traffic:
     connections: int = 0
     failed_dials: int = 0
     reconciliations: int = 0
+    alert_frames: int = 0  # alert copies sent (the flood); counted by the node driver
+    alert_id_frames: int = 0  # alert-id digests sent (the flood's backstop)
 
     def take(self) -> dict[str, int]:
         out = dict(vars(self))

@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 MAX_NODES = 10_000
-FAULT_KINDS = ("partition", "heal", "crash", "restart", "drop", "churn")
+FAULT_KINDS = ("partition", "heal", "crash", "restart", "drop", "churn", "misbehave")
+DEFAULT_MISBEHAVE_INTERVAL_S = 1.0
 _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # also the default topic, sim/<group>
 
 
@@ -113,8 +114,9 @@ class Fault:
     kind: str  # one of FAULT_KINDS
     at_s: float = 0.0  # seconds into the epoch
     sides: tuple[tuple[str, ...], ...] = ()  # partition
-    select: Selection | None = None  # crash, restart, drop, churn
+    select: Selection | None = None  # crash, restart, drop, churn, misbehave
     downtime_s: float = 0.0  # churn
+    interval_s: float = 0.0  # misbehave: seconds between two bad packets on each link
 
     def describe(self) -> str:
         if self.kind == "partition":
@@ -123,7 +125,6 @@ class Fault:
             return "heal"
         assert self.select is not None
         sel = self.select
-        who = sel.group or "any group"
         if sel.names:
             amount = ",".join(sel.names)
         elif sel.everyone:
@@ -132,9 +133,20 @@ class Fault:
             amount = str(sel.count)
         else:
             amount = f"{sel.fraction:g} of"
-        text = f"{self.kind} {amount} {who}".replace(" of any group", " of all")
+        if sel.group is not None:  # "crash 2 edge", "churn 0.1 of edge", "restart all edge"
+            text = f"{self.kind} {amount} {sel.group}"
+        elif sel.names:  # "drop edge-0001,edge-0002"
+            text = f"{self.kind} {amount}"
+        elif sel.everyone:
+            text = f"{self.kind} all nodes"
+        elif sel.count is not None:
+            text = f"{self.kind} {amount} of all"
+        else:
+            text = f"{self.kind} {amount} all"
         if self.kind == "churn":
             text += f" for {self.downtime_s:g} s"
+        if self.kind == "misbehave":
+            text += f": a bad signature to each peer every {self.interval_s:g} s"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +161,8 @@ class Fault:
             doc[self.kind] = self.select.to_json()
         if self.kind == "churn":
             doc["downtime_s"] = self.downtime_s
+        if self.kind == "misbehave":
+            doc["interval_s"] = self.interval_s
         return doc
 
 
@@ -419,9 +433,12 @@ class _Parser:
         return out
 
     def topology(self, value: Any, names: list[str]) -> dict[str, Any]:
-        obj = self.object(value, "topology", {"degree", "pairs"})
+        obj = self.object(value, "topology", {"degree", "pairs", "peers"})
         if "pairs" in obj and "degree" in obj:
             raise self.fail("topology", "give either degree or pairs, not both")
+        peers = obj.get("peers", "connected")
+        if peers not in ("connected", "all"):
+            raise self.fail("topology.peers", f'must be "connected" or "all", not {peers!r}')
         if "pairs" in obj:
             pairs = self.array(obj["pairs"], "topology.pairs", min_len=1)
             out = []
@@ -431,13 +448,13 @@ class _Parser:
                 for name in pair:
                     self.known(name, names, f"topology.pairs[{i}]")
                 out.append([pair[0], pair[1]])
-            return {"pairs": out}
+            return {"pairs": out, "peers": peers}
         degree = self.integer(obj, "degree", 2, 64, where="topology", default=4)
         if degree % 2:
             raise self.fail(
                 "topology.degree", f"must be even (a ring plus degree/2 - 1 chords per node), not {degree}"
             )
-        return {"degree": degree}
+        return {"degree": degree, "peers": peers}
 
     def workload(self, value: Any, names: list[str]) -> tuple[Workload, ...]:
         out = []
@@ -470,7 +487,7 @@ class _Parser:
         out = []
         for i, item in enumerate(self.array(value, "faults")):
             where = f"faults[{i}]"
-            obj = self.object(item, where, {"epoch", "at_s", *FAULT_KINDS, "downtime_s"})
+            obj = self.object(item, where, {"epoch", "at_s", *FAULT_KINDS, "downtime_s", "interval_s"})
             kinds = [k for k in FAULT_KINDS if k in obj]
             if len(kinds) != 1:
                 raise self.fail(where, f"needs exactly one of {', '.join(FAULT_KINDS)} (found {len(kinds)})")
@@ -508,7 +525,14 @@ class _Parser:
                         )
                 elif "downtime_s" in obj:
                     raise self.fail(f"{where}.downtime_s", "only churn has a downtime")
-                out.append(Fault(epoch, kind, at_s, select=select, downtime_s=downtime))
+                interval = 0.0
+                if kind == "misbehave":
+                    interval = self.number(
+                        obj, "interval_s", 0.01, 86_400, where=where, default=DEFAULT_MISBEHAVE_INTERVAL_S
+                    )
+                elif "interval_s" in obj:
+                    raise self.fail(f"{where}.interval_s", "only misbehave has an interval")
+                out.append(Fault(epoch, kind, at_s, select=select, downtime_s=downtime, interval_s=interval))
         return tuple(sorted(out, key=lambda f: (f.epoch, f.at_s)))  # stable: file order within a time
 
     def selection(self, value: Any, where: str, names: list[str]) -> Selection:

@@ -14,9 +14,9 @@ runner = CliRunner()
 
 
 def test_the_built_ins_load_with_the_promised_quorums():
-    assert builtin_names() == ["baseline", "edge_failover", "validator_loss"]
+    assert builtin_names() == ["baseline", "edge_failover", "intruder", "validator_loss"]
     quorum = {name: load_scenario(name).quorum for name in builtin_names()}
-    assert quorum == {"baseline": 2, "edge_failover": 2, "validator_loss": 3}
+    assert quorum == {"baseline": 2, "edge_failover": 2, "intruder": 0, "validator_loss": 3}
     assert load_scenario("baseline").epochs == 5
     kinds = {f.kind for f in load_scenario("edge_failover").faults}
     assert {"crash", "restart", "partition", "heal"} <= kinds
@@ -41,7 +41,7 @@ def test_defaults_and_link_profiles():
     assert sc.tier("a", "b") is TrustTier.SANDBOX and sc.tier("b", "a") is TrustTier.CORE
     assert sc.link("a", "b").latency_ms == (11.0, 22.0)
     assert sc.link("a", "b").loss == pytest.approx(0.19)
-    assert sc.topology == {"degree": 4} and sc.policy == "default"
+    assert sc.topology == {"degree": 4, "peers": "connected"} and sc.policy == "default"
     # what to_json writes reads back the same
     assert Scenario.from_json(sc.to_json()).to_json() == sc.to_json()
 
@@ -50,8 +50,18 @@ def test_the_file_form_round_trips_with_every_fault_kind():
     doc = load_scenario("edge_failover").to_json()
     doc["faults"].append({"epoch": 4, "churn": {"fraction": 0.2}, "downtime_s": 15})
     doc["faults"].append({"epoch": 5, "drop": {"nodes": ["edge-0001"]}})
+    doc["faults"].append({"epoch": 2, "at_s": 7, "misbehave": {"group": "remote", "count": 1}})
+    doc["faults"].append({"epoch": 3, "misbehave": {"nodes": ["edge-0002"]}, "interval_s": 0.5})
+    doc["topology"]["peers"] = "all"
     sc = Scenario.from_json(doc)
     assert Scenario.from_json(sc.to_json()) == sc
+    assert {f.kind for f in sc.faults} >= {"misbehave", "churn", "drop", "crash", "partition", "heal"}
+    misbehaving = [f for f in sc.faults if f.kind == "misbehave"]
+    assert [(f.epoch, f.at_s, f.interval_s) for f in misbehaving] == [(2, 7, 1.0), (3, 0.0, 0.5)]
+    assert misbehaving[0].to_json() == {
+        "epoch": 2, "at_s": 7, "misbehave": {"group": "remote", "count": 1}, "interval_s": 1.0
+    }
+    assert sc.topology == {"degree": 4, "peers": "all"}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +91,17 @@ def test_the_file_form_round_trips_with_every_fault_kind():
             {"groups": [{"name": "a"}], "faults": [{"epoch": 1, "partition": [["a"], ["a"]]}]},
             "faults[0].partition",
         ),
+        (
+            {"groups": [{"name": "a"}], "faults": [{"epoch": 1, "misbehave": {"count": 1}, "interval_s": 0}]},
+            "faults[0].interval_s",
+        ),
+        (
+            {"groups": [{"name": "a"}], "faults": [{"epoch": 1, "crash": {"count": 1}, "interval_s": 1}]},
+            "faults[0].interval_s",
+        ),
+        ({"groups": [{"name": "a"}], "faults": [{"epoch": 1, "misbehave": {"group": "b", "all": True}}]},
+         "faults[0].misbehave.group"),
+        ({"groups": [{"name": "a"}], "topology": {"degree": 4, "peers": "some"}}, "topology.peers"),
         ({"groups": [{"name": "a"}], "quorum": 2}, "quorum"),
         ({"groups": [{"name": "a"}], "policy": "lenient"}, "policy"),
         ({"groups": [{"name": "a"}], "epoch_seconds": 0}, "epoch_seconds"),
