@@ -98,7 +98,7 @@ DIAL_PACE = 1.0  # seconds between two rounds of at most DIALS_PER_WAKE dials
 ENDED_LINKS_REMEMBERED = 1024  # ingests queued behind a link's end are far fewer
 REFRESH_SECONDS = 30.0  # dial targets are re-read after a change, or this often as a safety net
 ALERT_HOPS = 3  # DESIGN §10 / gossip.hop_limit: enough for a federation of up to ten nodes
-ALERT_DIGEST_SECONDS = 1.0  # the backstop: recent alert ids to each core peer this often
+ALERT_DIGEST_SECONDS = 1.0  # the backstop: a core peer hears of our recent alerts within a second
 QUARANTINE_SECONDS = 3600.0  # without a policy gate: how long an unproven accusation holds a peer
 ACCUSERS_TO_BLOCK = 2  # without a policy gate: distinct core accusers that make it permanent
 
@@ -419,6 +419,7 @@ class _Link:
     tier: TrustTier | None = None
     open: bool = False
     closed: bool = False
+    digested: set[bytes] = field(default_factory=set)  # recent alert ids this link was told of
 
 
 @dataclass
@@ -780,11 +781,7 @@ class Coordinator:
         for peer in self.quarantines.expired(now):
             actions += self.lift_quarantine(peer, now, reason="expired without proof")[:-1]
         if self._last_digest is None or now - self._last_digest >= ALERT_DIGEST_SECONDS:
-            recent = self.flood.recent(now)
-            if recent:
-                self._last_digest = now
-                ids = tuple(recent)
-                actions += [SendAlertIds(link.id, ids) for link in self._core_links()]
+            actions += self._digests(now)
         actions += self._next_wake(now)
         return actions
 
@@ -830,7 +827,9 @@ class Coordinator:
                 target.last_error = None
             m = event.manifest.manifest
             log.info("session with %s (%s) open as %s", event.peer.short, m.name, link.tier)
-            return [RecordManifest(str(event.peer), event.manifest)]
+            # A core peer that was away hears of our recent alerts at the next digest.
+            wake = self._next_wake(now) if self.flood.recent(now) else []
+            return [RecordManifest(str(event.peer), event.manifest), *wake]
         if isinstance(event, ev.SyncReady):
             assert link.peer is not None
             return [Reconcile(link.id, SyncSet.SHAREABLE if event.send else SyncSet.FROM_PEER, link.peer)]
@@ -866,6 +865,7 @@ class Coordinator:
         if isinstance(event, ev.AlertReceived):
             return self._alert_received(link, event, now)
         if isinstance(event, ev.AlertIdsReceived):
+            link.digested.update(event.ids)  # it holds these: no need to tell it of them
             missing = self.flood.missing(event.ids)
             return [Want(link.id, tuple(missing))] if missing else []
         return []
@@ -1021,7 +1021,41 @@ class Coordinator:
         accused = _accused(packet)
         if accused is not None:
             skip.add(accused)
-        return [SendAlert(link.id, packet, hops) for link in self._core_links() if link.peer not in skip]
+        targets = [link for link in self._core_links() if link.peer not in skip]
+        for link in targets:
+            link.digested.add(packet.id)  # the session carries it: no digest needed on it
+        return [SendAlert(link.id, packet, hops) for link in targets]
+
+    def _digests(self, now: float) -> list[Action]:
+        """The backstop (DESIGN §10): each second, tell each core peer the ids of recent alerts
+        its session has not carried either way (not flooded on it, not listed on it, not sent by
+        it). A session is a reliable ordered stream: what went on it arrives unless the session
+        dies, and a new session starts with nothing carried, so it is told again. That repairs an
+        alert that could not cross a cut link or went past the hop limit, at one message per
+        session per alert instead of one per second for minutes; reconciliation on reconnect
+        catches the rest (docs/protocol.md, "Alerts")."""
+        recent = self.flood.recent(now)
+        keep = set(recent)
+        actions: list[Action] = []
+        for link, ids in self._undigested(recent):
+            link.digested.update(ids)
+            actions.append(SendAlertIds(link.id, tuple(ids)))
+        for link in self._live():
+            link.digested &= keep  # only ids still in the window are worth remembering
+        if actions:
+            self._last_digest = now
+        return actions
+
+    def _undigested(self, recent: Sequence[bytes]) -> list[tuple[_Link, list[bytes]]]:
+        """(core link, recent ids it was not told of and did not send us), for each link that has any."""
+        if not recent:
+            return []
+        out = []
+        for link in self._core_links():
+            ids = [i for i in recent if i not in link.digested and link.peer not in self.flood.senders(i)]
+            if ids:
+                out.append((link, ids))
+        return out
 
     def _core_links(self) -> list[_Link]:
         return [link for link in self._live() if link.open and link.tier is TrustTier.CORE]
@@ -1088,7 +1122,7 @@ class Coordinator:
         expiry = self.quarantines.next_expiry()
         if expiry is not None:
             times.append(expiry)
-        if self.flood.recent(now):
+        if self._undigested(self.flood.recent(now)):
             times.append((self._last_digest if self._last_digest is not None else now) + ALERT_DIGEST_SECONDS)
         future = [t for t in times if t > now]
         return [WakeAt(min(future))] if future else []

@@ -167,7 +167,10 @@ class Effects:
                 action.link, action.peer, strikes, record.tier, action.code, action.reason, now
             )
         if isinstance(action, co.Isolate):
-            await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
+            async with store.transaction():
+                # An alert may name a peer we never met: remember it, blocked, with the reason.
+                await store.add_peer(action.peer)
+                await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
             return []
         if isinstance(action, co.RaiseAlert):
             return (await self.raise_alert(action, now))[1]
