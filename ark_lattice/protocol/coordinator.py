@@ -419,6 +419,7 @@ class _Link:
     tier: TrustTier | None = None
     open: bool = False
     closed: bool = False
+    sends: bool = False  # both sides' terms let packets (and alerts) flow from us to the peer
     digested: set[bytes] = field(default_factory=set)  # recent alert ids this link was told of
 
 
@@ -598,9 +599,12 @@ class Coordinator:
         for packet in stored:
             # An alert that came by reconciliation or the backstop is acted on like a flooded
             # one, but not flooded again: the peers that lack it repair it the same way.
-            if packet.header.kind == ALERT_KIND and self.flood.stored(packet.id, now):
+            if packet.header.kind == ALERT_KIND and self.flood.stored(
+                packet.id, now, author=str(packet.header.author), accused=_accused(packet)
+            ):
                 tier = link.tier if link is not None and link.tier is not None else TrustTier.UNKNOWN
                 actions += self._judge(packet, source, TrustTier.SANDBOX if quarantined else tier, now)[0]
+                actions += self._digest_soon(now)  # its other peers may lack it too
         return actions
 
     def local_packets(self, stored: Sequence[Any], now: float) -> list[Action]:
@@ -747,8 +751,11 @@ class Coordinator:
 
     def alert_raised(self, packet: Packet, now: float) -> list[Action]:
         """Our alert is stored: flood it to every core peer, and act on it here too."""
-        actions = self._forward(packet, self.flood.copy_arrived(packet.id, self.alert_hops, None, now))
-        return actions + self._judge(packet, None, TrustTier.CORE, now)[0]
+        onward = self.flood.copy_arrived(
+            packet.id, self.alert_hops, None, now, author=str(self.node_id), accused=_accused(packet)
+        )
+        actions = self._forward(packet, onward)
+        return actions + self._judge(packet, None, TrustTier.CORE, now)[0] + self._digest_soon(now)
 
     def lift_quarantine(
         self, peer: str, now: float, *, reason: str = "lifted by the operator"
@@ -828,11 +835,13 @@ class Coordinator:
             m = event.manifest.manifest
             log.info("session with %s (%s) open as %s", event.peer.short, m.name, link.tier)
             # A core peer that was away hears of our recent alerts at the next digest.
-            wake = self._next_wake(now) if self.flood.recent(now) else []
-            return [RecordManifest(str(event.peer), event.manifest), *wake]
+            return [RecordManifest(str(event.peer), event.manifest)]
         if isinstance(event, ev.SyncReady):
             assert link.peer is not None
-            return [Reconcile(link.id, SyncSet.SHAREABLE if event.send else SyncSet.FROM_PEER, link.peer)]
+            link.sends = event.send
+            over = SyncSet.SHAREABLE if event.send else SyncSet.FROM_PEER
+            # A core peer that was away hears of our recent alerts at the next digest.
+            return [Reconcile(link.id, over, link.peer), *self._digest_soon(now)]
         if isinstance(event, ev.PacketsWanted):
             return [LoadWanted(link.id, event.ids)]
         if isinstance(event, ev.PacketsReceived):
@@ -925,28 +934,30 @@ class Coordinator:
         assert link.peer is not None
         packet = event.packet
         try:
-            Alert.from_packet(packet)
+            alert = Alert.from_packet(packet)
         except Malformed as exc:
             return [Strike(link.id, link.peer, link.peer, ErrorCode.BAD_PACKET, f"alert: {exc}", False)]
-        new = packet.id not in self.flood
         tier = TrustTier.SANDBOX if event.quarantine else (link.tier or TrustTier.UNKNOWN)
-        actions: list[Action] = []
-        if new:
-            actions.append(Ingest(link.id, link.peer, (packet,), event.quarantine))
         if tier is not TrustTier.CORE:
-            # Only core peers' alerts travel on (DESIGN §10); a sandbox peer's is kept apart.
-            self.flood.stored(packet.id, now)
-            actions.append(Audit((_record("alert", link.peer, packet.hex_id, False,
-                                          "not forwarded: the sender is not a core peer"),)))
-            return actions
-        if new:
+            # Only core peers' alerts travel on (DESIGN §10); a sandbox peer's is kept apart. It
+            # does not count as seen: a core peer's copy of it is still forwarded and acted on.
+            reason = "not forwarded: the sender is not a core peer"
+            return [
+                Ingest(link.id, link.peer, (packet,), event.quarantine),
+                Audit((_record("alert", link.peer, packet.hex_id, False, reason),)),
+            ]
+        actions: list[Action] = []
+        if packet.id not in self.flood:
+            actions.append(Ingest(link.id, link.peer, (packet,), False))
             judged, limited = self._judge(packet, link.peer, tier, now)
             actions += judged
             if limited:
-                self.flood.stored(packet.id, now)
+                self.flood.refuse(packet.id, now)
                 return actions  # over its author's rate limit: neither forwarded nor acted on
-        onward = self.flood.copy_arrived(packet.id, event.hops, link.peer, now)
-        return actions + self._forward(packet, onward)
+        onward = self.flood.copy_arrived(
+            packet.id, event.hops, link.peer, now, author=str(packet.header.author), accused=alert.about
+        )
+        return actions + self._forward(packet, onward) + self._digest_soon(now)
 
     def _judge(
         self, packet: Packet, sender: str | None, sender_tier: TrustTier, now: float
@@ -1017,8 +1028,8 @@ class Coordinator:
         """Send a copy to every core peer that has not sent us one, never to the accused."""
         if hops is None:
             return []
-        skip = self.flood.senders(packet.id) | {str(packet.header.author)}
-        accused = _accused(packet)
+        skip = self.flood.served(packet.id, hops) | {str(packet.header.author)}
+        accused = self.flood.accused(packet.id)
         if accused is not None:
             skip.add(accused)
         targets = [link for link in self._core_links() if link.peer not in skip]
@@ -1029,15 +1040,15 @@ class Coordinator:
     def _digests(self, now: float) -> list[Action]:
         """The backstop (DESIGN §10): each second, tell each core peer the ids of recent alerts
         its session has not carried either way (not flooded on it, not listed on it, not sent by
-        it). A session is a reliable ordered stream: what went on it arrives unless the session
-        dies, and a new session starts with nothing carried, so it is told again. That repairs an
-        alert that could not cross a cut link or went past the hop limit, at one message per
-        session per alert instead of one per second for minutes; reconciliation on reconnect
-        catches the rest (docs/protocol.md, "Alerts")."""
+        it), once the flood of each has had a second to settle. A session is a reliable ordered
+        stream: what went on it arrives unless the session dies, and a new session starts with
+        nothing carried, so it is told again. That repairs an alert that could not cross a cut
+        link or went past the hop limit, at one message per session per alert instead of one per
+        second for minutes; reconciliation on reconnect catches the rest (docs/protocol.md)."""
         recent = self.flood.recent(now)
         keep = set(recent)
         actions: list[Action] = []
-        for link, ids in self._undigested(recent):
+        for link, ids in self._undigested(recent, now):
             link.digested.update(ids)
             actions.append(SendAlertIds(link.id, tuple(ids)))
         for link in self._live():
@@ -1046,19 +1057,54 @@ class Coordinator:
             self._last_digest = now
         return actions
 
-    def _undigested(self, recent: Sequence[bytes]) -> list[tuple[_Link, list[bytes]]]:
-        """(core link, recent ids it was not told of and did not send us), for each link that has any."""
+    def _undigested(self, recent: Sequence[bytes], now: float) -> list[tuple[_Link, list[bytes]]]:
+        """(core link, settled recent ids it has not carried), for each link that has any."""
+        out = []
+        for link, ids in self._uncarried(recent):
+            settled = self._settled(ids, now)
+            if settled:
+                out.append((link, settled))
+        return out
+
+    def _uncarried(self, recent: Sequence[bytes]) -> list[tuple[_Link, list[bytes]]]:
         if not recent:
             return []
         out = []
         for link in self._core_links():
-            ids = [i for i in recent if i not in link.digested and link.peer not in self.flood.senders(i)]
+            ids = [
+                i for i in recent
+                if i not in link.digested
+                and not self.flood.holds(i, link.peer)
+                and link.peer != self.flood.accused(i)  # the accused is never shown it
+            ]
             if ids:
                 out.append((link, ids))
         return out
 
+    def _settled(self, ids: list[bytes], now: float) -> list[bytes]:
+        return [i for i in ids if (self.flood.first_seen(i) or now) + ALERT_DIGEST_SECONDS <= now]
+
+    def _digest_due(self, now: float) -> float | None:
+        """When the next digest has something to say, if ever (paced to one round a second)."""
+        firsts = [
+            (self.flood.first_seen(i) or now) + ALERT_DIGEST_SECONDS
+            for _, ids in self._uncarried(self.flood.recent(now)) for i in ids
+        ]
+        if not firsts:
+            return None
+        due = min(firsts)
+        if self._last_digest is not None:
+            due = max(due, self._last_digest + ALERT_DIGEST_SECONDS)
+        return due
+
+    def _digest_soon(self, now: float) -> list[Action]:
+        """A WakeAt for the next digest, when some core session has recent alerts to be told of."""
+        return self._next_wake(now) if self._digest_due(now) is not None else []
+
     def _core_links(self) -> list[_Link]:
-        return [link for link in self._live() if link.open and link.tier is TrustTier.CORE]
+        """Sessions alerts go on: open, with a core peer, and past the terms (a session drops
+        what is sent to it before both sides' terms let packets flow)."""
+        return [link for link in self._live() if link.open and link.sends and link.tier is TrustTier.CORE]
 
     def _effective(self, peer: str | None, tier: TrustTier) -> TrustTier:
         """A quarantined peer is treated as sandbox while it lasts: what it sends is held apart,
@@ -1122,9 +1168,12 @@ class Coordinator:
         expiry = self.quarantines.next_expiry()
         if expiry is not None:
             times.append(expiry)
-        if self._undigested(self.flood.recent(now)):
-            times.append((self._last_digest if self._last_digest is not None else now) + ALERT_DIGEST_SECONDS)
         future = [t for t in times if t > now]
+        digest = self._digest_due(now)
+        if digest is not None:
+            if digest <= now:
+                return [WakeAt(now)]  # a digest is due: wake at once (wake() sends it)
+            future.append(digest)
         return [WakeAt(min(future))] if future else []
 
     def _live(self) -> list[_Link]:

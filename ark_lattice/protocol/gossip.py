@@ -32,11 +32,16 @@ def hop_limit(nodes: int, degree: int) -> int:
     return math.ceil(math.log(nodes) / math.log(degree - 1)) + 3
 
 
+_REFUSED = 1 << 30  # a forwarded level no copy reaches: the alert goes no further from here
+
+
 @dataclass
 class _Seen:
     at: float  # when we first had it
     forwarded: int = -1  # the most hops left we forwarded it with; -1: never forwarded
-    senders: set[str] = field(default_factory=set)  # peers that sent us a copy: never sent back
+    senders: dict[str, int] = field(default_factory=dict)  # peer -> the most hops its copies had
+    accused: str | None = None  # never told of it (DESIGN §10)
+    author: str | None = None  # holds it: never told of it either
 
 
 class Flood:
@@ -52,16 +57,21 @@ class Flood:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def copy_arrived(self, alert_id: bytes, hops: int, sender: str | None, now: float) -> int | None:
+    def copy_arrived(
+        self,
+        alert_id: bytes,
+        hops: int,
+        sender: str | None,
+        now: float,
+        *,
+        author: str | None = None,
+        accused: str | None = None,
+    ) -> int | None:
         """A copy with ``hops`` left came from ``sender`` (None: we raised it, ``hops`` is our
         limit). Returns the hops to forward it with, or None when it goes no further."""
-        entry = self._seen.get(alert_id)
-        if entry is None:
-            entry = self._seen[alert_id] = _Seen(now)
-            while len(self._seen) > self._max_seen:
-                self._seen.popitem(last=False)
+        entry = self._entry(alert_id, now, author, accused)
         if sender is not None:
-            entry.senders.add(sender)
+            entry.senders[sender] = max(hops, entry.senders.get(sender, -1))
             onward = hops - 1
         else:
             onward = hops
@@ -70,19 +80,45 @@ class Flood:
         entry.forwarded = onward
         return onward
 
-    def stored(self, alert_id: bytes, now: float) -> bool:
+    def stored(
+        self, alert_id: bytes, now: float, *, author: str | None = None, accused: str | None = None
+    ) -> bool:
         """An alert reached us outside the flood (reconciliation, the backstop, our own store);
         True if it is new to us. It is not forwarded: its senders' other peers repair it too."""
         if alert_id in self._seen:
             return False
-        self._seen[alert_id] = _Seen(now)
-        while len(self._seen) > self._max_seen:
-            self._seen.popitem(last=False)
+        self._entry(alert_id, now, author, accused)
         return True
+
+    def refuse(self, alert_id: bytes, now: float) -> None:
+        """It was over its author's rate limit: no copy of it goes further from here, however
+        many come (else the limit would not bound the flood wherever two paths meet)."""
+        self._entry(alert_id, now, None, None).forwarded = _REFUSED
 
     def senders(self, alert_id: bytes) -> set[str]:
         entry = self._seen.get(alert_id)
         return set(entry.senders) if entry is not None else set()
+
+    def served(self, alert_id: bytes, onward: int) -> set[str]:
+        """Peers a copy with ``onward`` hops would not help: they sent us one with as many hops
+        as ours would give them (a peer re-forwards only a copy with more hops than it had)."""
+        entry = self._seen.get(alert_id)
+        if entry is None:
+            return set()
+        return {peer for peer, hops in entry.senders.items() if hops >= onward - 1}
+
+    def first_seen(self, alert_id: bytes) -> float | None:
+        entry = self._seen.get(alert_id)
+        return entry.at if entry is not None else None
+
+    def accused(self, alert_id: bytes) -> str | None:
+        entry = self._seen.get(alert_id)
+        return entry.accused if entry is not None else None
+
+    def holds(self, alert_id: bytes, peer: str | None) -> bool:
+        """Whether ``peer`` is known to hold the alert: its author, or a peer that sent us a copy."""
+        entry = self._seen.get(alert_id)
+        return entry is not None and peer is not None and (peer == entry.author or peer in entry.senders)
 
     def recent(self, now: float) -> list[bytes]:
         """Ids of the alerts we had within the backstop's window, newest first, at most a digest."""
@@ -96,6 +132,14 @@ class Flood:
     def missing(self, ids: Iterable[bytes]) -> list[bytes]:
         """Which of a peer's recent ids we lack (in its order)."""
         return [i for i in ids if i not in self._seen]
+
+    def _entry(self, alert_id: bytes, now: float, author: str | None, accused: str | None) -> _Seen:
+        entry = self._seen.get(alert_id)
+        if entry is None:
+            entry = self._seen[alert_id] = _Seen(now, accused=accused, author=author)
+            while len(self._seen) > self._max_seen:
+                self._seen.popitem(last=False)
+        return entry
 
 
 @dataclass

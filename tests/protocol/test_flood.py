@@ -55,6 +55,7 @@ from ark_lattice.protocol.coordinator import (
     LoadWanted,
     RaiseAlert,
     ReadDialTargets,
+    Reconcile,
     RecordManifest,
     RecordPeer,
     RecordQuarantine,
@@ -76,10 +77,12 @@ from ark_lattice.protocol.events import (
     PacketsWanted,
     PeerAuthenticated,
     PeerIdentified,
+    SyncReady,
 )
 from ark_lattice.protocol.gossip import RECENT_SECONDS
 from ark_lattice.protocol.session import Role
 from ark_lattice.store.store import StoredPacket
+from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
 
 CORE, SANDBOX = TrustTier.CORE, TrustTier.SANDBOX
@@ -118,6 +121,7 @@ class Node:
     stored_at: dict[bytes, float] = field(default_factory=dict)
     blocked: set[int] = field(default_factory=set)  # peers an Isolate set to blocked in the store
     flooded_from: dict[bytes, set[int]] = field(default_factory=dict)  # id -> who flooded us a copy
+    flooded_hops: dict[tuple[bytes, int], int] = field(default_factory=dict)  # (id, peer) -> most hops
     sent: dict[tuple[bytes, int], list[int]] = field(default_factory=dict)  # (id, to) -> hops
     wants: list[tuple[float, int, tuple[bytes, ...]]] = field(default_factory=list)
     digests: list[float] = field(default_factory=list)  # when we sent a digest
@@ -195,6 +199,8 @@ class Mesh:
             peer = IDENTITIES[other].node_id
             self.run(node, node.core.session_events(link, [PeerAuthenticated(peer)], self.now))
             self.run(node, node.core.session_events(link, [PeerIdentified(peer, MANIFESTS[other])], self.now))
+            # Both sides' terms are in: packets and alerts may flow (the session says SyncReady).
+            self.run(node, node.core.session_events(link, [SyncReady(True, True)], self.now))
 
     def _edge(self, u: int, v: int) -> tuple[int, int]:
         return (min(u, v), max(u, v))
@@ -227,6 +233,8 @@ class Mesh:
         if isinstance(event, AlertReceived):
             assert to != self.authored[event.packet.id][0], "an alert came back to its author"
             node.flooded_from.setdefault(event.packet.id, set()).add(frm)
+            key = (event.packet.id, frm)
+            node.flooded_hops[key] = max(event.hops, node.flooded_hops.get(key, -1))
         self.run(node, node.core.session_events(node.link_to[frm], [event], self.now))
 
     def _cut(self, edge: tuple[int, int]) -> None:
@@ -349,7 +357,7 @@ class Mesh:
                 node.blocked.add(next(i for i in range(len(self.nodes)) if pid(i) == action.peer))
             elif isinstance(action, Audit):
                 node.audits.extend(action.records)
-            elif isinstance(action, Admit | RecordManifest | SetTier | RequestSync):
+            elif isinstance(action, Admit | RecordManifest | SetTier | RequestSync | Reconcile):
                 pass  # the session's business, the ledger's, or reconciliation (not modelled)
             else:
                 raise AssertionError(f"node {node.index}: unexpected action {action!r}")
@@ -366,7 +374,10 @@ class Mesh:
         where = f"node {node.index} -> {to}, hops {action.hops}, before {previous}"
         assert action.hops not in previous, f"the same id twice with the same hop count: {where}"
         assert all(action.hops > h for h in previous), f"a copy with no more hops than before: {where}"
-        assert to not in node.flooded_from.get(alert_id, set()), f"back to a peer that sent it: {where}"
+        # Back to a peer that sent us a copy only if ours lets it forward further than its own did:
+        # a peer re-forwards only a copy with more hops left than it forwarded with.
+        theirs = node.flooded_hops.get((alert_id, to))
+        assert theirs is None or action.hops - 1 > theirs, f"back to a peer that sent as good a copy: {where}"
         assert to != author, f"back to the author: {where}"
         assert alert.about is None or pid(to) != alert.about, f"to the accused: {where}"
         assert 0 <= action.hops <= self.hops, where
@@ -487,8 +498,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 
 # How long the backstop is given: each node lists an alert for RECENT_SECONDS after it first had it,
-# so a repair that goes on hop by hop finishes within the window of the node before. Today a node's
-# first digest waits for its next unrelated wake-up (see the xfail tests below), up to 30 s a hop.
+# so a repair that goes on hop by hop finishes within the window of the node before (about a
+# second a hop: a node lists what its sessions did not carry a second after it had it).
 BACKSTOP = 2 * RECENT_SECONDS
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -635,15 +646,6 @@ def test_the_flood_reaches_the_hop_limit_plus_one_when_the_short_path_is_fast() 
     assert fast.nodes[4].flooded_from[alert_id] == {3}
 
 
-STARVATION = (
-    "bug: a better copy is never sent to a peer that already sent us a weaker one (Flood keeps "
-    "senders, not the hops they sent): node 1 gets the author's copy (2 onward) after node 2's "
-    "copy with 0, skips node 2, so 2 never forwards with more than 0 and node 4 (within the hop "
-    "limit + 1) misses the flood: the order of the copies decides the flood's reach"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STARVATION)
 def test_the_flood_reaches_the_hop_limit_plus_one_whatever_the_order_of_the_copies() -> None:
     slow = Mesh(7, STARVED, hops=3, delays={(0, 1): 0.05})  # 0-5-6-2-1 is faster than 0-1
     slow.run_until(T0 + 1)
@@ -679,11 +681,6 @@ def lone_alert(path: str) -> tuple[Coordinator, list[Action], float]:
     return core, actions + core.ingested(link, [packet], False, set(), now), now
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: neither _alert_received nor ingested returns a WakeAt, so a node whose next wake-up "
-    "is the 30 s refresh sends the digest its new alert needs up to REFRESH_SECONDS late",
-)
 @pytest.mark.parametrize("path", ["flooded at the limit", "backstop"])
 def test_a_node_with_a_digest_to_send_asks_to_be_woken_for_it(path: str) -> None:
     core, actions, now = lone_alert(path)
@@ -693,11 +690,6 @@ def test_a_node_with_a_digest_to_send_asks_to_be_woken_for_it(path: str) -> None
     assert wakes and min(wakes) <= now + ALERT_DIGEST_SECONDS  # but nobody asked to be woken
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the backstop's first digest waits for the node's next unrelated wake-up (up to "
-    "REFRESH_SECONDS), so each backstop hop of a long line takes ~30 s instead of ~1 s",
-)
 def test_the_backstop_repairs_a_line_at_about_a_hop_per_digest_period() -> None:
     mesh = Mesh(8, line(8), hops=0)  # the flood reaches node 1 only; the rest is the backstop's
     mesh.run_until(T0 + 1)
@@ -731,6 +723,9 @@ class Hand:
             assert isinstance(record, RecordPeer)
             self.core.peer_recorded(link, tier, None, 0, T0)
             self.core.session_events(link, [PeerIdentified(node_id, MANIFESTS[peer])], T0)
+            sends = terms_for(tier).sends and tier is not TrustTier.BLOCKED
+            if sends or terms_for(tier).accepts:
+                self.core.session_events(link, [SyncReady(sends, terms_for(tier).accepts)], T0)
             self.links[peer] = link
         self.peer_of = {link: peer for peer, link in self.links.items()}
 
@@ -766,15 +761,21 @@ def test_by_hand_a_later_copy_with_more_hops_goes_to_those_that_have_not_sent_on
     packet = signed(1, 2)
     assert hand.sends(hand.flooded(2, packet, 1, T0 + 1)) == [(3, 0), (4, 0), (5, 0)]
     assert hand.sends(hand.flooded(3, packet, 0, T0 + 1)) == []
-    assert hand.sends(hand.flooded(4, packet, 3, T0 + 1)) == [(5, 2)]  # 2, 3, 4 sent it; 1 wrote it
+    # 2 and 4 sent as good a copy as ours would be, 1 wrote it; 3's had no hops left, ours has one
+    # more for it: 3 forwards a copy only with more hops than it forwarded with.
+    assert hand.sends(hand.flooded(4, packet, 3, T0 + 1)) == [(3, 2), (5, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason=STARVATION)
 def test_by_hand_a_better_copy_goes_to_a_peer_that_sent_us_a_weaker_one() -> None:
     hand = Hand([1, 2, 3])
     packet = signed(1, 7)
-    assert hand.sends(hand.flooded(2, packet, 1, T0 + 1)) == [(3, 0)]  # 2 forwarded it with 1
+    assert hand.sends(hand.flooded(2, packet, 0, T0 + 1)) == []  # 2 forwarded it with 0 hops left
+    # Ours has 2 left: 2 would forward it once more (1 > 0), so it gets it despite having sent it.
     assert hand.sends(hand.flooded(1, packet, 3, T0 + 1.01)) == [(2, 2), (3, 2)]
+    # A copy that would give a sender no more than it had is useless to it: not sent.
+    hand2 = Hand([1, 2, 3])
+    assert hand2.sends(hand2.flooded(2, packet, 1, T0 + 1)) == [(3, 0)]
+    assert hand2.sends(hand2.flooded(1, packet, 3, T0 + 1.01)) == [(3, 2)]
 
 
 def test_by_hand_a_digest_wants_only_what_we_lack_and_backstop_copies_are_not_flooded() -> None:
@@ -787,13 +788,14 @@ def test_by_hand_a_digest_wants_only_what_we_lack_and_backstop_copies_are_not_fl
     actions = hand.core.ingested(hand.links[3], [unknown], False, set(), T0 + 2)
     assert hand.sends(actions) == []
     # The backstop tells each core peer, once a session, what the session has not carried either
-    # way: peer 1 both, peer 2 the one it did not flood us, peer 3 nothing (it listed both to us).
+    # way and it is not known to hold: peer 1 nothing (it wrote both), peer 2 the one it did not
+    # flood us, peer 3 nothing (it listed both to us).
     told: dict[int, list[bytes]] = {p: [] for p in (1, 2, 3)}
     for now in (T0 + 40, T0 + 41, T0 + 42):
         for action in hand.core.wake(now):
             if isinstance(action, SendAlertIds):
                 told[hand.peer_of[action.link]] += action.ids
-    assert told == {1: [unknown.id, known.id], 2: [unknown.id], 3: []}
+    assert told == {1: [], 2: [unknown.id], 3: []}
 
 
 def test_by_hand_an_alert_from_a_sandbox_peer_is_stored_apart_and_goes_nowhere() -> None:
@@ -806,12 +808,6 @@ def test_by_hand_an_alert_from_a_sandbox_peer_is_stored_apart_and_goes_nowhere()
     assert audit.records[0]["allowed"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a sandbox peer's copy, Flood.stored marks the id seen, so the first core "
-    "copy is forwarded but never judged (the accused is not quarantined) nor ingested again (it "
-    "stays stored quarantined)",
-)
 def test_by_hand_a_sandbox_peers_copy_first_does_not_stop_a_core_copy_being_acted_on() -> None:
     hand = Hand([1, 2, 3, 4], tiers={2: SANDBOX})
     packet = signed(1, 6, about=4, severity="critical")
@@ -832,12 +828,6 @@ def test_by_hand_the_authors_alerts_past_its_rate_limit_are_not_forwarded_and_st
     assert [a.code for a in actions if isinstance(a, Strike)] == ["rate_limited"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an alert refused as over its author's rate limit is only Flood.stored(); the next "
-    "copy of it (new=False) skips the check and is forwarded with its hops - the limit does not "
-    "bound the flood wherever two paths meet",
-)
 def test_by_hand_an_alert_past_its_authors_rate_limit_is_not_forwarded_by_a_later_copy() -> None:
     hand = Hand([1, 2, 3, 4], gates=True)
     for n in range(10):  # the default policy's alert-author burst, relayed by 2
@@ -847,12 +837,6 @@ def test_by_hand_an_alert_past_its_authors_rate_limit_is_not_forwarded_by_a_late
     assert hand.sends(hand.flooded(3, over, 3, T0 + 1.01)) == []  # the same alert, by another path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the flood never sends an alert to its accused, but when no quarantine follows (an info "
-    "alert, or policy says no) the digest lists it on the accused's core link and its Want is "
-    "answered, so the accused gets the alert (and any evidence) a second later",
-)
 def test_an_alert_never_reaches_its_accused_by_the_backstop_either() -> None:
     mesh = Mesh(3, line(3), seed=1)
     mesh.run_until(T0 + 1)
@@ -863,12 +847,6 @@ def test_an_alert_never_reaches_its_accused_by_the_backstop_either() -> None:
     assert 2 not in mesh.holders(alert_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _next_wake drops the digest's time when _last_digest + ALERT_DIGEST_SECONDS is "
-    "already past, so a session opened more than a second after the last digest is told of the "
-    "recent alerts only at the next unrelated wake-up (up to REFRESH_SECONDS later)",
-)
 def test_a_new_session_is_told_of_recent_alerts_within_a_digest_period() -> None:
     hand = Hand([1, 2])
     packet = signed(1, 8)
@@ -878,6 +856,7 @@ def test_a_new_session_is_told_of_recent_alerts_within_a_digest_period() -> None
     node_id = IDENTITIES[3].node_id
     hand.core.session_events(link, [PeerAuthenticated(node_id)], T0 + 40)
     hand.core.peer_recorded(link, CORE, None, 0, T0 + 40)
-    actions = hand.core.session_events(link, [PeerIdentified(node_id, MANIFESTS[3])], T0 + 40)
+    hand.core.session_events(link, [PeerIdentified(node_id, MANIFESTS[3])], T0 + 40)
+    actions = hand.core.session_events(link, [SyncReady(True, True)], T0 + 40)
     wakes = [a.at for a in actions if isinstance(a, WakeAt)]
     assert wakes and min(wakes) <= T0 + 40 + ALERT_DIGEST_SECONDS
