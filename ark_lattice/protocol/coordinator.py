@@ -41,7 +41,7 @@ from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import events as ev
-from ark_lattice.protocol.gossip import Flood, Quarantines
+from ark_lattice.protocol.gossip import Flood, Quarantines, hop_limit
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
 from ark_lattice.terms import terms_for, worth_a_session
@@ -97,7 +97,7 @@ DIALS_PER_WAKE = 8  # a flood of announcements cannot make us dial a crowd at on
 DIAL_PACE = 1.0  # seconds between two rounds of at most DIALS_PER_WAKE dials
 ENDED_LINKS_REMEMBERED = 1024  # ingests queued behind a link's end are far fewer
 REFRESH_SECONDS = 30.0  # dial targets are re-read after a change, or this often as a safety net
-ALERT_HOPS = 3  # DESIGN §10 / gossip.hop_limit: enough for a federation of up to ten nodes
+ALERT_HOPS = 3  # the fewest hops our alerts start with (gossip.hop_limit: up to ten nodes)
 ALERT_DIGEST_SECONDS = 1.0  # the backstop: a core peer hears of our recent alerts within a second
 QUARANTINE_SECONDS = 3600.0  # without a policy gate: how long an unproven accusation holds a peer
 ACCUSERS_TO_BLOCK = 2  # without a policy gate: distinct core accusers that make it permanent
@@ -463,7 +463,7 @@ class Coordinator:
     sync_interval: float = 60.0
     auto_sync: bool = True
     dial_policy: DialPolicy = field(default_factory=DialPolicy)
-    alert_hops: int = ALERT_HOPS
+    alert_hops: int | None = None  # None: from the federation's size as we know it (hop_limit)
 
     def __post_init__(self) -> None:
         self.node_id = self.identity.node_id
@@ -752,7 +752,7 @@ class Coordinator:
     def alert_raised(self, packet: Packet, now: float) -> list[Action]:
         """Our alert is stored: flood it to every core peer, and act on it here too."""
         onward = self.flood.copy_arrived(
-            packet.id, self.alert_hops, None, now, author=str(self.node_id), accused=_accused(packet)
+            packet.id, self.hop_limit(), None, now, author=str(self.node_id), accused=_accused(packet)
         )
         actions = self._forward(packet, onward)
         return actions + self._judge(packet, None, TrustTier.CORE, now)[0] + self._digest_soon(now)
@@ -766,6 +766,14 @@ class Coordinator:
         log.warning("quarantine of %s lifted: %s", peer[:16], reason)
         self._targets_stale = True
         return [RecordQuarantine(peer, None, reason), *self._retier(peer), *self.wake(now)]
+
+    def hop_limit(self) -> int:
+        """The hops our alerts start with: 3 up to ten nodes, more for a larger federation (as
+        far as our own peer list shows it) so the flood alone reaches it (gossip.hop_limit)."""
+        if self.alert_hops is not None:
+            return self.alert_hops
+        core = sum(1 for tier in self._tiers.values() if tier is TrustTier.CORE)
+        return max(ALERT_HOPS, hop_limit(core + 1, max(len(self._core_links()), 3)))
 
     def quarantined(self) -> list[dict[str, Any]]:
         """What `federation status` shows: each held peer, until when, accused by whom."""
@@ -954,8 +962,10 @@ class Coordinator:
             if limited:
                 self.flood.refuse(packet.id, now)
                 return actions  # over its author's rate limit: neither forwarded nor acted on
+        # The hops are not signed: a copy never goes further than our own alerts would.
+        hops = min(event.hops, self.hop_limit())
         onward = self.flood.copy_arrived(
-            packet.id, event.hops, link.peer, now, author=str(packet.header.author), accused=alert.about
+            packet.id, hops, link.peer, now, author=str(packet.header.author), accused=alert.about
         )
         return actions + self._forward(packet, onward) + self._digest_soon(now)
 
