@@ -145,6 +145,29 @@ def discovery(
     report(ctx.obj, rows, json_)
 
 
+@app.command("alerts")
+def alerts(
+    ctx: typer.Context,
+    nodes: Annotated[int, typer.Option(min=3, max=40, help="Node processes in the core mesh.")] = 10,
+    alerts_: Annotated[
+        int, typer.Option("--alerts", min=1, help="Alerts raised one at a time: raise → stored everywhere.")
+    ] = 20,
+    isolations: Annotated[
+        int, typer.Option(min=1, help="Alerts about an extra node: raise → isolated everywhere.")
+    ] = 10,
+    burst: Annotated[int, typer.Option(min=1, help="Alerts raised at once from every node.")] = 1000,
+    json_: JsonOption = False,
+) -> None:
+    """Real nodes on 127.0.0.1 in a core mesh: raise → stored and → isolated everywhere, messages
+    per alert, and a burst (its time and loss)."""
+    from ark_lattice.bench import alerts as bench_alerts
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench alerts", quiet=json_) as bar:
+        rows = bench_alerts.run(nodes, alerts=alerts_, isolations=isolations, burst=burst, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
 def _figure(value: float) -> str:
     # Small figures (seconds, round trips) keep three significant digits; large ones one decimal.
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
