@@ -570,10 +570,10 @@ class Coordinator:
 
     def wanted_loaded(self, link_id: LinkId, stored: Sequence[Any]) -> list[Action]:
         """``stored``: StoredPacket-like (``.packet``, ``.quarantined``) for the wanted ids."""
-        return [SendPackets(link_id, _shareable(stored))]
+        return [SendPackets(link_id, self._shareable_with(link_id, stored))]
 
     def query_loaded(self, link_id: LinkId, query_id: int, stored: Sequence[Any]) -> list[Action]:
-        return [AnswerQuery(link_id, query_id, _shareable(stored))]
+        return [AnswerQuery(link_id, query_id, self._shareable_with(link_id, stored))]
 
     def admit_packets(self, packets: Sequence[Packet], held: set[bytes]) -> Admission:
         """The intake's split of a received batch: ready now (in order) or waiting."""
@@ -599,7 +599,9 @@ class Coordinator:
         for packet in stored:
             # An alert that came by reconciliation or the backstop is acted on like a flooded
             # one, but not flooded again: the peers that lack it repair it the same way.
-            if packet.header.kind == ALERT_KIND and self.flood.stored(
+            # A sandbox peer's copy was judged (and refused) when it came: stored apart, it is not
+            # seen, so a core peer's copy is still acted on.
+            if packet.header.kind == ALERT_KIND and not quarantined and self.flood.stored(
                 packet.id, now, author=str(packet.header.author), accused=_accused(packet)
             ):
                 tier = link.tier if link is not None and link.tier is not None else TrustTier.UNKNOWN
@@ -1111,6 +1113,13 @@ class Coordinator:
         """A WakeAt for the next digest, when some core session has recent alerts to be told of."""
         return self._next_wake(now) if self._digest_due(now) is not None else []
 
+    def _shareable_with(self, link_id: LinkId, stored: Sequence[Any]) -> tuple[Packet, ...]:
+        """What we may hand this link's peer: nothing quarantined, and no alert accusing it —
+        the accused is never shown an alert's evidence (DESIGN §10), by reconciliation either."""
+        link = self._links.get(link_id)
+        peer = link.peer if link is not None else None
+        return tuple(p for p in _shareable(stored) if peer is None or not _accuses(p, peer))
+
     def _core_links(self) -> list[_Link]:
         """Sessions alerts go on: open, with a core peer, and past the terms (a session drops
         what is sent to it before both sides' terms let packets flow)."""
@@ -1205,6 +1214,10 @@ def _accused(packet: Packet) -> str | None:
         return Alert.from_packet(packet).about
     except Malformed:
         return None
+
+
+def _accuses(packet: Packet, peer: str) -> bool:
+    return packet.header.kind == ALERT_KIND and _accused(packet) == peer
 
 
 def _record(hook: str, peer: str, subject: str, allowed: bool, reason: str) -> dict[str, Any]:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["Flood", "Quarantine", "Quarantines", "hop_limit", "MAX_SEEN", "RECENT_SECONDS"]
 
-MAX_SEEN = 8192  # alert ids remembered; an older copy is then only stored again, not re-flooded
+# Alert ids remembered. A copy of a forgotten one is new again (judged and flooded once more; the
+# store keeps one copy): that takes more than this many alerts inside the rate limits' reach.
+MAX_SEEN = 8192
 RECENT_SECONDS = 300.0  # alerts this young are in the digest (the backstop's repair window)
 MAX_DIGEST = 512  # ids per digest (frames.MAX_ALERT_IDS)
 

@@ -295,14 +295,6 @@ def test_a_non_core_authors_alert_goes_nowhere(homes: Homes, start_node: Start) 
     assert all(r["peer"] == ids["d"] and r["allowed"] is False for r in records), records
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Coordinator._alert_received keeps a sandbox peer's copy out of the seen-set, but once the "
-    "writer has stored it (quarantined) Coordinator.ingested calls flood.stored, which marks it "
-    "seen, and judges it as a sandbox copy (the default policy denies); a core peer's copy that "
-    "comes after is then not new (packet.id in self.flood): forwarded, never judged, so the "
-    "accused is never quarantined or blocked: a sandbox peer that relays an alert first "
-    "suppresses it"
-))
 def test_a_sandbox_copy_first_does_not_stop_a_core_copy_being_acted_on(
     homes: Homes, start_node: Start, tmp_path: Path
 ) -> None:
@@ -451,14 +443,6 @@ def test_a_quarantine_without_evidence_expires(homes: Homes, start_node: Start, 
     assert "expired" in lifted["data"]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "only the flood and the digest skip the accused (Coordinator._forward, _uncarried); an alert "
-    "is also an ordinary packet of the shareable set (Store.shareable_keys, and "
-    "Coordinator.wanted_loaded answers any want), so once the accused is a core peer again (its "
-    "quarantine expired or was lifted) the reconciliation at its next session start hands it the "
-    "alert that accuses it, evidence that proves nothing included (issue 12: 'the accused is "
-    "never shown an alert's evidence it cannot check')"
-))
 def test_the_accused_is_not_shown_evidence_it_cannot_check(
     homes: Homes, start_node: Start, tmp_path: Path
 ) -> None:
