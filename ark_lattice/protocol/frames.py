@@ -99,10 +99,6 @@ def _list(value: Any, what: str, max_len: int) -> list[Any]:
     return value
 
 
-def _ids(value: Any, what: str) -> tuple[bytes, ...]:
-    return tuple(_bytes(i, f"{what} id", size=32) for i in _list(value, what, MAX_IDS))
-
-
 @dataclass(frozen=True)
 class WirePacket:
     """A packet as three byte strings; verified by the session, not by the parser."""
@@ -199,6 +195,7 @@ class ReconFrame(Frame):
 
 @dataclass(frozen=True)
 class _IdListFrame(Frame):
+    MAX: ClassVar[int] = MAX_IDS
     ids: tuple[bytes, ...]
 
     def fields(self) -> list[Any]:
@@ -207,7 +204,7 @@ class _IdListFrame(Frame):
     @classmethod
     def _from_fields(cls, f: list[Any]) -> Frame:
         (ids,) = f
-        return cls(_ids(ids, cls.TYPE))
+        return cls(tuple(_bytes(i, f"{cls.TYPE} id", size=32) for i in _list(ids, cls.TYPE, cls.MAX)))
 
 
 @dataclass(frozen=True)
@@ -366,20 +363,12 @@ class AlertFrame(Frame):
 
 
 @dataclass(frozen=True)
-class AlertIdsFrame(Frame):
-    """The ids of the alerts the sender holds from the last few minutes: the receiver wants what
-    it lacks. Sent every second while there are recent alerts; it repairs a lost flood."""
+class AlertIdsFrame(_IdListFrame):
+    """Ids of recent alerts the sender holds and this session has not carried: the receiver wants
+    what it lacks. The flood's backstop (coordinator.py, docs/protocol.md §15)."""
 
     TYPE: ClassVar[str] = "alert_ids"
-    ids: tuple[bytes, ...]
-
-    def fields(self) -> list[Any]:
-        return [list(self.ids)]
-
-    @classmethod
-    def _from_fields(cls, f: list[Any]) -> Frame:
-        (ids,) = f
-        return cls(tuple(_bytes(i, "alert id", size=32) for i in _list(ids, "alert ids", MAX_ALERT_IDS)))
+    MAX: ClassVar[int] = MAX_ALERT_IDS
 
 
 _TYPES: dict[str, type[Frame]] = {
