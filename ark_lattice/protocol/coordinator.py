@@ -28,10 +28,9 @@ rule that uses the answer stays here too.
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,39 @@ from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import events as ev
+from ark_lattice.protocol.actions import (
+    Action,
+    Admit,
+    AnswerQuery,
+    Audit,
+    Close,
+    Dial,
+    Ingest,
+    Isolate,
+    LinkId,
+    LoadQuery,
+    LoadWanted,
+    Push,
+    Query,
+    QueryResult,
+    RaiseAlert,
+    ReadDialTargets,
+    ReadTiers,
+    Reconcile,
+    RecordEndpoints,
+    RecordManifest,
+    RecordPeer,
+    RecordQuarantine,
+    RequestSync,
+    SendAlert,
+    SendAlertIds,
+    SendPackets,
+    SetTier,
+    Strike,
+    SyncSet,
+    WakeAt,
+    Want,
+)
 from ark_lattice.protocol.gossip import Flood, Quarantines, hop_limit
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
@@ -53,44 +85,10 @@ if TYPE_CHECKING:  # the policy engine (CEL) is the node's to load, not the prot
 __all__ = [
     "Coordinator",
     "DialPolicy",
-    "LinkId",
-    "SyncSet",
     "keep_existing_session",
-    # actions
-    "Action",
-    "Dial",
-    "WakeAt",
-    "ReadDialTargets",
-    "ReadTiers",
-    "RecordPeer",
-    "RecordManifest",
-    "RecordEndpoints",
-    "Admit",
-    "Reconcile",
-    "LoadWanted",
-    "LoadQuery",
-    "SendPackets",
-    "AnswerQuery",
-    "Ingest",
-    "Push",
-    "Want",
-    "RequestSync",
-    "SetTier",
-    "Close",
-    "Strike",
-    "Isolate",
-    "Audit",
-    "Query",
-    "QueryResult",
-    "SendAlert",
-    "SendAlertIds",
-    "RaiseAlert",
-    "RecordQuarantine",
 ]
 
 log = logging.getLogger("ark_lattice.peering")
-
-LinkId = int
 
 STRIKES_TO_BLOCK = 5  # without a policy gate; with one, the policy's own threshold
 DIALS_PER_WAKE = 8  # a flood of announcements cannot make us dial a crowd at once
@@ -120,273 +118,6 @@ class DialPolicy:
         else:
             step = min(self.maximum, self.base * 2 ** min(failures, 10))
         return float(step * rng.uniform(0.5, 1.5))
-
-
-class SyncSet(enum.Enum):
-    """The packet set one reconciliation runs over (docs/protocol.md, "Sets")."""
-
-    SHAREABLE = "shareable"  # everything we hold and may share: not quarantined
-    FROM_PEER = "from_peer"  # only what this peer itself sent us (we send it nothing)
-
-
-# -- actions ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dial:
-    """Open a connection to ``url``; report ``link_opened`` on success, ``dial_failed`` if not."""
-
-    url: str
-
-
-@dataclass(frozen=True)
-class WakeAt:
-    """Call :meth:`Coordinator.wake` at ``at`` (or earlier; a later WakeAt replaces it)."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class ReadDialTargets:
-    """Read remembered endpoints and peers; answer with :meth:`Coordinator.dial_targets_read`."""
-
-
-@dataclass(frozen=True)
-class ReadTiers:
-    """Read the tiers of these peers; answer with :meth:`Coordinator.tiers_read`."""
-
-    peers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RecordPeer:
-    """Remember an authenticated peer (and the URL we reached it at), then answer with
-    :meth:`Coordinator.peer_recorded` and its record."""
-
-    link: LinkId
-    peer: str
-    url: str | None
-
-
-@dataclass(frozen=True)
-class RecordManifest:
-    peer: str
-    manifest: SignedManifest
-
-
-@dataclass(frozen=True)
-class RecordEndpoints:
-    """Remember endpoints (``peer`` None: an operator's URL, not yet identified)."""
-
-    urls: tuple[str, ...]
-    source: str
-    peer: str | None = None
-
-
-@dataclass(frozen=True)
-class Admit:
-    link: LinkId
-    tier: TrustTier
-    held_seq: int | None
-    strikes: int
-
-
-@dataclass(frozen=True)
-class Reconcile:
-    """Load the ``over`` set (with ``peer`` for FROM_PEER) and start the link's reconciliation."""
-
-    link: LinkId
-    over: SyncSet
-    peer: str
-
-
-@dataclass(frozen=True)
-class LoadWanted:
-    """Load these packets; answer with :meth:`Coordinator.wanted_loaded`."""
-
-    link: LinkId
-    ids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class LoadQuery:
-    """Load packets of ``topic``; answer with :meth:`Coordinator.query_loaded`."""
-
-    link: LinkId
-    query_id: int
-    topic: str
-    limit: int
-
-
-@dataclass(frozen=True)
-class SendPackets:
-    """Answer the link's want with these packets (already filtered: nothing quarantined)."""
-
-    link: LinkId
-    packets: tuple[Packet, ...]
-
-
-@dataclass(frozen=True)
-class AnswerQuery:
-    link: LinkId
-    query_id: int
-    packets: tuple[Packet, ...]
-
-
-@dataclass(frozen=True)
-class Ingest:
-    """Store received packets through the intake (see :meth:`Coordinator.admit_packets`), then
-    report what was stored with :meth:`Coordinator.ingested`."""
-
-    link: LinkId
-    peer: str
-    packets: tuple[Packet, ...]
-    quarantine: bool
-
-
-@dataclass(frozen=True)
-class Push:
-    """Live push to a peer we send to (its session still checks both sides' terms)."""
-
-    link: LinkId
-    packets: tuple[Packet, ...]
-
-
-@dataclass(frozen=True)
-class Want:
-    """Ask the link for these ids ahead of anything else (missing dependencies)."""
-
-    link: LinkId
-    ids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class RequestSync:
-    link: LinkId
-
-
-@dataclass(frozen=True)
-class SetTier:
-    link: LinkId
-    tier: TrustTier
-
-
-@dataclass(frozen=True)
-class Close:
-    link: LinkId
-    code: ErrorCode
-    reason: str
-
-
-@dataclass(frozen=True)
-class Strike:
-    """Audit misbehaviour; for a known ``peer`` add a strike and answer with
-    :meth:`Coordinator.struck` and the peer's strike count."""
-
-    link: LinkId
-    peer: str | None
-    subject: str  # the peer id, or the remote address before the handshake
-    code: str
-    reason: str
-    fatal: bool
-
-
-@dataclass(frozen=True)
-class Isolate:
-    """Block the peer in the store, with the evidence as the reason."""
-
-    peer: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Audit:
-    """Policy decisions for the ledger's audit trail."""
-
-    records: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class Query:
-    """Send a read-only query on the link (the operator asked); its answer comes as QueryResult."""
-
-    link: LinkId
-    peer: str
-    topic: str
-    limit: int
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    peer: str
-    query_id: int
-    packets: tuple[Packet, ...]
-    more: bool
-
-
-@dataclass(frozen=True)
-class SendAlert:
-    """Flood an alert on the link with ``hops`` left for the receiver."""
-
-    link: LinkId
-    packet: Packet
-    hops: int
-
-
-@dataclass(frozen=True)
-class SendAlertIds:
-    link: LinkId
-    ids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class RaiseAlert:
-    """Sign ``alert`` as a packet of ours on ``topic``, store it, and answer with
-    :meth:`Coordinator.alert_raised`."""
-
-    alert: Alert
-    topic: str
-
-
-@dataclass(frozen=True)
-class RecordQuarantine:
-    """The ledger's record of a quarantine put on (``until`` set) or lifted (``until`` None)."""
-
-    peer: str
-    until: float | None
-    reason: str
-
-
-Action = (
-    Dial
-    | WakeAt
-    | ReadDialTargets
-    | ReadTiers
-    | RecordPeer
-    | RecordManifest
-    | RecordEndpoints
-    | Admit
-    | Reconcile
-    | LoadWanted
-    | LoadQuery
-    | SendPackets
-    | AnswerQuery
-    | Ingest
-    | Push
-    | Want
-    | RequestSync
-    | SetTier
-    | Close
-    | Strike
-    | Isolate
-    | Audit
-    | Query
-    | QueryResult
-    | SendAlert
-    | SendAlertIds
-    | RaiseAlert
-    | RecordQuarantine
-)
 
 
 def keep_existing_session(

@@ -23,7 +23,8 @@ from ark_lattice.errors import NotFound
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
-from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol import actions as act
+from ark_lattice.protocol.coordinator import Coordinator
 from ark_lattice.protocol.intake import Intake
 from ark_lattice.protocol.reconcile import ItemSet
 from ark_lattice.protocol.session import Session
@@ -40,18 +41,18 @@ AUDIT_CHUNK = 1000  # policy decisions per ledger event
 
 # Actions carried out on one link's session, by whoever owns that session.
 LINK_ACTIONS = (
-    co.Admit,
-    co.Reconcile,
-    co.SendPackets,
-    co.AnswerQuery,
-    co.Push,
-    co.Want,
-    co.RequestSync,
-    co.SetTier,
-    co.Close,
-    co.Query,
-    co.SendAlert,
-    co.SendAlertIds,
+    act.Admit,
+    act.Reconcile,
+    act.SendPackets,
+    act.AnswerQuery,
+    act.Push,
+    act.Want,
+    act.RequestSync,
+    act.SetTier,
+    act.Close,
+    act.Query,
+    act.SendAlert,
+    act.SendAlertIds,
 )
 
 
@@ -78,30 +79,30 @@ def apply_to_session(session: Session, action: Any, now: float, items: ItemSet |
 
     Returns the query id for :class:`~ark_lattice.protocol.coordinator.Query`, else None.
     """
-    if isinstance(action, co.Admit):
+    if isinstance(action, act.Admit):
         session.admit(action.tier, now, held_seq=action.held_seq, strikes=action.strikes)
-    elif isinstance(action, co.Reconcile):
+    elif isinstance(action, act.Reconcile):
         assert items is not None
         session.start_sync(items, now)
-    elif isinstance(action, co.SendPackets):
+    elif isinstance(action, act.SendPackets):
         session.send_packets(action.packets, now)
-    elif isinstance(action, co.AnswerQuery):
+    elif isinstance(action, act.AnswerQuery):
         session.answer_query(action.query_id, action.packets, now)
-    elif isinstance(action, co.Push):
+    elif isinstance(action, act.Push):
         session.push(action.packets, now)
-    elif isinstance(action, co.Want):
+    elif isinstance(action, act.Want):
         session.want(action.ids, now, first=True)
-    elif isinstance(action, co.RequestSync):
+    elif isinstance(action, act.RequestSync):
         session.request_sync()
-    elif isinstance(action, co.SetTier):
+    elif isinstance(action, act.SetTier):
         session.set_tier(action.tier, now)
-    elif isinstance(action, co.Close):
+    elif isinstance(action, act.Close):
         session.close(action.code, action.reason, now)
-    elif isinstance(action, co.Query):
+    elif isinstance(action, act.Query):
         return session.query(action.topic, action.limit, now)
-    elif isinstance(action, co.SendAlert):
+    elif isinstance(action, act.SendAlert):
         session.send_alert(action.packet, action.hops, now)
-    elif isinstance(action, co.SendAlertIds):
+    elif isinstance(action, act.SendAlertIds):
         session.send_alert_ids(action.ids, now)
     else:
         raise TypeError(f"not a link action: {action!r}")
@@ -113,48 +114,48 @@ class Effects:
 
     metrics: Counters | None = None  # told how many packets each ingest stored (observation only)
 
-    def __init__(self, store: Store, core: co.Coordinator) -> None:
+    def __init__(self, store: Store, core: Coordinator) -> None:
         self.store = store
         self.core = core
         self.decisions: list[Mapping[str, Any]] = []  # policy decisions not yet in the ledger
 
-    async def perform(self, action: Any, now: float) -> list[co.Action]:
+    async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
         store, core = self.store, self.core
-        if isinstance(action, co.ReadDialTargets):
+        if isinstance(action, act.ReadDialTargets):
             endpoints = await store.endpoints()
             peers = [(p.id, p.tier, p.endpoints) for p in await store.list_peers()]
             return core.dial_targets_read(endpoints, peers, now)
-        if isinstance(action, co.ReadTiers):
+        if isinstance(action, act.ReadTiers):
             tiers = {}
             for peer in action.peers:
                 record = await store.find_peer(peer)
                 if record is not None:
                     tiers[peer] = record.tier
             return core.tiers_read(tiers, now)
-        if isinstance(action, co.RecordPeer):
+        if isinstance(action, act.RecordPeer):
             await store.add_peer(action.peer, endpoints=[action.url] if action.url else [])
             if action.url:
                 await store.bind_endpoint(action.url, action.peer)
             record = await store.get_peer(action.peer)
             return core.peer_recorded(action.link, record.tier, record.manifest_seq, record.strikes, now)
-        if isinstance(action, co.RecordManifest):
+        if isinstance(action, act.RecordManifest):
             m = action.manifest.manifest
             data = action.manifest.to_bytes()
             await store.record_manifest(action.peer, data, m.seq, m.name, list(m.endpoints))
             return []
-        if isinstance(action, co.RecordEndpoints):
+        if isinstance(action, act.RecordEndpoints):
             if action.peer is not None:
                 await store.add_peer(action.peer, endpoints=list(action.urls))
             for url in action.urls:
                 await store.add_endpoint(url, source=action.source, peer_id=action.peer)
             return []
-        if isinstance(action, co.LoadWanted):
+        if isinstance(action, act.LoadWanted):
             return core.wanted_loaded(action.link, await store.get_packets(list(action.ids)))
-        if isinstance(action, co.LoadQuery):
+        if isinstance(action, act.LoadQuery):
             stored = await store.list_packets(topic=action.topic, limit=action.limit)
             return core.query_loaded(action.link, action.query_id, stored)
-        if isinstance(action, co.Strike):
+        if isinstance(action, act.Strike):
             await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
             if action.peer is None:
                 return []
@@ -166,15 +167,15 @@ class Effects:
             return core.struck(
                 action.link, action.peer, strikes, record.tier, action.code, action.reason, now
             )
-        if isinstance(action, co.Isolate):
+        if isinstance(action, act.Isolate):
             async with store.transaction():
                 # An alert may name a peer we never met: remember it, blocked, with the reason.
                 await store.add_peer(action.peer)
                 await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
             return []
-        if isinstance(action, co.RaiseAlert):
+        if isinstance(action, act.RaiseAlert):
             return (await self.raise_alert(action, now))[1]
-        if isinstance(action, co.RecordQuarantine):
+        if isinstance(action, act.RecordQuarantine):
             if action.until is None:
                 lifted = {"reason": action.reason}
                 await store.append_event(EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted)
@@ -184,24 +185,24 @@ class Effects:
             return []
         raise TypeError(f"not a store action: {action!r}")
 
-    async def raise_alert(self, action: co.RaiseAlert, now: float) -> tuple[Packet, list[co.Action]]:
+    async def raise_alert(self, action: act.RaiseAlert, now: float) -> tuple[Packet, list[act.Action]]:
         """Sign and store our alert; returns it and the coordinator's flood of it."""
         created_at = await self.store.next_timestamp(self.store.now_ms())
         packet = alert_packet(self.core.identity, action.alert, created_at=created_at, topic=action.topic)
         await self.store.put_packets([packet])
         return packet, self.core.alert_raised(packet, now)
 
-    async def sync_set(self, action: co.Reconcile) -> ItemSet:
-        if action.over is co.SyncSet.SHAREABLE:
+    async def sync_set(self, action: act.Reconcile) -> ItemSet:
+        if action.over is act.SyncSet.SHAREABLE:
             return ItemSet(await self.store.shareable_keys())
         return ItemSet(await self.store.keys_from(action.peer))
 
-    async def ingest(self, batch: Sequence[co.Ingest], now: float) -> list[co.Action]:
+    async def ingest(self, batch: Sequence[act.Ingest], now: float) -> list[act.Action]:
         """Store received packets, dependencies first, in one transaction for the whole batch.
 
         Returns the coordinator's answer: wants for missing dependencies and the relays.
         """
-        results: list[tuple[co.Ingest, list[Packet], set[bytes]]] = []
+        results: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
         async with self.store.transaction():
             await self.write_audit()  # the decisions that let these packets in, atomically with them
             for item in batch:
@@ -213,7 +214,7 @@ class Effects:
                     new += await self.store.put_packets(ready, source=item.peer, quarantined=item.quarantine)
                     ready = self.core.packets_stored(p.id for p in ready)
                 results.append((item, new, admission.missing))
-        actions: list[co.Action] = []
+        actions: list[act.Action] = []
         for item, new, missing in results:
             if self.metrics is not None:
                 self.metrics.stored(len(new), item.quarantine)
@@ -234,9 +235,9 @@ class Driver:
     clock: Callable[[], float]
     metrics: Counters | None = None  # sees every action first; counts, never decides
 
-    async def carry_out(self, actions: Sequence[co.Action]) -> None:
+    async def carry_out(self, actions: Sequence[act.Action]) -> None:
         """Carry out ``actions`` in order, and the actions their answers bring, until none are left."""
-        pending: deque[co.Action] = deque(actions)
+        pending: deque[act.Action] = deque(actions)
         metrics = self.metrics
         while pending:
             action = pending.popleft()
@@ -244,15 +245,15 @@ class Driver:
                 metrics.saw(action)
             if isinstance(action, LINK_ACTIONS):
                 pending.extend(self.on_link(action))
-            elif isinstance(action, co.Dial):
+            elif isinstance(action, act.Dial):
                 self.dial(action.url)
-            elif isinstance(action, co.WakeAt):
+            elif isinstance(action, act.WakeAt):
                 self.wake_at(action.at)
-            elif isinstance(action, co.Ingest):
+            elif isinstance(action, act.Ingest):
                 pending.extend(await self.ingest(action))
-            elif isinstance(action, co.QueryResult):
+            elif isinstance(action, act.QueryResult):
                 self.query_answered(action)
-            elif isinstance(action, co.Audit):
+            elif isinstance(action, act.Audit):
                 self.effects.decisions.extend(action.records)
                 self.audit_queued()
             else:
@@ -260,7 +261,7 @@ class Driver:
 
     # -- what a driver provides -------------------------------------------------------------
 
-    def on_link(self, action: Any) -> list[co.Action]:
+    def on_link(self, action: Any) -> list[act.Action]:
         """Hand a link action to the owner of that link's session (see :func:`apply_to_session`);
         a driver that carries it out at once returns what the session's events brought."""
         raise NotImplementedError
@@ -272,11 +273,11 @@ class Driver:
         """Call the coordinator's ``wake`` at ``at``; replaces the previous wake-up."""
         raise NotImplementedError
 
-    async def ingest(self, action: co.Ingest) -> list[co.Action]:
+    async def ingest(self, action: act.Ingest) -> list[act.Action]:
         """Store received packets (a runtime may batch them); returns the follow-up actions."""
         return await self.effects.ingest([action], self.clock())
 
-    def query_answered(self, result: co.QueryResult) -> None:
+    def query_answered(self, result: act.QueryResult) -> None:
         pass
 
     def audit_queued(self) -> None:

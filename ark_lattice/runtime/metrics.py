@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol import actions as act
 
 if TYPE_CHECKING:
     from ark_lattice.store.store import Store
@@ -216,15 +216,15 @@ class Counters:
 
     # -- fed by the runtime -----------------------------------------------------------------
 
-    def saw(self, action: co.Action) -> None:
+    def saw(self, action: act.Action) -> None:
         """Every action ``Driver.carry_out`` takes passes here first; most are not counted."""
-        if isinstance(action, co.Audit):
+        if isinstance(action, act.Audit):
             for record in action.records:
                 effect = "allow" if record.get("allowed") else "deny"
                 self.decisions[(str(record.get("hook", "")), effect)] += 1
-        elif isinstance(action, co.Strike):
+        elif isinstance(action, act.Strike):
             self.strikes += 1
-        elif isinstance(action, co.Isolate):
+        elif isinstance(action, act.Isolate):
             self.isolations += 1
 
     def dialled(self, connected: bool) -> None:

@@ -31,9 +31,10 @@ from typing import Any
 from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, Malformed, UsageError
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
-from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol import actions as act
 from ark_lattice.protocol import events as ev
 from ark_lattice.protocol.channel import MAX_FRAME
+from ark_lattice.protocol.coordinator import Coordinator
 from ark_lattice.protocol.session import Role, Session, SessionConfig, State
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
 from ark_lattice.runtime.metrics import NO_TIER, Counters, Family, LinkView, StoreGauges, Traffic, families
@@ -65,7 +66,7 @@ class _End:
 class Link:
     """One live connection and its session; only the link's owner task touches ``session``."""
 
-    id: co.LinkId
+    id: act.LinkId
     session: Session
     ws: Any
     remote: str
@@ -144,8 +145,8 @@ class Federation(Driver):
         self._connect = connect or _websocket_connect
         self._federation_key = federation_key
         self.gate = gate  # policy/gate.py; None: the tier table alone decides
-        self.core: co.Coordinator | None = None
-        self.links: dict[co.LinkId, Link] = {}
+        self.core: Coordinator | None = None
+        self.links: dict[act.LinkId, Link] = {}
         self._owners: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queries: dict[tuple[str, int], asyncio.Future[Any]] = {}
@@ -156,14 +157,14 @@ class Federation(Driver):
         self._closing = False
         self.metrics = Counters()
         # Bounded: a full queue stops the links from reading, which is the back-pressure to peers.
-        self._ingest: asyncio.Queue[co.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
+        self._ingest: asyncio.Queue[act.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, endpoints: list[str]) -> None:
         manifest = await our_manifest(self.store, self.identity, self.name, endpoints, self.clock())
         interval, auto = self._sync
-        self.core = co.Coordinator(
+        self.core = Coordinator(
             self.identity, self._federation_key, manifest, self._rng,
             config=self._config, gate=self.gate, sync_interval=interval, auto_sync=auto,
         )
@@ -255,7 +256,7 @@ class Federation(Driver):
             (action,) = self._core.query(peer_id, topic, limit)
         except LocalProtocolError as exc:
             raise UsageError(str(exc)) from None
-        assert isinstance(action, co.Query)
+        assert isinstance(action, act.Query)
         link = self.links.get(action.link)
         if link is None:  # it ended between the coordinator's answer and now
             raise UsageError(f"no open session with peer {peer_id[:16]}")
@@ -282,7 +283,7 @@ class Federation(Driver):
             )
         except Malformed as exc:
             raise UsageError(f"not a valid alert: {exc}") from None
-        assert isinstance(action, co.RaiseAlert)
+        assert isinstance(action, act.RaiseAlert)
         packet, follow = await self.effects.raise_alert(action, self.clock())
         await self.carry_out(follow)
         return packet.hex_id
@@ -303,7 +304,7 @@ class Federation(Driver):
 
     # -- Driver -----------------------------------------------------------------------------
 
-    def on_link(self, action: Any) -> list[co.Action]:
+    def on_link(self, action: Any) -> list[act.Action]:
         link = self.links.get(action.link)
         if link is not None:
             link.command(action)  # its owner task carries it out, and feeds back the events
@@ -316,11 +317,11 @@ class Federation(Driver):
         self._wake_at = at
         self._wake.set()
 
-    async def ingest(self, action: co.Ingest) -> list[co.Action]:
+    async def ingest(self, action: act.Ingest) -> list[act.Action]:
         await self._ingest.put(action)
         return []
 
-    def query_answered(self, result: co.QueryResult) -> None:
+    def query_answered(self, result: act.QueryResult) -> None:
         future = self._queries.pop((result.peer, result.query_id), None)
         if future is not None and not future.done():
             future.set_result((list(result.packets), result.more))
@@ -417,10 +418,10 @@ class Federation(Driver):
         if isinstance(item, tuple):
             item, future = item
         try:
-            if isinstance(item, co.Reconcile):
+            if isinstance(item, act.Reconcile):
                 apply_to_session(session, item, now, await self.effects.sync_set(item))
                 return
-            if isinstance(item, co.Admit | co.SetTier):
+            if isinstance(item, act.Admit | act.SetTier):
                 before, traffic = link.tier_label, Traffic.of(session)
                 apply_to_session(session, item, now)
                 if link.tier_label != before:  # what the link carried so far stays with the old tier
@@ -433,7 +434,7 @@ class Federation(Driver):
             else:  # the session moved on (closed, say) before the command reached it
                 log.debug("link %s: %s", link.remote, exc)
             return
-        if future is not None and query_id is not None and isinstance(item, co.Query):
+        if future is not None and query_id is not None and isinstance(item, act.Query):
             self._queries[(item.peer, query_id)] = future
 
     async def _read(self, link: Link) -> None:
@@ -517,7 +518,7 @@ class Federation(Driver):
     # -- helpers ----------------------------------------------------------------------------
 
     @property
-    def _core(self) -> co.Coordinator:
+    def _core(self) -> Coordinator:
         if self.core is None:
             raise LocalProtocolError("the federation has not started")
         return self.core

@@ -42,7 +42,14 @@ from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
-from ark_lattice.protocol.coordinator import Action, Coordinator, LinkId, Reconcile, SendAlert, SendAlertIds
+from ark_lattice.protocol.actions import (
+    Action,
+    LinkId,
+    Reconcile,
+    SendAlert,
+    SendAlertIds,
+)
+from ark_lattice.protocol.coordinator import Coordinator
 from ark_lattice.protocol.events import SyncCompleted
 from ark_lattice.protocol.session import Role, Session, State
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest

@@ -31,19 +31,13 @@ from ark_lattice.manifest import PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.policy import DEFAULT_POLICY_TEXT, Policy
 from ark_lattice.policy.gate import PolicyGate
-from ark_lattice.protocol.coordinator import (
-    DIAL_PACE,
-    DIALS_PER_WAKE,
-    REFRESH_SECONDS,
-    STRIKES_TO_BLOCK,
+from ark_lattice.protocol.actions import (
     Action,
     Admit,
     AnswerQuery,
     Audit,
     Close,
-    Coordinator,
     Dial,
-    DialPolicy,
     Ingest,
     Isolate,
     LinkId,
@@ -66,6 +60,14 @@ from ark_lattice.protocol.coordinator import (
     SyncSet,
     WakeAt,
     Want,
+)
+from ark_lattice.protocol.coordinator import (
+    DIAL_PACE,
+    DIALS_PER_WAKE,
+    REFRESH_SECONDS,
+    STRIKES_TO_BLOCK,
+    Coordinator,
+    DialPolicy,
     keep_existing_session,
 )
 from ark_lattice.protocol.events import (

@@ -41,14 +41,11 @@ from ark_lattice.manifest import PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.policy import Policy
 from ark_lattice.policy.gate import PolicyGate
-from ark_lattice.protocol.coordinator import (
-    ALERT_DIGEST_SECONDS,
-    ALERT_HOPS,
+from ark_lattice.protocol.actions import (
     Action,
     Admit,
     Audit,
     Close,
-    Coordinator,
     Ingest,
     Isolate,
     LinkId,
@@ -68,6 +65,7 @@ from ark_lattice.protocol.coordinator import (
     WakeAt,
     Want,
 )
+from ark_lattice.protocol.coordinator import ALERT_DIGEST_SECONDS, ALERT_HOPS, Coordinator
 from ark_lattice.protocol.events import (
     AlertIdsReceived,
     AlertReceived,

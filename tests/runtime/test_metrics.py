@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ark_lattice.errors import ErrorCode, UsageError
 from ark_lattice.processes import cli_command, run_cli, wait_for
-from ark_lattice.protocol import coordinator as co
+from ark_lattice.protocol import actions as act
 from ark_lattice.runtime.effects import Driver, Effects
 from ark_lattice.runtime.exposition import prometheus_text
 from ark_lattice.runtime.metrics import (
@@ -84,19 +84,19 @@ class _Recorder(Driver):
 async def test_carry_out_shows_every_action_to_the_counters_and_still_carries_it_out():
     driver = _Recorder()
     await driver.carry_out([
-        co.Audit((_record("inbound_packet", True), _record("inbound_packet", True),
+        act.Audit((_record("inbound_packet", True), _record("inbound_packet", True),
                   _record("inbound_packet", False), _record("query", False))),
-        co.Dial("ws://x"),
-        co.WakeAt(5.0),
+        act.Dial("ws://x"),
+        act.WakeAt(5.0),
     ])
     counters = driver.metrics
     assert counters is not None
     assert counters.decisions == {("inbound_packet", "allow"): 2, ("inbound_packet", "deny"): 1,
                                   ("query", "deny"): 1}
     assert driver.dialled == ["ws://x"] and len(driver.effects.decisions) == 4  # carried out as before
-    counters.saw(co.Strike(1, None, "1.2.3.4:5", ErrorCode.MALFORMED, "junk", True))
-    counters.saw(co.Strike(1, "peer", "peer", ErrorCode.BAD_PACKET, "bad", False))
-    counters.saw(co.Isolate("peer", "too many strikes"))
+    counters.saw(act.Strike(1, None, "1.2.3.4:5", ErrorCode.MALFORMED, "junk", True))
+    counters.saw(act.Strike(1, "peer", "peer", ErrorCode.BAD_PACKET, "bad", False))
+    counters.saw(act.Isolate("peer", "too many strikes"))
     assert (counters.strikes, counters.isolations) == (2, 1)
 
 
@@ -148,7 +148,7 @@ def test_sessions_by_tier_and_state_keep_a_seen_pair_at_zero():
 
 def test_the_metric_set_has_every_name_and_prometheus_text_carries_the_values():
     counters = Counters(started=100.0)
-    counters.saw(co.Audit((_record("outbound_packet", True),)))
+    counters.saw(act.Audit((_record("outbound_packet", True),)))
     counters.dialled(connected=True)
     counters.dialled(connected=False)
     counters.dialled(connected=False)
