@@ -25,8 +25,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, Malformed, UsageError
 from ark_lattice.identity import Identity
@@ -40,7 +41,7 @@ from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_m
 from ark_lattice.runtime.metrics import NO_TIER, Counters, Family, LinkView, StoreGauges, Traffic, families
 from ark_lattice.store.store import Store
 
-__all__ = ["Federation", "Link"]
+__all__ = ["Federation", "Link", "Transport", "Connect"]
 
 log = logging.getLogger("ark_lattice.peering")
 
@@ -52,6 +53,23 @@ INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops 
 INGEST_BATCH = 16  # batches the writer stores in one transaction
 AUDIT_FLUSH_SECONDS = 0.25
 STOP_GRACE = 5.0  # seconds the links get to say goodbye at shutdown
+
+
+class Transport(Protocol):
+    """What a link needs of its connection: the part of a ``websockets`` connection we use."""
+
+    @property
+    def remote_address(self) -> Any: ...
+
+    async def recv(self) -> bytes | str: ...
+
+    async def send(self, message: bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+# Dials a URL: an async context manager that yields the open connection (``websockets.connect``).
+Connect = Callable[[str], AbstractAsyncContextManager[Transport]]
 
 
 @dataclass(frozen=True)
@@ -68,10 +86,10 @@ class Link:
 
     id: act.LinkId
     session: Session
-    ws: Any
+    ws: Transport
     remote: str
     commands: deque[Any] = field(default_factory=deque)
-    messages: deque[bytes | _End] = field(default_factory=deque)
+    messages: deque[bytes | str | _End] = field(default_factory=deque)  # str: refused (text frame)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
 
@@ -132,7 +150,7 @@ class Federation(Driver):
         config: SessionConfig | None = None,
         sync_interval: float = 60.0,
         auto_sync: bool = True,
-        connect: Callable[[str], Any] | None = None,
+        connect: Connect | None = None,
         gate: Any = None,
     ) -> None:
         self.store = store
@@ -192,7 +210,7 @@ class Federation(Driver):
 
     # -- entry points -----------------------------------------------------------------------
 
-    async def accept(self, ws: Any) -> None:
+    async def accept(self, ws: Transport) -> None:
         """Serve one inbound WebSocket connection (we are the responder)."""
         if self._closing or self.core is None:
             await ws.close(code=1001, reason="shutdown")
@@ -346,7 +364,7 @@ class Federation(Driver):
             self.metrics.dialled(connected=False)
             await self.carry_out(self._core.dial_failed(url, str(exc) or type(exc).__name__, self.clock()))
 
-    async def _own(self, ws: Any, role: Role, remote: str, url: str | None) -> None:
+    async def _own(self, ws: Transport, role: Role, remote: str, url: str | None) -> None:
         """The owner task of one link, from the connection's first byte to its close."""
         link_id, session = self._core.open_link(role, remote, self.clock(), url=url)
         link = Link(link_id, session, ws, remote)
@@ -530,7 +548,7 @@ class Federation(Driver):
         return task
 
 
-def _websocket_connect(url: str) -> Any:
+def _websocket_connect(url: str) -> AbstractAsyncContextManager[Transport]:
     from websockets.asyncio.client import connect
 
     return connect(url, max_size=MAX_FRAME, open_timeout=10, ping_interval=None, compression=None)
