@@ -40,6 +40,8 @@ def render(
         parts.append(_isolated(status["isolated"], now, live))
     if status.get("quarantines"):
         parts.append(_quarantines(status["quarantines"], now))
+    if status.get("alerts"):
+        parts.append(_alerts(status["alerts"], now, live))
     if status.get("denials"):
         parts.append(_denials(status["denials"], now, live))
     return Group(*_spaced(parts))
@@ -76,6 +78,7 @@ def plain_line(status: Status | None, *, now: float, previous: Status | None = N
         waiting=len(waiting_targets(status)),
         isolated=len(status.get("isolated", [])),
         quarantined_peers=len(status.get("quarantines", [])),
+        alerts=len(status.get("alerts", [])),
         denials=len(status.get("denials", [])),
         events=ledger.get("events", status.get("events", 0)),
         ledger_bytes=ledger.get("bytes", "-"),
@@ -270,6 +273,25 @@ def _isolated(rows: Sequence[Mapping[str, Any]], now: float, live: bool) -> Rend
             str(row.get("strikes", "?")),
             _ago(now - float(row["at"])) if row.get("at") else "-",
             str(row.get("last", "")),
+        )
+    return table
+
+
+def _alerts(rows: Sequence[Mapping[str, Any]], now: float, live: bool) -> RenderableType:
+    """The newest alerts the node holds (`alerts list --follow` shows them as they come)."""
+    table = _table("recent alerts")
+    for col in ("when", "severity", "author", "about"):
+        table.add_column(col, no_wrap=True)
+    _last_column(table, "message", live)
+    for row in rows:
+        received = row.get("received_at")
+        table.add_row(
+            _ago(now - int(received) / 1000) if received else "-",
+            str(row.get("severity", "?")),
+            str(row.get("author", ""))[:8],
+            str(row.get("about") or "-")[:8],
+            # Another node's words: plain text, never console markup.
+            Text(" ".join(str(row.get("message") or row.get("error") or "").split())),
         )
     return table
 

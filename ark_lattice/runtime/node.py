@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ark_lattice import __version__, tail
+from ark_lattice.alertlog import stored_alerts
 from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
 from ark_lattice.protocol.channel import MAX_FRAME
@@ -20,6 +21,8 @@ from ark_lattice.runtime.control import ControlServer
 __all__ = ["NodeRuntime"]
 
 log = logging.getLogger("ark_lattice.node")
+
+RECENT_ALERTS = 5  # alerts `federation status` shows, newest first
 
 
 class NodeRuntime:
@@ -232,6 +235,7 @@ class NodeRuntime:
             "quarantines": self.federation.quarantined(),
             "dialling": self.federation.dial_targets(),
             "denials": await self._denials.read(store),
+            "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),
         }
 

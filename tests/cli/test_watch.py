@@ -89,7 +89,8 @@ def test_plain_lines_for_a_pipe(recorded):
     line = plain_line(recorded["current"], now=recorded["now"], previous=recorded["previous"])
     assert line == (
         "time=2026-01-01T12:00:00Z node=alpha up=7400s sessions=3 open=2 pkt_in=25.0/s pkt_out=0.5/s "
-        "bytes_in=51200/s bytes_out=512/s waiting=3 isolated=1 quarantined_peers=0 denials=2 events=20460 "
+        "bytes_in=51200/s bytes_out=512/s waiting=3 isolated=1 quarantined_peers=0 alerts=0 denials=2 "
+        "events=20460 "
         "ledger_bytes=48234496 checkpoint_age=95s"
     )
     first = plain_line(recorded["current"], now=recorded["now"])
@@ -131,3 +132,17 @@ def test_peers_held_by_an_alert_are_listed_with_the_time_left(recorded):
     text = console.export_text()
     assert "quarantined peers (alerts)" in text and "qe4xodvipulv" in text and "30m" in text
     assert "quarantined_peers=1" in plain_line(status, now=recorded["now"])
+
+
+def test_recent_alerts_are_listed_newest_first_as_plain_text(recorded):
+    from rich.console import Console
+
+    alert = {"received_at": int((recorded["now"] - 90) * 1000), "severity": "critical",
+             "author": "sree5i2gbi5tcfnm", "about": "mcw36f4txwxcmoum", "message": "c is [bold]exfiltrating"}
+    status = {**recorded["current"], "alerts": [alert]}
+    console = Console(width=100, record=True, force_terminal=False)
+    console.print(render(status, now=recorded["now"]))
+    text = console.export_text()
+    assert "recent alerts" in text and "critical" in text and "mcw36f4t" in text
+    assert "[bold]" in text  # a peer's text is never console markup
+    assert "alerts=1" in plain_line(status, now=recorded["now"])
