@@ -224,10 +224,12 @@ class Strike:
 
 @dataclass(frozen=True)
 class Isolate:
-    """Block the peer in the store, with the evidence as the reason."""
+    """Give the peer ``tier`` (blocked) in the store, with the evidence as the reason; a peer we
+    never met is recorded first."""
 
     peer: str
     reason: str
+    tier: TrustTier = TrustTier.BLOCKED
 
 
 @dataclass(frozen=True)

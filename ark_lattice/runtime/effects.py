@@ -30,7 +30,6 @@ from ark_lattice.protocol.reconcile import ItemSet
 from ark_lattice.protocol.session import Session
 from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
-from ark_lattice.tiers import TrustTier
 
 if TYPE_CHECKING:
     from ark_lattice.runtime.metrics import Counters
@@ -171,7 +170,7 @@ class Effects:
             async with store.transaction():
                 # An alert may name a peer we never met: remember it, blocked, with the reason.
                 await store.add_peer(action.peer)
-                await store.set_tier(action.peer, TrustTier.BLOCKED, reason=action.reason)
+                await store.set_tier(action.peer, action.tier, reason=action.reason)
             return []
         if isinstance(action, act.RaiseAlert):
             return (await self.raise_alert(action, now))[1]
