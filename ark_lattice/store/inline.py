@@ -17,11 +17,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from os import PathLike
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+if TYPE_CHECKING:
+    from ark_lattice.store.store import Store
 
 T = TypeVar("T")
 
-__all__ = ["connect", "run", "InlineConnection", "InlineCursor"]
+__all__ = ["connect", "run", "rows", "InlineConnection", "InlineCursor"]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -38,6 +41,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return cast(T, done.value)
     coro.close()
     raise RuntimeError("a coroutine run inline waited for something that is not an inline statement")
+
+
+def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    """Every row ``sql`` reads from ``store`` (a store on an inline connection), run inline."""
+
+    async def collect() -> list[tuple[Any, ...]]:
+        return [row async for row in store.iter_rows(sql)]
+
+    return run(collect())
 
 
 async def connect(

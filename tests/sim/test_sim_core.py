@@ -7,8 +7,8 @@ import ark_lattice.sim
 from ark_lattice.protocol.session import Session
 from ark_lattice.runtime.effects import Driver
 from ark_lattice.runtime.peering import Federation
-from ark_lattice.sim import mesh
 from ark_lattice.sim.mesh import Simulation
+from ark_lattice.sim.node import SimNode
 from ark_lattice.sim.scenario import load_scenario
 
 SIM = Path(ark_lattice.sim.__file__).parent
@@ -43,9 +43,9 @@ def test_the_simulator_imports_no_protocol_internals():
         assert not PROTOCOL_INTERNALS & set(imported), path
         # from the session it takes its class, roles and states (to drive it), nothing else
         assert imported.get("ark_lattice.protocol.session", set()) <= {"Role", "Session", "State"}, path
-    mesh_imports = imports_of(SIM / "mesh.py")
-    assert "Coordinator" in mesh_imports["ark_lattice.protocol.coordinator"]
-    assert {"Driver", "Effects", "apply_to_session"} <= mesh_imports["ark_lattice.runtime.effects"]
+    node_imports = imports_of(SIM / "node.py")
+    assert "Coordinator" in node_imports["ark_lattice.protocol.coordinator"]
+    assert {"Driver", "Effects", "apply_to_session"} <= node_imports["ark_lattice.runtime.effects"]
 
 
 def test_the_simulator_uses_no_asyncio_and_no_private_name_of_another_module():
@@ -63,14 +63,14 @@ def test_the_simulator_uses_no_asyncio_and_no_private_name_of_another_module():
 
 
 def test_the_simulated_node_carries_out_actions_with_the_runtimes_own_loop():
-    assert mesh.SimNode.__bases__ == (Driver,)
+    assert SimNode.__bases__ == (Driver,)
     assert Federation.__bases__ == (Driver,)
     # the shared loop and the store effects are not overridden: only the driver's hooks are
     hooks = {"on_link", "dial", "wake_at", "audit_queued"}
-    for cls in (mesh.SimNode, Federation):
+    for cls in (SimNode, Federation):
         overridden = {k for k in vars(cls) if k in vars(Driver) and not k.startswith("__")}
         assert overridden <= hooks | {"ingest", "query_answered"}, cls
-    assert "carry_out" not in vars(mesh.SimNode) and "carry_out" not in vars(Federation)
+    assert "carry_out" not in vars(SimNode) and "carry_out" not in vars(Federation)
 
 
 def test_simulated_links_carry_the_real_session_class():
