@@ -39,9 +39,10 @@ Rules (n counted updates):
   n − f − 2 closest others; the lowest score wins (ties: earliest in sorted order); needs n ≥ 2f + 3.
 - ``multi-krum``: the uniform mean of the m lowest-scoring updates (default m = n − f, 1 ≤ m ≤ n − f).
   Uniform, not sample-weighted: sample counts are self-reported.
-- ``bulyan`` (El Mhamdi et al. 2018): select θ = n − 2f updates by Krum applied recursively (each pick
-  is removed and the scores recomputed on what remains), then the coordinate-wise trimmed mean of the
-  θ selected, dropping f at each end; needs n ≥ 4f + 3.
+- ``bulyan`` (El Mhamdi et al. 2018): select θ = n − 2f updates the multi-Krum way (the θ lowest Krum
+  scores, computed once over all n), then the coordinate-wise trimmed mean of the θ selected, dropping
+  f at each end; needs n ≥ 4f + 3. The paper re-runs Krum on the shrinking set instead; once that set
+  is under 2f + 3 a tight cluster of attackers scores best, so we score once over everyone.
 
 Krum distances are float64 sums of squares from ``np.sum`` (numpy's pairwise summation, not BLAS).
 """
@@ -100,8 +101,8 @@ class Params:
             raise UsageError(f"unknown aggregation method {self.method!r}; use one of {', '.join(METHODS)}")
         if not _is_int(self.f) or self.f < 0:
             raise UsageError("f (the byzantine updates tolerated) must be an integer of at least 0")
-        if not _is_real(self.trim) or not 0 <= self.trim < 0.5:
-            raise UsageError("trim must be a fraction from 0 up to (not including) 0.5")
+        if not _is_real(self.trim) or not 0 <= self.trim < 1:
+            raise UsageError("trim must be a fraction from 0 up to (not including) 1")
         if self.clip is not None and (not _is_real(self.clip) or not 0 < self.clip < math.inf):
             raise UsageError("clip must be a positive, finite L2 norm")
         if not _is_int(self.max_samples) or self.max_samples < 1:
@@ -199,7 +200,8 @@ def aggregate(updates: Sequence[Update], params: Params) -> Result:
             raise UsageError(
                 f"bulyan with f={f} needs at least {4 * f + 3} updates (n ≥ 4f+3); there are {n}"
             )
-        chosen = _bulyan_selection(_distances(rows), n - 2 * f, f)
+        scores = _krum_scores(_distances(rows), list(range(n)), f)
+        chosen = sorted(sorted(range(n), key=lambda i: (scores[i], i))[: n - 2 * f])
         rejected = [i for i in range(n) if i not in chosen]
         flat = _trimmed_mean(np.stack([rows[i] for i in chosen]), f)
     else:  # pragma: no cover - Params refuses any other method
@@ -339,14 +341,3 @@ def _krum_scores(dist: F64, candidates: list[int], f: int) -> dict[int, float]:
         others = sorted(float(dist[i, j]) for j in candidates if j != i)
         scores[i] = math.fsum(others[:closest])
     return scores
-
-
-def _bulyan_selection(dist: F64, theta: int, f: int) -> list[int]:
-    remaining = list(range(dist.shape[0]))
-    chosen: list[int] = []
-    for _ in range(theta):
-        scores = _krum_scores(dist, remaining, f)
-        best = min(remaining, key=lambda i: (scores[i], i))
-        chosen.append(best)
-        remaining.remove(best)
-    return sorted(chosen)
