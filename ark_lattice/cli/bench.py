@@ -168,6 +168,22 @@ def alerts(
     report(ctx.obj, rows, json_)
 
 
+@app.command("aggregate")
+def aggregate(
+    ctx: typer.Context,
+    updates: Annotated[int, typer.Option(min=3, help="Model updates to aggregate.")] = 20,
+    params: Annotated[int, typer.Option(min=1, help="float32 parameters per update.")] = 1_000_000,
+    json_: JsonOption = False,
+) -> None:
+    """FedAvg against numpy's own weighted mean of the same arrays, and Krum/median/trimmed-mean times."""
+    from ark_lattice.bench import aggregate as bench_aggregate
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench aggregate", quiet=json_) as bar:
+        rows = bench_aggregate.run(updates, params, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
 def _figure(value: float) -> str:
     # Small figures (seconds, round trips) keep three significant digits; large ones one decimal.
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,7 +45,12 @@ def simulate(
         _list(application, json_, [load_scenario(name) for name in builtin_names()])
         return
     if scenario is None:
-        raise UsageError("give --scenario NAME|FILE (built-ins: " + ", ".join(builtin_names()) + ")")
+        raise UsageError(
+            "give --scenario NAME|FILE (built-ins: " + ", ".join([*builtin_names(), "poisoning"]) + ")"
+        )
+    if scenario == "poisoning":  # federated aggregation under attack: no mesh (sim/poisoning.py)
+        _poisoning(application, nodes, epochs, seed, out, json_)
+        return
     chosen = load_scenario(scenario).with_overrides(nodes=nodes, epochs=epochs)
     if out is not None:
         try:
@@ -71,6 +77,33 @@ def simulate(
         typer.echo(
             f"warning: the simulated nodes logged {len(errors)} error(s); first: {errors[0]}", err=True
         )
+
+
+def _poisoning(
+    application: Application, nodes: int | None, epochs: int | None, seed: int, out: Path | None, json_: bool
+) -> None:
+    """``--scenario poisoning``: nodes are the clients, epochs the rounds (docs/simulator.md)."""
+    from ark_lattice.sim.poisoning import PoisoningConfig, report_bytes, run, summary_lines
+
+    defaults = PoisoningConfig()
+    config = PoisoningConfig(
+        clients=nodes or defaults.clients, rounds=epochs or defaults.rounds, seed=seed,
+        byzantine=min(defaults.byzantine, (nodes or defaults.clients) - 1),
+    )
+    data = report_bytes(run(config))
+    if out is not None:
+        path = out / f"poisoning-{config.clients}n-seed{seed}.json"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report {path}: {exc.strerror}") from None
+    if json_:
+        sys.stdout.write(data.decode())
+        return
+    application.console.print("\n".join(summary_lines(json.loads(data))), markup=False, highlight=False)
+    if out is not None:
+        application.console.print(f"report: {path}")
 
 
 def _run(
