@@ -150,6 +150,11 @@ def test_float32_inputs_are_averaged_in_float64_then_cast():
 )
 def test_any_input_order_gives_identical_bytes(method, dtype, seed, random, clip):
     ups = make_updates(11, seed=seed, dtype=dtype)
+    ups += [  # and some that are left out, which must not change anything either
+        Update(uid(40), "sandbox", 5, ups[0].arrays, core=False),
+        Update(uid(41), "other-shape", 5, {"w": np.ones((2, 2), dtype=dtype)}),
+        Update(uid(42), "node-03", 5, ups[1].arrays),
+    ]
     params = Params(method, f=2, clip=1.5 if clip else None)
     expected = aggregate(ups, params)
     shuffled = list(ups)
