@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from ark_lattice import __version__
-from ark_lattice.cli import alerts, federation, identity, ledger, packets, peers, policy
+from ark_lattice.cli import alerts, federation, identity, ledger, models, packets, peers, policy
 from ark_lattice.cli.audit import audit
 from ark_lattice.cli.bench import app as bench_app
 from ark_lattice.cli.context import Application, run
@@ -127,6 +127,7 @@ def init_command(
 app.add_typer(identity.app, name="identity")
 app.add_typer(packets.app, name="packets")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(models.app, name="models")
 app.add_typer(peers.app, name="peers")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(federation.app, name="federation")
