@@ -27,6 +27,7 @@ __all__ = ["app", "main"]
 DEBUG_ENV = "ARK_LATTICE_DEBUG"
 EXIT_INTERNAL = 70  # EX_SOFTWARE from sysexits.h
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `ark-lattice … | head`
 
 
 class _ErrorsToOneLine(TyperGroup):
@@ -39,6 +40,8 @@ class _ErrorsToOneLine(TyperGroup):
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _reader_went_away()
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as exc:  # a bug: still one line, the traceback only on request
@@ -49,6 +52,13 @@ class _ErrorsToOneLine(TyperGroup):
                 f"(set {DEBUG_ENV}=1 to see the traceback)",
                 EXIT_INTERNAL,
             )
+
+
+def _reader_went_away() -> None:
+    """Whoever read our output (``| head``) has closed the pipe: stop quietly, as Unix tools do.
+    stdout goes to /dev/null first, so flushing it at exit cannot fail a second time."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _fail(message: str, code: int) -> None:
@@ -143,3 +153,5 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # raised outside a command: while printing --help, say
+        _reader_went_away()

@@ -150,3 +150,22 @@ def test_version_and_help_are_quick_and_light():
         [sys.executable, "-m", "ark_lattice", "--version"], capture_output=True, text=True
     )
     assert version.stdout.startswith("ark-lattice ")
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """`ark-lattice … | head`: no "internal error", no traceback, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ark_lattice.cli import app as cli\n"
+        "@cli.app.command('spill')\n"
+        "def spill() -> None:\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "sys.argv = ['ark-lattice', 'spill']\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == 141
+    assert done.stderr == b""
