@@ -88,6 +88,7 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
     QUARANTINED = "quarantined"  # an alert accused the peer; held until proven or expired
+    FOREIGN_FEDERATION = "foreign_federation"  # the peer holds another federation key
     # A close reason only, never sent in a frame: the transport ended without the peer telling us
     # why (or with a reason that is not one of these codes).
     CONNECTION_LOST = "connection_lost"

@@ -65,7 +65,9 @@ def waiting_targets(status: Mapping[str, Any]) -> list[dict[str, Any]]:
     for target in status.get("dialling", []):
         if target.get("dialling"):
             continue
-        if target.get("blocked_by_peer"):
+        if target.get("foreign"):
+            reason = "in another federation: it holds another federation key"
+        elif target.get("blocked_by_peer"):
             reason = "blocked by peer"
         elif target.get("last_error"):
             reason = str(target["last_error"])

@@ -158,7 +158,8 @@ class _Link:
 class _Target:
     url: str
     failures: int = 0
-    blocked: int = 0  # consecutive sessions the peer closed as `blocked`
+    blocked: int = 0  # consecutive sessions the peer closed as `blocked` or `foreign_federation`
+    foreign: bool = False  # the last one: the peer holds another federation key
     next_attempt: float = 0.0
     dialling: bool = False  # a dial or a session from it is under way
     dials: int = 0  # since we started: what an operator (and a test) can hold the backoff to
@@ -547,7 +548,8 @@ class Coordinator:
                 "dialling": t.dialling,
                 "dials": t.dials,
                 "failures": t.failures,
-                "blocked_by_peer": t.blocked > 0,
+                "blocked_by_peer": t.blocked > 0 and not t.foreign,
+                "foreign": t.foreign,
                 "next_attempt": t.next_attempt,
                 "last_error": t.last_error,
             }
@@ -572,6 +574,7 @@ class Coordinator:
                 # Only a session that opened proves the endpoint works: a peer that closes us
                 # right after the handshake (it has us blocked) must not reset the backoff.
                 target.failures = target.blocked = 0
+                target.foreign = False
                 target.last_error = None
             m = event.manifest.manifest
             log.info("session with %s (%s) open as %s", event.peer.short, m.name, link.tier)
@@ -647,9 +650,15 @@ class Coordinator:
         if was_open:
             target.last_error = None
             self._backoff(target, now, blocked=False)  # failures were reset when it opened
-        elif event.by_peer and event.code == ErrorCode.BLOCKED:
+        elif event.by_peer and event.code in (ErrorCode.BLOCKED, ErrorCode.FOREIGN_FEDERATION):
+            # Either way the peer has decided, and asking again soon only costs it a handshake:
+            # the long backoff. Another federation needs its key (or an invite), not retries.
             target.blocked += 1
-            target.last_error = "the peer has us blocked"
+            target.foreign = event.code == ErrorCode.FOREIGN_FEDERATION
+            target.last_error = (
+                "the peer is in another federation (it holds another federation key)"
+                if target.foreign else "the peer has us blocked"
+            )
             self._backoff(target, now, blocked=True)
         else:
             target.failures += 1

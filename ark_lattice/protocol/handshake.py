@@ -210,7 +210,16 @@ class Responder(_Side):
         if self._state == "wait_msg1":
             self._state = "failed"
             _check_size(message, MSG1_SIZE, "msg1")
-            payload, _ = self._noise.read_message(message)
+            try:
+                payload, _ = self._noise.read_message(message)
+            except RemoteProtocolError as exc:
+                if exc.code != ErrorCode.HANDSHAKE_FAILED:
+                    raise
+                # psk0 mixes the federation key in before msg1: a well-formed msg1 that does not
+                # authenticate comes from a node of another federation (or is noise of that size).
+                raise RemoteProtocolError(
+                    ErrorCode.FOREIGN_FEDERATION, "the peer holds another federation key"
+                ) from None
             if payload:  # cannot happen with the size check; keeps msg1's payload reserved-empty
                 raise RemoteProtocolError(ErrorCode.MALFORMED, "msg1 carries a payload")
             reply = self._noise.write_message(

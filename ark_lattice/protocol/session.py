@@ -789,7 +789,13 @@ class Session:
 
 
 _FATAL_CODES = frozenset(
-    {ErrorCode.DECRYPT_FAILED, ErrorCode.HANDSHAKE_FAILED, ErrorCode.TOO_LARGE, ErrorCode.BAD_MANIFEST}
+    {
+        ErrorCode.DECRYPT_FAILED,
+        ErrorCode.HANDSHAKE_FAILED,
+        ErrorCode.FOREIGN_FEDERATION,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.BAD_MANIFEST,
+    }
 )
 
 

@@ -823,6 +823,26 @@ def test_a_peer_that_closes_us_as_blocked_gets_a_long_growing_backoff_and_status
         now = entry["next_attempt"]
 
 
+def test_a_peer_of_another_federation_gets_the_long_backoff_and_status_says_so() -> None:
+    core = coordinator(seed=7)
+    url = "ws://stranger:1"
+    core.start(T0)
+    now, policy = T0, core.dial_policy
+    for k in range(1, 4):
+        dial_once(core, url, now)
+        # The peer refused our msg1 on its tag: the session never authenticated.
+        link, _session = core.open_link(INITIATOR, url, now + 0.01, url=url)
+        closed = Closed(ErrorCode.FOREIGN_FEDERATION, "the peer closed the connection", True)
+        assert core.session_events(link, [closed], now + 0.01) == []
+        core.link_ended(link, now + 0.01)
+        entry = target(core, url)
+        step = min(policy.blocked_maximum, policy.blocked_base * 2 ** (k - 1))
+        assert 0.5 * step <= entry["next_attempt"] - (now + 0.01) < 1.5 * step, k
+        assert entry["foreign"] is True and not entry["blocked_by_peer"]
+        assert "another federation" in entry["last_error"]
+        now = entry["next_attempt"]
+
+
 def test_we_closing_a_peer_as_blocked_is_not_the_peer_blocking_us() -> None:
     core = coordinator(seed=5)
     url, peer = "ws://b:1", PEERS[0]

@@ -313,7 +313,8 @@ def test_other_federation_fails_at_msg1(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(hs, "_identity_payload", no_work)
     with pytest.raises(RemoteProtocolError) as info:
         responder.receive(msg1)
-    assert info.value.code == "handshake_failed"
+    # A well-formed msg1 that does not authenticate: the peer holds another federation key.
+    assert info.value.code == "foreign_federation"
     assert drawn == [] and not responder.complete
     with pytest.raises(LocalProtocolError):  # and the handshake is dead: no retry on that object
         responder.receive(msg1)

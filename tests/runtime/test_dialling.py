@@ -44,3 +44,20 @@ def test_a_peer_that_has_us_blocked_is_redialled_on_a_long_backoff(homes, start_
     human = run_cli(a, "federation", "status").stdout.decode()
     assert "blocked by peer" in human and node_b.url in human
     assert not status(b)["connections"]  # B serves A nothing and keeps no session open
+
+
+def test_a_node_of_another_federation_is_named_as_such_on_both_sides(homes, start_node):
+    # Two separate `init`s: two federation keys, so no session can ever open between them.
+    a, b = homes("a"), homes("b")
+    for home, name in ((a, "a"), (b, "b")):
+        assert run_cli(home, "init", "--name", name).returncode == 0
+    node_b = start_node(b)
+    start_node(a)
+    assert run_cli(a, "federation", "add-peer", node_b.url).returncode == 0
+    seen = wait_for(lambda: (t := target(a, node_b.url)) and t["foreign"] and t,
+                    timeout=30, what="A to learn that B is in another federation")
+    assert seen["next_attempt"] - time.time() > 60  # not redialled every few seconds
+    human = run_cli(a, "federation", "status").stdout.decode()
+    assert "another federation" in human and node_b.url in human
+    errors = json.loads(run_cli(b, "ledger", "log", "--kind", "protocol.error", "--json").stdout)
+    assert any(e["data"]["code"] == "foreign_federation" for e in errors), errors
