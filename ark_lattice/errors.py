@@ -92,6 +92,8 @@ class ErrorCode(enum.StrEnum):
     # A close reason only, never sent in a frame: the transport ended without the peer telling us
     # why (or with a reason that is not one of these codes).
     CONNECTION_LOST = "connection_lost"
+    # On the /join path only (protocol/invites.py): the inviter does not honour the invite.
+    INVITE_REFUSED = "invite_refused"
 
 
 class ArkLatticeError(Exception):

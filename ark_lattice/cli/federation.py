@@ -384,3 +384,256 @@ def logs(
                     show(entry)
     finally:
         follower.close()
+
+
+# -- joining --------------------------------------------------------------------------------------
+
+
+def _parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``1h``, ``2d`` (or bare seconds) in seconds; one sentence if not."""
+    from ark_lattice.errors import UsageError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in units else "s"
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise UsageError(f"{text!r} is not a duration like 30m, 1h or 2d") from None
+    if not 0 < value <= 30 * 86400:
+        raise UsageError(f"{text!r}: an invite expires after more than 0 s and at most 30 days")
+    return value
+
+
+def _local_time(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+@app.command("invite")
+def invite(
+    ctx: typer.Context,
+    expires: Annotated[str, typer.Option(help="How long the invite is good for: 30m, 1h, 2d.")] = "1h",
+    uses: Annotated[int, typer.Option(min=1, max=1000, help="How many nodes may join with it.")] = 1,
+    tier: Annotated[
+        str, typer.Option(help="The tier a node that joins with it gets: core, sandbox, external, unknown.")
+    ] = "core",
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("--endpoint", help="ws://HOST:PORT where the newcomer reaches this node (default: "
+                     "the running node's listen addresses)."),
+    ] = None,
+    qr: Annotated[
+        bool | None, typer.Option("--qr/--no-qr", help="Print a QR code too (default: on a terminal).")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Print an invite for a newcomer: a short string (and a QR code) for `federation join`.
+
+    The invite holds a one-off secret, this node's ID and addresses and an expiry — not the
+    federation key, which the newcomer gets over an authenticated, encrypted join session. It is
+    good for --uses joins until it expires; the node must run to answer the join.
+    """
+    import sys
+
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+    from ark_lattice.federation_url import check_peer_url
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    application.home.load_config()  # a clear error for a home with no node at all
+    seconds = _parse_duration(expires)
+    level = TrustTier.parse(tier)
+    urls = [check_peer_url(u) for u in endpoint or ()]
+    args = {"expires_in": seconds, "uses": uses, "tier": level.value, "endpoints": urls}
+    running = True
+    try:
+        result = request(application, "invite", args)
+    except NodeNotRunning:
+        running = False
+        result = run(_invite_offline(application, args))
+    if json_:
+        application.print_json({
+            "schema": "ark-lattice.invite/1", "invite": result["invite"], "id": result["id"],
+            "expires_at": _rfc3339(result["expires_at"]), "uses": uses, "tier": level.value,
+            "endpoints": result["endpoints"], "node_running": running,
+        })
+        return
+    c = application.console
+    c.print(f"invite {result['id'][:8]}: good for {uses} join(s) until {_local_time(result['expires_at'])}; "
+            f"a node that joins gets the tier {level.value}")
+    c.print(f"it dials {', '.join(result['endpoints'])}")
+    if not running:
+        c.print("the node is not running: start it (`federation start`) so it can answer the join")
+    c.print("on the new node, run:  ark-lattice federation join INVITE")
+    sys.stdout.flush()
+    print(result["invite"])  # on a line of its own, unwrapped: a pipe or a copy takes it whole
+    if qr if qr is not None else sys.stdout.isatty():
+        import segno
+
+        sys.stdout.flush()
+        segno.make(result["invite"], error="l").terminal(compact=True)
+
+
+def _rfc3339(ts: float) -> str | None:
+    from ark_lattice.membership import rfc3339
+
+    return rfc3339(ts)
+
+
+async def _invite_offline(application: Application, args: dict[str, Any]) -> dict[str, Any]:
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.runtime.joining import advertised_endpoints, issue_invite, load_book
+    from ark_lattice.tiers import TrustTier
+
+    async with await open_node(application) as node:
+        fed = node.config.federation
+        endpoints = args["endpoints"] or advertised_endpoints(fed.bind, fed.port)
+        book = load_book(node.home)
+        invite = await issue_invite(
+            node, book, endpoints, expires_in=args["expires_in"], uses=args["uses"],
+            tier=TrustTier(args["tier"]),
+        )
+    return {"invite": invite.to_text(), "id": invite.hex_id, "expires_at": invite.expires_at,
+            "endpoints": list(invite.endpoints)}
+
+
+@app.command("join")
+def join(
+    ctx: typer.Context,
+    invite_text: Annotated[
+        str, typer.Argument(metavar="INVITE", help="The invite `federation invite` printed.")
+    ],
+    tier: Annotated[str, typer.Option(help="The tier to give the inviter.")] = "core",
+    json_: JsonOption = False,
+) -> None:
+    """Join the inviter's federation: get its key over an authenticated session, then connect.
+
+    The node's own federation key is replaced (the old one is kept as federation.key.before-join-*);
+    the inviter is recorded as a peer at --tier, and the introduction is in both ledgers.
+    """
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+    from ark_lattice.protocol.invites import Invite
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    application.home.load_config()
+    parsed = Invite.parse(invite_text)  # a damaged invite says so before anything else
+    level = TrustTier.parse(tier)
+    running = True
+    try:
+        result = request(application, "join", {"invite": invite_text, "tier": level.value})
+    except NodeNotRunning:
+        running = False
+        result = run(_join_offline(application, parsed, level))
+    if json_:
+        application.print_json({"schema": "ark-lattice.join/1", **result, "node_running": running})
+        return
+    c = application.console
+    c.print(f"joined the federation of {result['name']} ({result['inviter'][:16]}), "
+            f"recorded as a {level.value} peer; it gave this node the tier {result['given_tier']}")
+    if running:
+        c.print(f"connecting to {', '.join(result['endpoints'])}")
+    else:
+        c.print("start the node (`federation start`) and it connects to the inviter")
+
+
+async def _join_offline(application: Application, invite: Any, tier: Any) -> dict[str, Any]:
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.runtime.joining import apply_welcome
+    from ark_lattice.runtime.joining import join as join_federation
+
+    async with await open_node(application, unlock=True) as node:
+        welcome = await join_federation(node.identity, invite)
+        changed = await apply_welcome(node, invite, welcome, tier=tier)
+    return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
+            "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+
+
+# -- dial targets ---------------------------------------------------------------------------------
+
+endpoints_app = typer.Typer(
+    help="The addresses this node dials: list them, or remove one.", invoke_without_command=True
+)
+app.add_typer(endpoints_app, name="endpoints")
+
+
+@endpoints_app.callback()
+def endpoints(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """List every address the node dials or remembers: source, last result, next attempt."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+    from ark_lattice.membership import ENDPOINTS_SCHEMA, endpoint_listing
+
+    application: Application = ctx.obj
+    application.home.load_config()
+    try:
+        items: list[dict[str, Any]] = request(application, "endpoints")
+    except NodeNotRunning:
+        from ark_lattice.cli.context import open_node
+
+        async def go() -> list[dict[str, Any]]:
+            async with await open_node(application) as node:
+                rows, peers = await node.store.endpoint_rows(), await node.store.list_peers()
+            return endpoint_listing(rows, peers, targets=None, connections=None)
+
+        items = run(go())
+    if json_:
+        application.print_json({"schema": ENDPOINTS_SCHEMA, "items": items})
+        return
+    _print_endpoints(application, items)
+
+
+def _print_endpoints(application: Application, items: list[dict[str, Any]]) -> None:
+    from datetime import datetime
+
+    from rich.table import Table
+
+    if not items:
+        application.console.print("this node dials no address yet (`federation add-peer URL`, or an invite)")
+        return
+    table = Table(title=f"{len(items)} address(es)")
+    table.add_column("address", no_wrap=True)
+    for col in ("peer", "source", "last result", "next attempt"):
+        table.add_column(col)
+    for item in items:
+        peer = (item["peer_name"] or item["peer"][:12]) if item["peer"] else "-"
+        if item["peer"] and item["tier"]:
+            peer += f" ({item['tier']})"
+        nxt = item["next_attempt"]
+        when = datetime.fromisoformat(nxt.replace("Z", "+00:00")).astimezone().isoformat(timespec="seconds") \
+            if nxt else "-"
+        table.add_row(item["url"], peer, item["source"], item["last_result"], when)
+    application.console.print(table)
+
+
+@endpoints_app.command("remove")
+def endpoints_remove(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(metavar="URL", help="The ws://HOST:PORT to stop dialling.")],
+    json_: JsonOption = False,
+) -> None:
+    """Stop dialling an address and forget it (recorded in the ledger)."""
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.cli.livenode import nudge
+    from ark_lattice.federation_url import check_peer_url
+
+    application: Application = ctx.obj
+    url = check_peer_url(url)
+
+    async def go() -> list[str]:
+        async with await open_node(application) as node:
+            return await node.store.remove_endpoint(url)
+
+    peers = run(go())
+    nudge(application, "peers_changed")  # the running node re-reads its dial targets
+    if json_:
+        application.print_json({"schema": "ark-lattice.endpoint-removed/1", "url": url, "peers": peers})
+        return
+    application.console.print(f"removed {url}; this node no longer dials it")

@@ -69,6 +69,7 @@ def add(
 ) -> None:
     """Pin a peer by its node ID before it is ever seen (out-of-band trust)."""
     from ark_lattice.errors import Malformed, UsageError
+    from ark_lattice.federation_url import check_peer_url
     from ark_lattice.identity import NodeId
     from ark_lattice.tiers import TrustTier
 
@@ -78,12 +79,15 @@ def add(
     except Malformed as exc:
         raise UsageError(str(exc)) from None
     level = TrustTier.parse(tier)
+    urls = [check_peer_url(u) for u in endpoint or ()]  # exactly what `federation add-peer` accepts
 
     async def go() -> bool:
         async with await open_node(application) as node:
             if nid == node.config.node_id:
                 raise UsageError("that is this node's own ID")
-            added = await node.store.add_peer(nid, endpoints=endpoint or (), name=name)
+            added = await node.store.add_peer(nid, endpoints=urls, name=name)
+            for url in urls:
+                await node.store.add_endpoint(url, source="operator", peer_id=nid)
             await node.change_tier(nid, level)
             return added
 
@@ -151,3 +155,104 @@ def lift(
         application.print_json(result)
     else:
         application.console.print(f"quarantine of peer {result['peer'][:16]} lifted")
+
+
+# -- first contact --------------------------------------------------------------------------------
+
+
+@app.command("pending")
+def pending(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Peers that made first contact (passed the handshake) and wait for an answer: accept or deny."""
+    from ark_lattice.membership import PENDING_SCHEMA, rfc3339
+
+    application: Application = ctx.obj
+
+    async def go() -> Any:
+        async with await open_node(application) as node:
+            return await node.store.pending_peers()
+
+    peers = run(go())
+    items = [
+        {
+            "id": p.id, "name": p.name, "endpoints": list(p.endpoints),
+            "first_seen": rfc3339(p.first_seen / 1000),
+            "last_seen": rfc3339(p.last_seen / 1000) if p.last_seen is not None else None,
+        }
+        for p in peers
+    ]
+    if json_:
+        application.print_json({"schema": PENDING_SCHEMA, "items": items})
+        return
+    if not peers:
+        application.console.print("no peer waits for an answer")
+        return
+    from datetime import datetime
+
+    from rich.table import Table
+
+    answer = "`peers accept ID --tier T` or `peers deny ID`"
+    table = Table(title=f"{len(peers)} peer(s) wait for an answer: {answer}")
+    table.add_column("id", no_wrap=True)
+    for col in ("name", "address", "first seen"):
+        table.add_column(col)
+    for p in peers:
+        first = datetime.fromtimestamp(p.first_seen / 1000).astimezone().isoformat(timespec="seconds")
+        table.add_row(p.id[:16], p.name, " ".join(p.endpoints) or "-", first)
+    application.console.print(table)
+
+
+def _answer(application: Application, peer_id: str, tier: Any, actor: str) -> tuple[str, Any]:
+    async def go() -> tuple[str, Any]:
+        async with await open_node(application) as node:
+            pid = await node.store.resolve_peer(peer_id)
+            return pid, await node.change_tier(pid, tier, actor=actor)
+
+    result = run(go())
+    from ark_lattice.cli.livenode import nudge
+
+    nudge(application, "peers_changed")
+    return result
+
+
+@app.command("accept")
+def accept(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    tier: Annotated[str, typer.Option(help="core|sandbox|external (sandbox: its packets are quarantined).")]
+    = "sandbox",
+    json_: JsonOption = False,
+) -> None:
+    """Answer a first contact: give the peer a tier (recorded in the ledger)."""
+    from ark_lattice.errors import UsageError
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    level = TrustTier.parse(tier)
+    if level in (TrustTier.UNKNOWN, TrustTier.BLOCKED):
+        raise UsageError(
+            f"accept gives core, sandbox or external; to refuse the peer, `peers deny {peer_id}`"
+        )
+    pid, old = _answer(application, peer_id, level, "operator")
+    if json_:
+        application.print_json({"schema": "ark-lattice.peer-answer/1", "id": pid, "old": old.value,
+                                "tier": level.value})
+        return
+    application.console.print(f"accepted peer {pid[:16]} as {level.value}")
+
+
+@app.command("deny")
+def deny(
+    ctx: typer.Context,
+    peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    json_: JsonOption = False,
+) -> None:
+    """Answer a first contact with no: the peer is blocked (recorded in the ledger)."""
+    from ark_lattice.tiers import TrustTier
+
+    application: Application = ctx.obj
+    pid, old = _answer(application, peer_id, TrustTier.BLOCKED, "operator")
+    if json_:
+        application.print_json({"schema": "ark-lattice.peer-answer/1", "id": pid, "old": old.value,
+                                "tier": TrustTier.BLOCKED.value})
+        return
+    application.console.print(f"denied peer {pid[:16]}: blocked, its sessions are closed")

@@ -36,6 +36,8 @@ def render(
     parts: list[RenderableType] = [_header(status, now), _Sessions(status, previous, now, live)]
     if waiting := waiting_targets(status):
         parts.append(_waiting(waiting, now, live))
+    if status.get("pending") or status.get("foreign"):
+        parts.append(_first_contact(status, now))
     if status.get("isolated"):
         parts.append(_isolated(status["isolated"], now, live))
     if status.get("quarantines"):
@@ -138,6 +140,23 @@ def watch(application: Application, interval: float, *, json_: bool = False) -> 
 
 
 # -- private ------------------------------------------------------------------------------------
+
+
+def _first_contact(status: Status, now: float) -> RenderableType:
+    """Peers waiting for the operator's answer, and nodes of another federation that dialled us."""
+    lines = Text()
+    pending = int(status.get("pending") or 0)
+    if pending:
+        lines.append(f"{pending} peer(s) made first contact and wait for an answer: "
+                     "`peers pending`, then `peers accept ID --tier T` or `peers deny ID`", style="bold")
+    for caller in status.get("foreign") or []:
+        if lines:
+            lines.append("\n")
+        lines.append(f"a node at {caller['address']} is in another federation: it dialled us "
+                     f"{int(caller['count'])} time(s) with another federation key, "
+                     f"last {_ago(now - float(caller['last_seen']))}")
+    return lines
+
 
 
 def _header(status: Status, now: float) -> RenderableType:

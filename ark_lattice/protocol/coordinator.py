@@ -99,6 +99,7 @@ ALERT_HOPS = 3  # the fewest hops our alerts start with (gossip.hop_limit: up to
 ALERT_DIGEST_SECONDS = 1.0  # the backstop: a core peer hears of our recent alerts within a second
 QUARANTINE_SECONDS = 3600.0  # without a policy gate: how long an unproven accusation holds a peer
 ACCUSERS_TO_BLOCK = 2  # without a policy gate: distinct core accusers that make it permanent
+FOREIGN_REMEMBERED = 64  # hosts of another federation that dialled us, for `federation status`
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class Coordinator:
         self.quarantines = Quarantines()
         self._tiers: dict[str, TrustTier] = {}  # our tier for every known peer, from the store
         self._last_digest: float | None = None
+        self._foreign: dict[str, dict[str, Any]] = {}  # host -> a caller of another federation
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -556,6 +558,22 @@ class Coordinator:
             for t in sorted(self._targets.values(), key=lambda t: t.url)
         ]
 
+    def foreign_callers(self) -> list[dict[str, Any]]:
+        """Addresses that dialled us holding another federation key (`federation status`)."""
+        return [dict(v) for v in self._foreign.values()]
+
+    def _foreign_caller(self, remote: str, now: float) -> None:
+        host = remote.rsplit(":", 1)[0] if ":" in remote else remote  # "HOST:PORT": the port is ephemeral
+        seen = self._foreign.pop(host, None)
+        if seen is None:
+            log.warning("a node at %s dialled us from another federation (it holds another federation "
+                        "key); it needs an invite or this federation's key", host)
+            seen = {"address": host, "first_seen": now, "last_seen": now, "count": 0}
+        seen["last_seen"], seen["count"] = now, seen["count"] + 1
+        self._foreign[host] = seen  # most recent last
+        while len(self._foreign) > FOREIGN_REMEMBERED:
+            del self._foreign[next(iter(self._foreign))]
+
     def isolations(self) -> list[dict[str, Any]]:
         return [i.to_json() for i in self.isolated]
 
@@ -600,7 +618,10 @@ class Coordinator:
             return [Audit(event.records)]
         if isinstance(event, ev.Misbehaviour):
             subject = link.peer or link.remote
-            log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
+            if event.code == ErrorCode.FOREIGN_FEDERATION and link.role is Role.RESPONDER:
+                self._foreign_caller(link.remote, now)
+            else:
+                log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
             return [Strike(link.id, link.peer, subject, event.code, event.reason, event.fatal)]
         if isinstance(event, ev.PeerReportedError):
             # A peer leaving, or keeping the other of two sessions, is news, not trouble; anything
@@ -654,6 +675,9 @@ class Coordinator:
             # Either way the peer has decided, and asking again soon only costs it a handshake:
             # the long backoff. Another federation needs its key (or an invite), not retries.
             target.blocked += 1
+            if event.code == ErrorCode.FOREIGN_FEDERATION and not target.foreign:
+                log.warning("peer at %s is in another federation (it holds another federation key); "
+                            "join it with an invite, or give this node its key", target.url)
             target.foreign = event.code == ErrorCode.FOREIGN_FEDERATION
             target.last_error = (
                 "the peer is in another federation (it holds another federation key)"

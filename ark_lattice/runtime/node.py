@@ -57,6 +57,9 @@ class NodeRuntime:
             gate=PolicyGate(node.load_policy(), node.config.node_id),
             config=SessionConfig().with_idle_timeout(idle_timeout) if idle_timeout else SessionConfig(),
         )
+        from ark_lattice.runtime.joining import JoinService
+
+        self.joins = JoinService(node, lambda: self.federation.federation_key, on_joined=self._joined)
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,6 +88,9 @@ class NodeRuntime:
                 "raise_alert": self._raise_alert,
                 "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
+                "invite": self._invite,
+                "join": self._join,
+                "endpoints": self._endpoints,
             },
         )
 
@@ -116,7 +122,7 @@ class NodeRuntime:
 
         try:
             self._server = await serve(
-                self.federation.accept,
+                self._accept,
                 self.bind,
                 self.port,
                 max_size=MAX_FRAME,  # one encrypted frame; websockets closes with 1009 past it
@@ -205,10 +211,73 @@ class NodeRuntime:
             return endpoints_for(lan_addresses(self.bind)[0], self.port)
         return [self.listen_url]
 
+    async def _accept(self, ws: Any) -> None:
+        """An inbound WebSocket: a join on the /join path (runtime/joining.py), else a session."""
+        from ark_lattice.protocol.invites import JOIN_PATH
+
+        request = getattr(ws, "request", None)
+        if request is not None and request.path.split("?")[0] == JOIN_PATH:
+            await self.joins.serve(ws)
+            return
+        await self.federation.accept(ws)
+
     async def _discovered(self, _args: dict[str, Any]) -> dict[str, Any]:
+        from ark_lattice.membership import classify_sightings
+
         if self.discovery is None:
             return {"running": True, "mdns": "off", "beacon": "off", "seen": []}
-        return self.discovery.snapshot()
+        doc: dict[str, Any] = self.discovery.snapshot()
+        members = {p.id for p in await self.node.store.list_peers() if p.last_seen is not None}
+        targets = self.federation.dial_targets()
+        doc["seen"] = classify_sightings(
+            doc.get("seen", []),
+            members=members,
+            foreign_urls={t["url"] for t in targets if t["foreign"]},
+            foreign_hosts={c["address"] for c in self._core_foreign()},
+        )
+        return doc
+
+    def _core_foreign(self) -> list[dict[str, Any]]:
+        core = self.federation.core
+        return core.foreign_callers() if core is not None else []
+
+    async def _invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        from ark_lattice.tiers import TrustTier
+
+        endpoints = list(args.get("endpoints") or []) or self._advertised_endpoints()
+        invite = await self.joins.issue(
+            endpoints, expires_in=float(args["expires_in"]), uses=int(args["uses"]),
+            tier=TrustTier.parse(str(args["tier"])),
+        )
+        return {"invite": invite.to_text(), "id": invite.hex_id, "expires_at": invite.expires_at,
+                "endpoints": list(invite.endpoints)}
+
+    async def _join(self, args: dict[str, Any]) -> dict[str, Any]:
+        from ark_lattice.protocol.invites import Invite
+        from ark_lattice.runtime.joining import apply_welcome, join
+        from ark_lattice.tiers import TrustTier
+
+        invite = Invite.parse(str(args["invite"]))
+        tier = TrustTier.parse(str(args.get("tier") or "core"))
+        welcome = await join(self.node.identity, invite)
+        changed = await apply_welcome(self.node, invite, welcome, tier=tier)
+        log.info("joined the federation of %s (%s) with invite %s", welcome.inviter.short, welcome.name,
+                 invite.hex_id[:8])
+        await self.federation.rekey(welcome.federation_key)  # and dial the inviter at once
+        return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
+                "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+
+    async def _joined(self, _joiner: str) -> None:
+        await self.federation.tiers_changed()
+
+    async def _endpoints(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        from ark_lattice.membership import endpoint_listing
+
+        store = self.node.store
+        return endpoint_listing(
+            await store.endpoint_rows(), await store.list_peers(),
+            targets=self.federation.dial_targets(), connections=self.federation.connections(),
+        )
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
         store = self.node.store
@@ -234,6 +303,8 @@ class NodeRuntime:
             "isolated": self.federation.isolated,
             "quarantines": self.federation.quarantined(),
             "dialling": self.federation.dial_targets(),
+            "pending": len(await store.pending_peers()),
+            "foreign": self._core_foreign(),
             "denials": await self._denials.read(store),
             "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),

@@ -315,6 +315,16 @@ class Federation(Driver):
         await self.carry_out(actions)
         return peer_id
 
+    @property
+    def federation_key(self) -> bytes:
+        return self._federation_key
+
+    async def rekey(self, federation_key: bytes) -> None:
+        """We joined another federation (an invite): new sessions use its key; re-read targets."""
+        self._federation_key = federation_key
+        self._core.federation_key = federation_key
+        await self.carry_out(self._core.tiers_changed())
+
     def replace_policy(self, policy: Any) -> None:
         """A new policy takes effect on the next packet of every session."""
         if self.gate is not None:

@@ -35,6 +35,10 @@ class EventKind:
     POLICY_DECISION = "policy.decision"
     PEER_QUARANTINED = "peer.quarantined"  # an alert accused it: held until `until` unless proven
     PEER_QUARANTINE_LIFTED = "peer.quarantine_lifted"  # expired, or lifted by the operator
+    INVITE_ISSUED = "invite.issued"  # `federation invite`: its id, expiry, uses and tier (no secret)
+    PEER_INTRODUCED = "peer.introduced"  # a newcomer joined with one of our invites
+    FEDERATION_JOINED = "federation.joined"  # we joined a federation with an invite
+    ENDPOINT_REMOVED = "endpoint.removed"  # `federation endpoints remove`
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

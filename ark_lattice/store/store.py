@@ -472,6 +472,17 @@ class Store:
         ) as cur:
             return [_peer_record(r) for r in await cur.fetchall()]
 
+    async def pending_peers(self) -> list[PeerRecord]:
+        """First contact: peers that passed a handshake and showed their manifest, still at the
+        tier `unknown` that nobody chose (no tier change in the ledger): the operator's to answer."""
+        async with self._conn.execute(
+            f"SELECT {_PEER_COLUMNS} FROM peers p WHERE tier = 'unknown' AND last_seen IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subject = p.id AND e.kind = ?) "
+            "ORDER BY first_seen, id",
+            (EventKind.PEER_TIER_CHANGED,),
+        ) as cur:
+            return [_peer_record(r) for r in await cur.fetchall()]
+
     async def peer_count(self) -> int:
         return await self._scalar("SELECT COUNT(*) FROM peers")
 
@@ -524,6 +535,32 @@ class Store:
     async def endpoints(self) -> list[tuple[str, str | None]]:
         async with self._conn.execute("SELECT url, peer_id FROM endpoints ORDER BY added_at") as cur:
             return [tuple(r) for r in await cur.fetchall()]
+
+    async def endpoint_rows(self) -> list[tuple[str, str | None, str, int]]:
+        """(url, peer id, source, added at in Unix ms) of every remembered address."""
+        async with self._conn.execute(
+            "SELECT url, peer_id, source, added_at FROM endpoints ORDER BY added_at, url"
+        ) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def remove_endpoint(self, url: str) -> list[str]:
+        """Forget ``url`` everywhere it is dialled from (the endpoints table and peers' lists);
+        returns the peers whose list held it. Raises NotFound if nothing held it."""
+        async with self.transaction():
+            cur = await self._conn.execute("DELETE FROM endpoints WHERE url = ?", (url,))
+            found = cur.rowcount > 0
+            peers: list[str] = []
+            for peer in await self.list_peers():
+                if url in peer.endpoints:
+                    rest = [e for e in peer.endpoints if e != url]
+                    await self._conn.execute(
+                        "UPDATE peers SET endpoints = ? WHERE id = ?", (json.dumps(rest), peer.id)
+                    )
+                    peers.append(peer.id)
+            if not found and not peers:
+                raise NotFound(f"this node does not dial {url}")
+            await self.append_event(EventKind.ENDPOINT_REMOVED, url, {"peers": peers})
+            return peers
 
     # -- reconciliation sets ----------------------------------------------------------------
 
