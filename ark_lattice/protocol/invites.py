@@ -32,7 +32,6 @@ from typing import Any
 from ark_lattice.encoding import canonical, decode
 from ark_lattice.errors import (
     ErrorCode,
-    Expired,
     LocalProtocolError,
     Malformed,
     RemoteProtocolError,
@@ -129,7 +128,8 @@ class Invite:
     def check_fresh(self, now: float) -> None:
         """The joiner's own check, before it dials anyone."""
         if now >= self.expires_at:
-            raise Expired(f"the invite expired at {_utc(self.expires_at)}; ask the inviter for a new one")
+            # The same sentence (and exit status) as the inviter's refusal of an expired invite.
+            raise UsageError(f"the invite expired at {_utc(self.expires_at)}; ask for a new one")
 
 
 @dataclass
