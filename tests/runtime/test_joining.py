@@ -1,5 +1,6 @@
 """A newcomer's path with real node processes: invite, join, first contact, foreign, endpoints."""
 
+import functools
 import json
 import re
 import time
@@ -127,10 +128,14 @@ def test_nodes_of_two_federations_each_show_the_other_as_foreign(homes, start_no
     node_a, node_b = start_node(a, *QUIET), start_node(b, *QUIET)
     ok(a, "federation", "add-peer", node_b.url)
     ok(b, "federation", "add-peer", node_a.url)
+    def sees_foreign(node, other):
+        status = node.current_status()
+        dialled = any(t["url"] == other.url and t["foreign"] for t in status["dialling"])
+        return dialled and bool(status["foreign"])
+
     for home, node, other in ((a, node_a, node_b), (b, node_b, node_a)):
-        wait_for(lambda node=node, other=other: any(
-            t["url"] == other.url and t["foreign"] for t in node.current_status()["dialling"]
-        ) and node.current_status()["foreign"], timeout=30, what="both sides to see the other as foreign")
+        wait_for(functools.partial(sees_foreign, node, other), timeout=30,
+                 what="each side to see the other as foreign")
         human = ok(home, "federation", "status")
         assert "another federation" in human and other.url in human
         assert "a node at 127.0.0.1 is in another federation" in human
