@@ -154,10 +154,26 @@ def discover(
         doc: dict[str, Any] = request(application, "discovered")
     except NodeNotRunning:
         doc = run(_browse(application, config, timeout))
+        doc["seen"] = run(_members_only(application, doc.get("seen", [])))
     if json_:
         application.print_json(doc)
         return
     _print_discovered(application, doc)
+
+
+async def _members_only(application: Application, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A one-shot browse knows no dials: only the peers we have had a session with are marked."""
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.errors import ArkLatticeError
+    from ark_lattice.membership import classify_sightings
+
+    members: set[str] = set()
+    try:
+        async with await open_node(application) as node:
+            members = {p.id for p in await node.store.list_peers() if p.last_seen is not None}
+    except ArkLatticeError:
+        pass  # no node here: every sighting is unchecked
+    return classify_sightings(rows, members=members, foreign_urls=set(), foreign_hosts=set())
 
 
 async def _browse(application: Application, config: Any, timeout: float) -> dict[str, Any]:
@@ -184,7 +200,7 @@ def _print_discovered(application: Application, doc: dict[str, Any]) -> None:
         c.print("nothing heard")
         return
     table = Table()
-    for col in ("node", "name", "endpoints", "source", "verified", "last seen"):
+    for col in ("node", "name", "endpoints", "source", "verified", "federation", "last seen"):
         table.add_column(col)
     now = doc.get("now") or 0
     for row in rows:
@@ -197,6 +213,8 @@ def _print_discovered(application: Application, doc: dict[str, Any]) -> None:
             " ".join(row["endpoints"]),
             f"{row['source']} from {row['sender']}",
             verified,
+            # foreign: it holds another federation key; it needs an invite, not a dial
+            str(row.get("federation") or "unchecked"),
             f"{max(0.0, now - row['last_seen']):.0f} s ago",
         )
     c.print(table)
