@@ -655,3 +655,66 @@ def endpoints_remove(
         application.print_json({"schema": "ark-lattice.endpoint-removed/1", "url": url, "peers": peers})
         return
     application.console.print(f"removed {url}; this node no longer dials it")
+
+
+# -- the federation key, by hand ------------------------------------------------------------------
+
+key_app = typer.Typer(
+    help="Move the federation key yourself (an invite does it for you).", no_args_is_help=True
+)
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("export")
+def key_export(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="FILE", help="Where to write the key (created 0600).")],
+) -> None:
+    """Write this node's federation key to FILE, for `init --federation-key-file` or `key import`."""
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.errors import UsageError
+    from ark_lattice.privatefile import write_private
+
+    application: Application = ctx.obj
+
+    async def go() -> bytes:
+        async with await open_node(application) as node:
+            return node.federation_key()
+
+    key = run(go())
+    try:
+        write_private(path, key)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; the key is never written over a file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    application.console.print(f"wrote the federation key to {path}: keep it as secret as the node's key")
+
+
+@key_app.command("import")
+def key_import(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="FILE", help="A 32-byte federation key file.")],
+) -> None:
+    """Make the key in FILE this node's federation key (the old one is kept beside it)."""
+    import os
+    import time
+
+    from ark_lattice.cli.livenode import nudge
+    from ark_lattice.errors import UsageError
+    from ark_lattice.privatefile import write_private
+
+    application: Application = ctx.obj
+    application.home.load_config()
+    key = application.read_federation_key(path)
+    if len(key) != 32:
+        raise UsageError(f"{path} is not a federation key: it has {len(key)} bytes, not 32")
+    current = application.home.federation_key_path
+    if current.exists() and current.read_bytes() == key:
+        application.console.print("this node already holds that federation key")
+        return
+    if current.exists():
+        os.replace(current, current.with_name(f"federation.key.before-import-{int(time.time())}"))
+    write_private(current, key)
+    nudge(application, "federation_key_changed")  # a running node uses it for its next sessions
+    application.console.print("imported the federation key; the old one is kept beside it")

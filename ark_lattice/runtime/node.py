@@ -91,6 +91,7 @@ class NodeRuntime:
                 "invite": self._invite,
                 "join": self._join,
                 "endpoints": self._endpoints,
+                "federation_key_changed": self._federation_key_changed,
             },
         )
 
@@ -266,6 +267,9 @@ class NodeRuntime:
         await self.federation.rekey(welcome.federation_key)  # and dial the inviter at once
         return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
                 "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+
+    async def _federation_key_changed(self, _args: dict[str, Any]) -> None:
+        await self.federation.rekey(self.node.federation_key())
 
     async def _joined(self, _joiner: str) -> None:
         await self.federation.tiers_changed()

@@ -204,3 +204,23 @@ def test_endpoints_are_listed_with_their_source_and_can_be_removed(homes, start_
     assert "ws://127.0.0.1:10" not in {t["url"] for t in as_json(a, "federation", "status")["dialling"]}
     one_sentence(run_cli(a, "federation", "endpoints", "remove", "ws://127.0.0.1:10"), "does not dial")
     assert events(a, "endpoint.removed")[0]["subject"] == "ws://127.0.0.1:10"
+
+
+def test_the_federation_key_moves_by_hand_too_even_to_a_running_node(homes, start_node):
+    a, b = homes("a"), homes("b")
+    ok(a, "init", "--name", "site-a")
+    ok(b, "init", "--name", "site-b")
+    node_a, node_b = start_node(a, *QUIET), start_node(b, *QUIET)
+    exported = a.parent / "fed.key"
+    ok(a, "federation", "key", "export", str(exported))
+    assert exported.stat().st_mode & 0o777 == 0o600
+    assert exported.read_bytes() == (a / "federation.key").read_bytes()
+    one_sentence(run_cli(a, "federation", "key", "export", str(exported)), "exists")
+    (a.parent / "short.key").write_bytes(b"x" * 5)
+    one_sentence(run_cli(b, "federation", "key", "import", str(a.parent / "short.key")), "not 32")
+    ok(b, "federation", "key", "import", str(exported))
+    assert list(b.glob("federation.key.before-import-*"))
+    ok(b, "peers", "add", node_id(a), "--tier", "core")
+    ok(b, "federation", "add-peer", node_a.url)
+    wait_for(lambda: any(c["state"] == "open" for c in node_b.current_status()["connections"]),
+             timeout=30, what="a session with the imported key")
