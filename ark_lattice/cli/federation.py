@@ -572,6 +572,80 @@ async def _join_offline(application: Application, invite: Any, tier: Any) -> dic
             "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
 
 
+invites_app = typer.Typer(
+    help="The invites this node made: list them, or revoke one before it is used.",
+    invoke_without_command=True,
+)
+app.add_typer(invites_app, name="invites")
+
+
+@invites_app.callback()
+def invites(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """List the invites this node made: expiry, uses left, tier, who joined with each."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+    from ark_lattice.runtime.joining import load_book
+
+    application: Application = ctx.obj
+    application.home.load_config()
+    try:
+        items: list[dict[str, Any]] = request(application, "invites")
+    except NodeNotRunning:
+        items = [i.public_json(time.time()) for i in load_book(application.home)]
+    if json_:
+        application.print_json({"schema": "ark-lattice.invites/1", "items": items})
+        return
+    if not items:
+        application.console.print("this node has made no invite (`federation invite`)")
+        return
+    from datetime import datetime
+
+    from rich.table import Table
+
+    def local(text: str) -> str:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone().isoformat(timespec="seconds")
+
+    table = Table(title=f"{len(items)} invite(s)")
+    table.add_column("id", no_wrap=True)
+    for col in ("state", "expires", "uses left", "tier", "joined"):
+        table.add_column(col)
+    for item in items:
+        joined = " ".join(j[:12] for j in item["joined"]) or "-"
+        table.add_row(item["id"][:8], item["state"], local(item["expires_at"]),
+                      f"{item['uses_left']} of {item['uses']}", item["tier"], joined)
+    application.console.print(table)
+
+
+@invites_app.command("revoke")
+def invites_revoke(
+    ctx: typer.Context,
+    invite_id: Annotated[str, typer.Argument(metavar="ID", help="The invite's id or a unique prefix.")],
+) -> None:
+    """Withdraw an invite: nobody can join with it from now on (recorded in the ledger)."""
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.errors import NodeNotRunning
+
+    application: Application = ctx.obj
+    application.home.load_config()
+    try:
+        revoked = request(application, "revoke_invite", {"id": invite_id})
+    except NodeNotRunning:
+        revoked = run(_revoke_offline(application, invite_id))
+    application.console.print(f"revoked invite {revoked[:8]}")
+
+
+async def _revoke_offline(application: Application, invite_id: str) -> str:
+    from ark_lattice.cli.context import open_node
+    from ark_lattice.runtime.joining import load_book, revoke_invite
+
+    async with await open_node(application) as node:
+        return await revoke_invite(node, load_book(node.home), invite_id)
+
+
 # -- dial targets ---------------------------------------------------------------------------------
 
 endpoints_app = typer.Typer(

@@ -43,6 +43,7 @@ __all__ = [
     "load_book",
     "save_book",
     "issue_invite",
+    "revoke_invite",
     "join",
     "apply_welcome",
     "advertised_endpoints",
@@ -115,6 +116,14 @@ async def issue_invite(
     return invite
 
 
+async def revoke_invite(node: LocalNode, book: InviteBook, invite_id: str) -> str:
+    """Drop an invite from the book (saved) and record it; returns its full id."""
+    issued = book.revoke(invite_id)
+    save_book(node.home, book)
+    await node.store.append_event(EventKind.INVITE_REVOKED, issued.invite_id, {})
+    return issued.invite_id
+
+
 class JoinService:
     """The inviter's side in a running node: one book in memory, joins served on ``/join``."""
 
@@ -139,6 +148,13 @@ class JoinService:
             self.node, self.book, endpoints, expires_in=expires_in, uses=uses, tier=tier, now=self._clock()
         )
 
+    async def revoke(self, invite_id: str) -> str:
+        return await revoke_invite(self.node, self.book, invite_id)
+
+    def listing(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [issued.public_json(now) for issued in self.book]
+
     async def serve(self, ws: Any) -> None:
         """One join connection, from the request to the welcome (or a refusal) and the close."""
         from websockets.exceptions import ConnectionClosed
@@ -157,6 +173,8 @@ class JoinService:
                 await ws.send(reply)
         except (TimeoutError, ConnectionClosed, OSError):
             return
+        except Exception:  # a bug of ours: logged, and this connection ends; the node serves on
+            log.exception("a join from %s failed", remote)
         finally:
             if host.refused is not None:
                 log.warning("refused a join from %s: %s", remote, host.refused.reason)
@@ -171,7 +189,10 @@ class JoinService:
         save_book(self.node.home, self.book)
         store = self.node.store
         await store.add_peer(joiner)
-        await self.node.change_tier(joiner, issued.tier, actor="invite")
+        try:
+            await self.node.change_tier(joiner, issued.tier, actor="invite")
+        except ArkLatticeError as exc:  # our policy refuses the invite's tier: the joiner is pending
+            log.warning("node %s joined, but keeps the tier unknown: %s", joiner[:16], exc)
         await store.append_event(
             EventKind.PEER_INTRODUCED, joiner, {"invite": issued.invite_id, "tier": issued.tier.value}
         )

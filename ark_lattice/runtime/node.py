@@ -92,6 +92,8 @@ class NodeRuntime:
                 "join": self._join,
                 "endpoints": self._endpoints,
                 "federation_key_changed": self._federation_key_changed,
+                "invites": self._invites,
+                "revoke_invite": self._revoke_invite,
             },
         )
 
@@ -267,6 +269,12 @@ class NodeRuntime:
         await self.federation.rekey(welcome.federation_key)  # and dial the inviter at once
         return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
                 "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+
+    async def _invites(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.joins.listing()
+
+    async def _revoke_invite(self, args: dict[str, Any]) -> str:
+        return await self.joins.revoke(str(args["id"]))
 
     async def _federation_key_changed(self, _args: dict[str, Any]) -> None:
         await self.federation.rekey(self.node.federation_key())

@@ -39,6 +39,7 @@ class EventKind:
     PEER_INTRODUCED = "peer.introduced"  # a newcomer joined with one of our invites
     FEDERATION_JOINED = "federation.joined"  # we joined a federation with an invite
     ENDPOINT_REMOVED = "endpoint.removed"  # `federation endpoints remove`
+    INVITE_REVOKED = "invite.revoked"  # `federation invites revoke`: nobody joins with it now
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

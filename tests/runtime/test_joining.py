@@ -100,6 +100,17 @@ def test_an_expired_invite_is_refused_with_one_sentence(homes, start_node):
     one_sentence(run_cli(b, "federation", "join", "ARK-INVITE:GARBAGE"), "damaged")
     assert not events(b, "federation.joined")
 
+    # A revoked invite is refused too; the listing says what became of each.
+    second = invite(a, "--uses", "2")
+    ok(a, "federation", "invites", "revoke", second["id"][:6])
+    one_sentence(run_cli(b, "federation", "join", second["invite"]), "no such invite")
+    listing = as_json(a, "federation", "invites")
+    assert listing["schema"] == "ark-lattice.invites/1"
+    assert [(i["id"], i["state"]) for i in listing["items"]] == [(doc["id"], "expired")]
+    assert all(TIMESTAMP.match(i["expires_at"]) and TIMESTAMP.match(i["created_at"]) for i in listing["items"])
+    assert "psk" not in json.dumps(listing) and "expired" in ok(a, "federation", "invites")
+    assert events(a, "invite.revoked")[0]["subject"] == second["id"]
+
 
 def test_a_stopped_newcomer_joins_then_connects_when_it_starts(homes, start_node):
     a, b = homes("a"), homes("b")
