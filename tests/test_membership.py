@@ -1,6 +1,11 @@
 """Membership and dial-target listings: pure functions over store rows and the node's snapshot."""
 
+import json
+import re
 from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ark_lattice.membership import classify_sightings, endpoint_listing, rfc3339
 from ark_lattice.tiers import TrustTier
@@ -58,3 +63,20 @@ def test_endpoints_show_source_result_and_next_attempt():
     assert running["ws://h:1"]["next_attempt"] == "2027-01-15T08:00:00Z"
     assert running["ws://h:2"]["last_result"] == "connected"
     assert running["ws://h:3"]["last_result"] == "refused" and running["ws://h:3"]["dials"] == 2
+
+RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+
+
+@given(
+    added=st.integers(min_value=0, max_value=4_102_444_800_000),
+    next_attempt=st.floats(min_value=1.0, max_value=4_102_444_800.0),
+    dials=st.integers(min_value=0, max_value=10),
+    error=st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_every_endpoint_item_is_json_with_rfc3339_times(added, next_attempt, dials, error):
+    rows = [("ws://h:1", None, "operator", added)]
+    target = {"url": "ws://h:1", "dialling": False, "dials": dials, "foreign": False,
+              "blocked_by_peer": False, "last_error": error, "next_attempt": next_attempt}
+    (item,) = json.loads(json.dumps(endpoint_listing(rows, [], targets=[target], connections=[])))
+    assert re.match(RFC3339, item["added_at"]) and re.match(RFC3339, item["next_attempt"])
+    assert isinstance(item["last_result"], str) and item["last_result"]
