@@ -554,6 +554,9 @@ def join(
     c = application.console
     c.print(f"joined the federation of {result['name']} ({result['inviter'][:16]}), "
             f"recorded as a {level.value} peer; it gave this node the tier {result['given_tier']}")
+    if result["left_behind"]:
+        c.print(f"this node left its old federation: {len(result['left_behind'])} peer(s) there hold the "
+                "old key and cannot connect any more (it is kept as federation.key.before-join-*)")
     if running:
         c.print(f"connecting to {', '.join(result['endpoints'])}")
     else:
@@ -567,9 +570,8 @@ async def _join_offline(application: Application, invite: Any, tier: Any) -> dic
 
     async with await open_node(application, unlock=True) as node:
         welcome = await join_federation(node.identity, invite)
-        changed = await apply_welcome(node, invite, welcome, tier=tier)
-    return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
-            "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+        result: dict[str, Any] = await apply_welcome(node, invite, welcome, tier=tier)
+    return result
 
 
 invites_app = typer.Typer(

@@ -245,20 +245,28 @@ async def join(
     raise UsageError("could not join: " + "; ".join(failures))
 
 
-async def apply_welcome(node: LocalNode, invite: Invite, welcome: Welcome, *, tier: TrustTier) -> bool:
+async def apply_welcome(
+    node: LocalNode, invite: Invite, welcome: Welcome, *, tier: TrustTier
+) -> dict[str, Any]:
     """Make the federation key ours (the old one kept beside it) and record the inviter.
 
-    Returns whether the key changed."""
+    Returns what `federation join` reports: the inviter, the tiers, whether the key changed, and
+    the peers of the old federation left behind (they hold the old key: no session any more)."""
+    from ark_lattice.terms import worth_a_session
+
     path = node.home.federation_key_path
     old = path.read_bytes() if path.exists() else None
     changed = old != welcome.federation_key
+    inviter = str(welcome.inviter)
+    store = node.store
+    left_behind = [
+        p.id for p in await store.list_peers() if changed and p.id != inviter and worth_a_session(p.tier)
+    ]
     if changed:
         if old is not None:
             keep = path.with_name(f"federation.key.before-join-{int(time.time())}")
             os.replace(path, keep)
         write_private(path, welcome.federation_key)
-    inviter = str(welcome.inviter)
-    store = node.store
     await store.add_peer(inviter, endpoints=list(invite.endpoints), name=welcome.name)
     await node.change_tier(inviter, tier, actor="join")
     for url in invite.endpoints:
@@ -269,7 +277,8 @@ async def apply_welcome(node: LocalNode, invite: Invite, welcome: Welcome, *, ti
         {"invite": invite.hex_id, "endpoints": list(invite.endpoints), "tier": tier.value,
          "given_tier": welcome.tier, "key_changed": changed},
     )
-    return changed
+    return {"inviter": inviter, "name": welcome.name, "tier": tier.value, "given_tier": welcome.tier,
+            "key_changed": changed, "left_behind": left_behind, "endpoints": list(invite.endpoints)}
 
 
 def _connect(url: str) -> AbstractAsyncContextManager[Any]:

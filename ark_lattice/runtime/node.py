@@ -263,12 +263,11 @@ class NodeRuntime:
         invite = Invite.parse(str(args["invite"]))
         tier = TrustTier.parse(str(args.get("tier") or "core"))
         welcome = await join(self.node.identity, invite)
-        changed = await apply_welcome(self.node, invite, welcome, tier=tier)
+        result = await apply_welcome(self.node, invite, welcome, tier=tier)
         log.info("joined the federation of %s (%s) with invite %s", welcome.inviter.short, welcome.name,
                  invite.hex_id[:8])
         await self.federation.rekey(welcome.federation_key)  # and dial the inviter at once
-        return {"inviter": str(welcome.inviter), "name": welcome.name, "tier": tier.value,
-                "given_tier": welcome.tier, "key_changed": changed, "endpoints": list(invite.endpoints)}
+        return result
 
     async def _invites(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         return self.joins.listing()

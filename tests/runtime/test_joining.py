@@ -119,8 +119,10 @@ def test_a_stopped_newcomer_joins_then_connects_when_it_starts(homes, start_node
     ok(b, "init", "--name", "site-b")
     start_node(a, *QUIET)
     doc = invite(a, "--tier", "sandbox")
+    ok(b, "peers", "add", str(Identity.generate().node_id), "--tier", "core")  # of B's old federation
     human = ok(b, "federation", "join", doc["invite"])  # B is not running: the CLI does the join
-    assert "start the node" in human
+    assert "start the node" in human and "left its old federation: 1 peer(s)" in human
+    assert list(b.glob("federation.key.before-join-*"))
     listing = as_json(b, "federation", "endpoints")
     assert listing["schema"] == "ark-lattice.endpoints/1"
     (item,) = listing["items"]
