@@ -63,6 +63,7 @@ SECRET_SIZE = 32
 MAX_INVITE_BYTES = 1024
 MAX_JOIN_MESSAGE = 4096
 MAX_ENDPOINTS = 8
+CLOCK_MARGIN = 300.0  # seconds: the joiner's clock may run ahead of the inviter's
 _PSK_PERSON = b"ark-invite-psk"  # BLAKE2b personalisation: this hash is for nothing else
 
 
@@ -126,8 +127,9 @@ class Invite:
         return self.invite_id.hex()
 
     def check_fresh(self, now: float) -> None:
-        """The joiner's own check, before it dials anyone."""
-        if now >= self.expires_at:
+        """The joiner's own check, before it dials anyone. The inviter's clock decides; ours may
+        be off by a few minutes, so only an invite past that margin is refused here."""
+        if now >= self.expires_at + CLOCK_MARGIN:
             # The same sentence (and exit status) as the inviter's refusal of an expired invite.
             raise UsageError(f"the invite expired at {_utc(self.expires_at)}; ask for a new one")
 
