@@ -1,8 +1,11 @@
 """Invites and the join exchange, sans-I/O: every decision with `now` as an input."""
 
+import base64
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ark_lattice.encoding import canonical
 from ark_lattice.errors import RemoteProtocolError, UsageError
@@ -162,3 +165,38 @@ def test_the_book_survives_a_round_trip_and_issuing_checks_its_input():
             issue(book, inviter, **bad)
     with pytest.raises(UsageError):
         book.issue(inviter.node_id, ["http://x:1"], now=NOW, expires_in=60, uses=1, tier=TrustTier.CORE)
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=200).map(
+    lambda raw: "ARK-INVITE:" + base64.b32encode(raw).decode().rstrip("="))))
+def test_any_text_is_an_invite_or_one_sentence(text):
+    try:
+        Invite.parse(text)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and str(exc)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_from_a_joiner_get_a_refusal_never_an_exception(data):
+    inviter = Identity.generate()
+    book = InviteBook()
+    issue(book, inviter)
+    host = Host(inviter, book, KEY, "a")
+    answer = host.receive(data, NOW)
+    assert host.done and host.refused is not None and b"refused" in answer
+    assert list(book)[0].uses_left == 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(msg1=st.one_of(st.binary(max_size=100), st.integers(), st.none()), step=st.binary(max_size=100))
+def test_a_right_invite_id_with_a_wrong_handshake_is_refused_and_uses_nothing(msg1, step):
+    inviter = Identity.generate()
+    book = InviteBook()
+    invite = issue(book, inviter)
+    host = Host(inviter, book, KEY, "a")
+    answer = host.receive(canonical(["join", 1, invite.invite_id, msg1]), NOW)
+    if not host.done:  # a msg1 that authenticates cannot be guessed; but go on as if it had
+        answer = host.receive(canonical(["msg3", step]), NOW)
+    assert host.done and host.refused is not None and b"refused" in answer
+    assert list(book)[0].uses_left == 1
