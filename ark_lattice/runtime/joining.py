@@ -166,7 +166,7 @@ class JoinService:
                 async with asyncio.timeout(JOIN_TIMEOUT):
                     data = await ws.recv()
                 if not isinstance(data, bytes) or len(data) > MAX_JOIN_MESSAGE:
-                    return
+                    data = b""  # a text or oversize message: the host refuses it as malformed
                 reply = host.receive(data, self._clock())
                 if host.joined is not None:
                     await self._introduced(*host.joined)  # recorded before the key goes out

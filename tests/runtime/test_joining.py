@@ -238,3 +238,26 @@ def test_the_federation_key_moves_by_hand_too_even_to_a_running_node(homes, star
     ok(b, "federation", "add-peer", node_a.url)
     wait_for(lambda: any(c["state"] == "open" for c in node_b.current_status()["connections"]),
              timeout=30, what="a session with the imported key")
+
+
+def test_garbage_on_the_join_path_gets_a_refusal_and_an_audit_entry(homes, start_node):
+    import asyncio
+
+    import cbor2
+    from websockets.asyncio.client import connect
+
+    a = homes("a")
+    ok(a, "init", "--name", "site-a")
+    node = start_node(a, *QUIET)
+
+    async def send(message):
+        async with connect(node.url + "/join") as ws:
+            await ws.send(message)
+            return cbor2.loads(await ws.recv())
+
+    for message in ("hello", b"\xff" * 10, cbor2.dumps(["join", 1, b"12345678", b"x" * 48])):
+        answer = asyncio.run(send(message))
+        assert answer[0] == "refused" and isinstance(answer[2], str), answer
+    assert "no such invite" in answer[2]
+    wait_for(lambda: len(events(a, "protocol.error")) >= 3, timeout=10, what="three audit entries")
+    assert node.current_status()["connections"] == []  # the session port is not disturbed
