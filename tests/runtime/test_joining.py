@@ -253,7 +253,9 @@ def test_garbage_on_the_join_path_gets_a_refusal_and_an_audit_entry(homes, start
     async def send(message):
         async with connect(node.url + "/join") as ws:
             await ws.send(message)
-            return cbor2.loads(await ws.recv())
+            answer = await ws.recv()
+            assert isinstance(answer, bytes)
+            return cbor2.loads(answer)
 
     for message in ("hello", b"\xff" * 10, cbor2.dumps(["join", 1, b"12345678", b"x" * 48])):
         answer = asyncio.run(send(message))
