@@ -533,7 +533,6 @@ def join(
     The node's own federation key is replaced (the old one is kept as federation.key.before-join-*);
     the inviter is recorded as a peer at --tier, and the introduction is in both ledgers.
     """
-    from ark_lattice.cli.livenode import request
     from ark_lattice.errors import NodeNotRunning
     from ark_lattice.protocol.invites import Invite
     from ark_lattice.tiers import TrustTier
@@ -543,8 +542,14 @@ def join(
     parsed = Invite.parse(invite_text)  # a damaged invite says so before anything else
     level = TrustTier.parse(tier)
     running = True
+    from ark_lattice.runtime.control import call
+    from ark_lattice.runtime.joining import JOIN_TIMEOUT
+
+    # Each endpoint of the invite may take a connect timeout and the exchange's steps.
+    patience = 30.0 + len(parsed.endpoints) * (10.0 + 2 * JOIN_TIMEOUT)
     try:
-        result = request(application, "join", {"invite": invite_text, "tier": level.value})
+        result = call(application.home.control_path, "join", {"invite": invite_text, "tier": level.value},
+                      timeout=patience)
     except NodeNotRunning:
         running = False
         result = run(_join_offline(application, parsed, level))
