@@ -85,6 +85,7 @@ class NodeRuntime:
                 "raise_alert": self._raise_alert,
                 "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
+                "checkpoint_made": self._checkpoint_made,
             },
         )
 
@@ -175,6 +176,7 @@ class NodeRuntime:
                 continue
             if new:
                 log.info("anchored the ledger at %d events", checkpoint.size)
+                await self.federation.checkpoint_made()  # our core peers cosign it
 
     async def _start_discovery(self) -> None:
         """LAN discovery (DESIGN §7); a failure leaves a node that still serves its known peers."""
@@ -308,6 +310,10 @@ class NodeRuntime:
 
     async def _lift_quarantine(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"peer": await self.federation.lift_quarantine(str(args["peer"]))}
+
+    async def _checkpoint_made(self, _args: dict[str, Any]) -> None:
+        """`ledger anchor` signed a checkpoint: our core peers are asked to cosign it."""
+        await self.federation.checkpoint_made()
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()
