@@ -147,6 +147,7 @@ def anchor(
 ) -> None:
     """Sign a checkpoint (RFC 6962 root, C2SP tlog-checkpoint note) over the ledger so far."""
     from ark_lattice import ledger, witness
+    from ark_lattice.checkpoint import MAX_SIGNATURES
     from ark_lattice.cli.livenode import nudge
     from ark_lattice.errors import UsageError
 
@@ -163,7 +164,9 @@ def anchor(
                 r["note"].rsplit("\n", 2)[-2] for r in await witness.held_cosignatures(node.store)
                 if r["size"] == checkpoint.size and r["root"] == checkpoint.root_hash
             ]
-            return checkpoint, new, witness.cosigned_note(notes[checkpoint.size], lines)
+            # A signed note carries at most MAX_SIGNATURES lines (the log's own is one of them).
+            kept = lines[: MAX_SIGNATURES - 1]
+            return checkpoint, new, witness.cosigned_note(notes[checkpoint.size], kept)
 
     checkpoint, new, note = run(go())
     if new:

@@ -77,6 +77,16 @@ def test_a_truncated_ledger_is_caught_by_its_peers_cosignatures(homes: Homes) ->
         ok = run_cli(homes("a"), "ledger", "verify", "--json")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["cosignatures"] >= 2
+        kept = homes("a").parent / "a-anchor.note"  # a copy kept elsewhere, cosignatures and all
+
+        def written_with_cosignatures() -> bool:
+            # If the ledger grew meanwhile this signs a newer checkpoint, cosigned in turn.
+            result = run_cli(homes("a"), "ledger", "anchor", "--out", str(kept))
+            assert result.returncode == 0, result.stderr
+            return kept.read_text().count("\u2014 ark-lattice-witness/") == 2
+
+        wait_for(written_with_cosignatures, timeout=30, what="a cosigned note to keep elsewhere")
+        newest = int(kept.read_text().split("\n")[1])
         nodes["a"].stop()
 
         # Someone deletes a's newest events and checkpoint, and the cosignatures it held too.
@@ -101,6 +111,9 @@ def test_a_truncated_ledger_is_caught_by_its_peers_cosignatures(homes: Homes) ->
         line = result.stderr.decode().strip()
         assert f"events #{held + 1}..#{newest}" in line, line
         assert "truncated" in line and "Traceback" not in line
+        against = run_cli(homes("a"), "ledger", "verify", "--against", str(kept))
+        assert against.returncode == 1
+        assert f"#{newest}" in against.stderr.decode()
     finally:
         for node in nodes.values():
             node.close(grace=0)
