@@ -228,6 +228,7 @@ class Verdict:
     known_size: int | None = None  # CONFLICT: the size this witness last cosigned
     known_note: str | None = None  # ... and that note, with our cosignature, as proof of it
     evidence: bytes | None = None  # a fork proof (fork_evidence)
+    cosignature: str | None = None  # OK, once the state is persisted: our cosignature line
 
     @property
     def fork(self) -> bool:
@@ -324,7 +325,7 @@ def decode_evidence(evidence: bytes) -> Any:
 
 async def witness_request(store: Store, identity: Identity, log: NodeId, data: bytes, now: float) -> Verdict:
     """Judge an add-checkpoint request from the log of ``log`` and, if it passes, record the new
-    state and return the verdict carrying our cosignature line in ``reason``.
+    state and return the verdict carrying our cosignature line.
 
     Reading the state, judging and persisting are one transaction (tlog-witness: otherwise two
     requests can race into a rollback); the cosignature is made only after the state is written.
@@ -352,7 +353,7 @@ async def witness_request(store: Store, identity: Identity, log: NodeId, data: b
         line = cosign(checkpoint, identity, timestamp).line()
         note = cosigned_note(request.note, [line])
         await store.record_witnessed(origin, checkpoint.size, checkpoint.root_hash, note)
-    return Verdict(Status.OK, line, checkpoint)
+    return Verdict(Status.OK, verdict.reason, checkpoint, cosignature=line)
 
 
 # -- the log side --------------------------------------------------------------------------------

@@ -217,7 +217,8 @@ async def test_witness_state_is_persisted_and_rules_apply_across_requests(node: 
 
     ok = await ask(request(log, tree, 10, 0), 1000.0)
     assert ok.status is Status.OK
-    witness.Cosignature.parse_line(ok.reason).verify(ok.checkpoint.body(), node.identity.node_id)  # type: ignore[union-attr]
+    assert ok.cosignature is not None
+    witness.Cosignature.parse_line(ok.cosignature).verify(ok.checkpoint.body(), node.identity.node_id)  # type: ignore[union-attr]
     origin = ledger.checkpoint_origin(log.node_id)
     assert (await node.store.latest_witnessed(origin))[0] == 10  # type: ignore[index]
     # Replaying the first request (old 0) after we moved on: refused, our size named.

@@ -538,8 +538,8 @@ class Coordinator:
     def witnessed(self, link_id: LinkId, peer: str, verdict: Verdict, now: float) -> list[Action]:
         """Our verdict on a peer's checkpoint, persisted: answer it; a fork proof is an alert."""
         actions: list[Action] = []
-        if verdict.status is Status.OK:
-            body = verdict.reason.encode("utf-8")  # the cosignature line
+        if verdict.status is Status.OK and verdict.cosignature is not None:
+            body = verdict.cosignature.encode("utf-8")  # tlog-witness: the cosignature lines
         elif verdict.status is Status.CONFLICT and verdict.known_size is not None:
             body = f"{verdict.known_size}\n".encode("ascii")  # text/x.tlog.size
         else:

@@ -104,3 +104,11 @@ def test_a_witness_request_and_its_reply_cross_a_session() -> None:
     pair.settle()
     assert pair.a.codes() == ["unsolicited"]
     assert len(pair.a.of(WitnessReplied)) == 1
+
+
+def test_a_cosignature_is_answered_200_with_its_line_and_nothing_else() -> None:
+    core = coordinator()
+    a = session_with(core, PEERS[0], CORE)
+    line = "\u2014 ark-lattice-witness/x AAAA\n"
+    verdict = witness.Verdict(witness.Status.OK, "consistent with size 3", cosignature=line)
+    assert core.witnessed(a, pid(PEERS[0]), verdict, T0) == [SendWitnessReply(a, 200, line.encode(), b"")]
