@@ -373,6 +373,8 @@ async def build_request(store: Store, witness: NodeId, old_size: int | None) -> 
         old_size = max((s for s in cosigned if s in ours and s <= size), default=0)
     if old_size > size:
         return None
+    if old_size in (0, size):
+        return AddCheckpoint(old_size, (), note).encode()  # nothing to prove: no need to read the log
     leaves: list[bytes] = []
     async for event in store.iter_events():
         if len(leaves) == size:
@@ -389,6 +391,7 @@ class ReplyOutcome:
     stored: bool
     retry_from: int | None  # the witness last cosigned this size (≤ ours): ask again from it
     message: str
+    bad: bool = False  # the witness sent something that does not check out (audited)
 
 
 async def record_reply(
@@ -424,13 +427,13 @@ async def record_reply(
                     await store.add_cosignature(str(witness), size, root, cosig.timestamp, kept)
                     return ReplyOutcome(True, None, f"cosigned size {size}")
         except VerificationError as exc:
-            return ReplyOutcome(stored, None, f"a cosignature that does not verify: {exc}")
-        return ReplyOutcome(stored, None, "no cosignature by the witness on any checkpoint of ours")
+            return ReplyOutcome(stored, None, f"a cosignature that does not verify: {exc}", bad=True)
+        return ReplyOutcome(stored, None, "no cosignature by the witness on any checkpoint of ours", bad=True)
     if status == Status.CONFLICT:
         try:
             known = int(body.decode("ascii").strip() or "0")
         except (UnicodeDecodeError, ValueError):
-            return ReplyOutcome(stored, None, "a conflict without a size")
+            return ReplyOutcome(stored, None, "a conflict without a size", bad=True)
         return ReplyOutcome(stored, known, f"the witness last cosigned size {known}")
     return ReplyOutcome(stored, None, f"refused ({status}): {body[:200].decode('utf-8', 'replace')}")
 

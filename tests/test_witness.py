@@ -346,3 +346,29 @@ def test_witnesses_lists_none_then_json(cli) -> None:
     cli("init", "--name", "alpha")
     assert "no cosignatures yet" in cli("ledger", "witnesses").stdout
     assert cli.json("ledger", "witnesses") == []
+
+
+async def test_what_a_witness_answers_is_checked_before_it_is_kept(node: LocalNode) -> None:
+    peer, liar = Identity.from_seed(b"p" * 32), Identity.from_seed(b"q" * 32)
+    await grow(node, 3)
+    await ledger.anchor(node.store, node.identity)
+    size, root, note = (await node.store.checkpoints())[-1]
+    cp = Checkpoint(ledger.checkpoint_origin(node.node_id), size, root)
+    garbage = await witness.record_reply(node.store, node.node_id, peer.node_id, 200, b"not a line\n", b"")
+    assert garbage.bad and not garbage.stored
+    # A cosignature by someone else, sent as the peer's: not kept.
+    other = witness.cosign(cp, liar, 1_700_000_000).line().encode()
+    assert (await witness.record_reply(node.store, node.node_id, peer.node_id, 200, other, b"")).bad
+    # A 409 with a note of a bigger size we never signed: not kept (only our own signed notes count).
+    forged = witness.cosigned_note(log_note(liar, size + 5, root), [witness.cosign(cp, peer, 1).line()])
+    outcome = await witness.record_reply(
+        node.store, node.node_id, peer.node_id, 409, f"{size + 5}\n".encode(), forged.encode()
+    )
+    assert not outcome.stored and outcome.retry_from == size + 5
+    # A 409 with our own note that the peer cosigned: kept, and verify counts it.
+    ours = witness.cosigned_note(note, [witness.cosign(cp, peer, 1_700_000_000).line()])
+    kept = await witness.record_reply(
+        node.store, node.node_id, peer.node_id, 409, f"{size}\n".encode(), ours.encode()
+    )
+    assert kept.stored and await node.store.cosignatures()
+    assert (await ledger.verify(node.store, node.node_id)).cosignatures == 1

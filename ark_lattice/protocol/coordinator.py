@@ -566,6 +566,9 @@ class Coordinator:
     ) -> list[Action]:
         """A witness answered: after a 409 naming a size we hold, ask once more from there."""
         link = self._links.get(link_id)
+        if outcome.bad:  # bad input from a peer is audited, never silently dropped
+            log.warning("witness %s: %s", peer[:16], outcome.message)
+            return [Audit((_record("witness_reply", peer, "cosignature", False, outcome.message[:256]),))]
         if outcome.retry_from is None or link is None or link.closed:
             self._cosign_retried.discard(link_id)
             return []

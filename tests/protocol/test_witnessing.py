@@ -78,6 +78,9 @@ def test_a_conflict_is_retried_once_from_the_witness_size() -> None:
     retry = witness.ReplyOutcome(False, 5, "the witness last cosigned size 5")
     assert core.cosignature_recorded(a, pid(PEERS[0]), retry, T0) == [RequestCosignature(a, pid(PEERS[0]), 5)]
     assert core.cosignature_recorded(a, pid(PEERS[0]), retry, T0) == []  # not a loop
+    bad = witness.ReplyOutcome(False, None, "a cosignature that does not verify", bad=True)
+    (audit,) = core.cosignature_recorded(a, pid(PEERS[0]), bad, T0)
+    assert isinstance(audit, Audit) and audit.records[0]["allowed"] is False
     done = witness.ReplyOutcome(True, None, "cosigned size 7")
     assert core.cosignature_recorded(a, pid(PEERS[0]), done, T0) == []
     assert core.cosignature_recorded(a, pid(PEERS[0]), retry, T0) == [RequestCosignature(a, pid(PEERS[0]), 5)]
