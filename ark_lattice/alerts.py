@@ -13,7 +13,8 @@ null. A body is accepted only in that one encoding (:meth:`Alert.from_packet` re
 compares), so an alert has one body and its packet one id.
 
 Evidence is *self-proving* when anyone can check, from the evidence alone, that the accused
-misbehaved: today one shape, two conflicting signed statements by the accused —
+misbehaved: ``["fork", note_a, note_b]``, two ledger checkpoints the accused signed for one size
+with different roots (witness.py), or two conflicting signed statements by the accused —
 ``["equivocation", manifest_a, manifest_b]``, two :class:`~ark_lattice.manifest.SignedManifest`
 encodings that both verify, describe the accused, carry the same sequence number and differ
 (:func:`equivocation_evidence` builds it). Anything else is an accusation, not a proof.
@@ -57,6 +58,7 @@ NONCE_SIZE = 16
 # evidence, and the list around them (version, severity, key, nonce and the CBOR heads).
 MAX_ALERT_BODY = 4 * MAX_MESSAGE + MAX_EVIDENCE + 128
 EQUIVOCATION = "equivocation"
+FORK = "fork"  # ["fork", note_a, note_b]: two checkpoints one node signed for one size (witness.py)
 
 # Control characters (Unicode category Cc) other than these are refused in a message: an alert
 # comes from another node and is printed on the operator's terminal.
@@ -137,6 +139,10 @@ class Alert:
             return False
         try:
             raw = decode(self.evidence, max_size=MAX_EVIDENCE, what="alert evidence")
+            if isinstance(raw, list) and raw and raw[0] == FORK:  # witness.py: two roots, one size
+                from ark_lattice.witness import fork_proven
+
+                return canonical(raw) == self.evidence and fork_proven(raw, self.about)
             if not (
                 isinstance(raw, list)
                 and len(raw) == 3

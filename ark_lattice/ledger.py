@@ -15,13 +15,13 @@ can be recomputed and names the first entry that does not match:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
-from ark_lattice import merkle
+from ark_lattice import merkle, witness
 from ark_lattice.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ark_lattice.errors import LedgerCorrupt, VerificationError
 from ark_lattice.identity import Identity, NodeId
@@ -40,6 +40,7 @@ class VerifyReport:
     peers: int
     root: bytes
     seconds: float
+    cosignatures: int = 0  # witnesses' cosignatures checked against the log (witness.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class VerifyReport:
             "peers": self.peers,
             "root": self.root.hex(),
             "seconds": round(self.seconds, 3),
+            "cosignatures": self.cosignatures,
         }
 
 
@@ -87,12 +89,20 @@ async def anchor(store: Store, identity: Identity) -> tuple[Checkpoint, bool]:
 
 
 async def verify(
-    store: Store, node_id: NodeId, *, progress: Callable[[int], None] | None = None
+    store: Store,
+    node_id: NodeId,
+    *,
+    progress: Callable[[int], None] | None = None,
+    against: Sequence[witness.Expected] = (),
 ) -> VerifyReport:
-    """Check the whole ledger; raise :class:`LedgerCorrupt` naming the first bad entry."""
+    """Check the whole ledger; raise :class:`LedgerCorrupt` naming the first bad entry.
+
+    ``against``: tree heads held elsewhere (``--against NOTE``) that the log must still have, as
+    it must have every one a witness cosigned (witness.py)."""
     started = time.perf_counter()
     checkpoint_rows = await store.checkpoints()
-    wanted_sizes = {size for size, _, _ in checkpoint_rows}
+    heads = [*await witness.expectations(store, node_id), *against]
+    wanted_sizes = {size for size, _, _ in checkpoint_rows} | {e.size for e in heads}
 
     # 1. the chain
     leaves: list[bytes] = []
@@ -119,6 +129,9 @@ async def verify(
         prev, expected_seq = event.hash, expected_seq + 1
         if progress is not None and event.seq % 5000 == 0:
             progress(event.seq)
+
+    # 1b. what witnesses cosigned (and --against): a shorter or different log is named here
+    witness.check_expectations(heads, roots_at, tree.size)
 
     # 2. checkpoints
     origin, name = checkpoint_origin(node_id), key_name(node_id)
@@ -198,6 +211,7 @@ async def verify(
         peers=peers,
         root=tree.root(),
         seconds=time.perf_counter() - started,
+        cosignatures=len(heads) - len(against),
     )
 
 

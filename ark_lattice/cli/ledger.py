@@ -55,19 +55,32 @@ def log(
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
-    """Recompute every hash, link, signature and checkpoint; exit non-zero naming the first bad entry."""
+def verify(
+    ctx: typer.Context,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against", metavar="NOTE",
+            help="Also check the ledger against this signed checkpoint held elsewhere (ledger anchor --out).",
+        ),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Recompute every hash, link, signature and checkpoint, and check what witnesses cosigned;
+    exit non-zero naming the first bad entry (or the missing range of a truncated ledger)."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
 
     application: Application = ctx.obj
+    note = _read_note(against) if against is not None else None
 
     async def go(bar: ProgressBar) -> Any:
         async with await open_node(application) as node:
             if bar.shown:  # counting costs a scan: only for a bar someone sees
                 bar.update(total=await node.store.event_count())
+            extra = [_expected(note, node.node_id, against)] if note is not None and against else []
             report = await ledger.verify(
-                node.store, node.node_id, progress=lambda seq: bar.update(completed=seq)
+                node.store, node.node_id, progress=lambda seq: bar.update(completed=seq), against=extra
             )
             bar.update(completed=report.events)  # verify reports every 5000 events, not the last
             return report
@@ -79,23 +92,93 @@ def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
         return
     application.console.print(
         f"ledger OK: {report.events} events, {report.packets} packets, {report.peers} peers, "
-        f"{report.checkpoints} checkpoints; root {report.root.hex()[:16]} ({report.seconds:.2f} s)"
+        f"{report.checkpoints} checkpoints, {report.cosignatures} cosignatures"
+        + (f", consistent with {against}" if against else "")
+        + f"; root {report.root.hex()[:16]} ({report.seconds:.2f} s)"
     )
 
 
-@app.command("anchor")
-def anchor(ctx: typer.Context, json_: JsonOption = False) -> None:
-    """Sign a checkpoint (RFC 6962 root, C2SP tlog-checkpoint note) over the ledger so far."""
-    from ark_lattice import ledger
+@app.command("witnesses")
+def witnesses(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """List the cosignatures core peers made on our checkpoints (C2SP tlog-cosignature)."""
+    from ark_lattice import witness
 
     application: Application = ctx.obj
 
     async def go() -> Any:
-        async with await open_node(application, unlock=True) as node:
-            return await ledger.anchor(node.store, node.identity)
+        async with await open_node(application) as node:
+            return await witness.held_cosignatures(node.store)
 
-    checkpoint, new = run(go())
+    rows = run(go())
+    docs = [
+        {
+            "witness": r["witness"], "size": r["size"], "root": r["root"].hex(), "timestamp": r["timestamp"],
+            "received_at": r["received_at"] / 1000, "note": r["note"],
+        }
+        for r in rows
+    ]
+    if json_:
+        application.print_json(docs)
+        return
+    if not docs:
+        application.console.print("no cosignatures yet: core peers cosign each checkpoint they can check")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(docs)} cosignature(s) on our checkpoints")
+    for col in ("witness", "size", "root", "cosigned at"):
+        table.add_column(col)
+    for d in docs:
+        when = datetime.fromtimestamp(d["timestamp"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(d["witness"][:16], str(d["size"]), d["root"][:16], when)
+    application.console.print(table)
+
+
+@app.command("anchor")
+def anchor(
+    ctx: typer.Context,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Also write the signed note, with its cosignatures, to FILE."
+        ),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Sign a checkpoint (RFC 6962 root, C2SP tlog-checkpoint note) over the ledger so far."""
+    from ark_lattice import ledger, witness
+    from ark_lattice.checkpoint import MAX_SIGNATURES
+    from ark_lattice.cli.livenode import nudge
+    from ark_lattice.errors import UsageError
+
+    application: Application = ctx.obj
+    target = Path(out).expanduser().absolute() if out is not None else None
+    if target is not None and not target.parent.is_dir():
+        raise UsageError(f"{target.parent} is not a directory")
+
+    async def go() -> Any:
+        async with await open_node(application, unlock=True) as node:
+            checkpoint, new = await ledger.anchor(node.store, node.identity)
+            notes = {size: note for size, _, note in await node.store.checkpoints()}
+            lines = [
+                r["note"].rsplit("\n", 2)[-2] for r in await witness.held_cosignatures(node.store)
+                if r["size"] == checkpoint.size and r["root"] == checkpoint.root_hash
+            ]
+            # A signed note carries at most MAX_SIGNATURES lines (the log's own is one of them).
+            kept = lines[: MAX_SIGNATURES - 1]
+            return checkpoint, new, witness.cosigned_note(notes[checkpoint.size], kept)
+
+    checkpoint, new, note = run(go())
+    if new:
+        nudge(application, "checkpoint_made")  # a running node asks its core peers to cosign it
+    if target is not None:
+        try:
+            target.write_text(note, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror}") from None
     doc = {"size": checkpoint.size, "root": checkpoint.root_hash.hex(), "new": new}
+    if target is not None:
+        doc["out"] = str(target)
     if json_:
         application.print_json(doc)
         return
@@ -166,6 +249,31 @@ def _follow(application: Application, limit: int, kind: str | None, json_: bool)
 
     with streaming():
         run(go())
+
+
+def _read_note(path: str) -> str:
+    from ark_lattice.errors import UsageError
+
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > 64 * 1024:
+        raise UsageError(f"{path} is not a signed checkpoint note (too large)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a signed checkpoint note (not UTF-8)") from None
+
+
+def _expected(note: str, node_id: Any, path: str) -> Any:
+    from ark_lattice import witness
+    from ark_lattice.errors import UsageError, VerificationError
+
+    try:
+        return witness.expected_from_note(note, node_id, f"the checkpoint in {path}")
+    except VerificationError as exc:
+        raise UsageError(f"{path} is not a checkpoint this node signed: {exc}") from None
 
 
 def _short(value: Any) -> str:

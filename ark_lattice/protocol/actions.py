@@ -17,9 +17,23 @@ from ark_lattice.alerts import Alert
 from ark_lattice.errors import ErrorCode
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
+
+# Witnessing's actions live beside their rules (protocol/witnessing.py).
+from ark_lattice.protocol.witnessing import (
+    RecordCosignature,
+    RequestCosignature,
+    SendWitnessReply,
+    SendWitnessRequest,
+    Witness,
+)
 from ark_lattice.tiers import TrustTier
 
 __all__ = [
+    "RequestCosignature",
+    "SendWitnessRequest",
+    "Witness",
+    "SendWitnessReply",
+    "RecordCosignature",
     "LinkId",
     "Action",
     "SyncSet",
@@ -319,4 +333,10 @@ Action = (
     | SendAlertIds
     | RaiseAlert
     | RecordQuarantine
+    | RequestCosignature
+    | SendWitnessRequest
+    | Witness
+    | SendWitnessReply
+    | RecordCosignature
 )
+

@@ -76,8 +76,17 @@ from ark_lattice.protocol.actions import (
 from ark_lattice.protocol.gossip import Flood, Quarantines, hop_limit
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
+from ark_lattice.protocol.witnessing import (
+    NOT_FOLLOWED,
+    RecordCosignature,
+    RequestCosignature,
+    SendWitnessReply,
+    SendWitnessRequest,
+    Witness,
+)
 from ark_lattice.terms import terms_for, worth_a_session
 from ark_lattice.tiers import TrustTier
+from ark_lattice.witness import ReplyOutcome, Status, Verdict
 
 if TYPE_CHECKING:  # the policy engine (CEL) is the node's to load, not the protocol core's
     from ark_lattice.policy.gate import PolicyGate
@@ -206,6 +215,7 @@ class Coordinator:
         self._ended: dict[LinkId, str | None] = {}  # peers of recently ended links, oldest first
         self._pace: tuple[float, int] = (float("-inf"), 0)  # (start of this pace step, dials in it)
         self._next_link = 1
+        self._cosign_retried: set[LinkId] = set()  # links asked again after a 409 (witnessing.py)
         self._targets: dict[str, _Target] = {}
         self._targets_stale = True
         self._targets_read_at: float | None = None
@@ -515,6 +525,72 @@ class Coordinator:
         """What `federation status` shows: each held peer, until when, accused by whom."""
         return [q.to_json() for q in self.quarantines]
 
+    # -- witnessing (protocol/witnessing.py, witness.py) -------------------------------------
+
+    def checkpoint_made(self, now: float) -> list[Action]:
+        """We signed a new checkpoint: every open core peer is asked to cosign it."""
+        return [a for link in self._core_links() for a in self._ask_cosign(link)]
+
+    def cosign_request_built(self, link_id: LinkId, request: bytes | None) -> list[Action]:
+        link = self._links.get(link_id)
+        if request is None or link is None or link.closed or not link.open:
+            return []
+        return [SendWitnessRequest(link_id, request)]
+
+    def witnessed(self, link_id: LinkId, peer: str, verdict: Verdict, now: float) -> list[Action]:
+        """Our verdict on a peer's checkpoint, persisted: answer it; a fork proof is an alert."""
+        actions: list[Action] = []
+        if verdict.status is Status.OK and verdict.cosignature is not None:
+            body = verdict.cosignature.encode("utf-8")  # tlog-witness: the cosignature lines
+        elif verdict.status is Status.CONFLICT and verdict.known_size is not None:
+            body = f"{verdict.known_size}\n".encode("ascii")  # text/x.tlog.size
+        else:
+            body = verdict.reason.encode("utf-8")[:1024]
+        note = (verdict.known_note or "").encode("utf-8") if verdict.status is Status.CONFLICT else b""
+        link = self._links.get(link_id)
+        if link is not None and not link.closed:
+            actions.append(SendWitnessReply(link_id, int(verdict.status), body, note))
+        if verdict.status is not Status.OK:
+            size = verdict.checkpoint.size if verdict.checkpoint is not None else None
+            subject = f"checkpoint of size {size}" if size is not None else "checkpoint"
+            actions.append(Audit((_record("witness", peer, subject, False, verdict.reason[:256]),)))
+        if verdict.fork and verdict.evidence is not None and peer not in self.quarantines:
+            if self._tiers.get(peer) is not TrustTier.BLOCKED:
+                log.warning("peer %s signed two roots for one ledger size: fork proof", peer[:16])
+                message = f"fork: {verdict.reason}; both signed notes are the evidence"
+                actions += self.raise_alert(
+                    "critical", message[:1024], about=peer, evidence=verdict.evidence, now=now
+                )
+        return actions
+
+    def cosignature_recorded(
+        self, link_id: LinkId, peer: str, outcome: ReplyOutcome, now: float
+    ) -> list[Action]:
+        """A witness answered: after a 409 naming a size we hold, ask once more from there."""
+        link = self._links.get(link_id)
+        if outcome.bad:  # bad input from a peer is audited, never silently dropped
+            log.warning("witness %s: %s", peer[:16], outcome.message)
+            return [Audit((_record("witness_reply", peer, "cosignature", False, outcome.message[:256]),))]
+        if outcome.retry_from is None or link is None or link.closed:
+            self._cosign_retried.discard(link_id)
+            return []
+        if link_id in self._cosign_retried:
+            log.warning("witness %s keeps refusing our checkpoint: %s", peer[:16], outcome.message)
+            return []
+        self._cosign_retried.add(link_id)
+        return [RequestCosignature(link_id, peer, outcome.retry_from)]
+
+    def _ask_cosign(self, link: _Link) -> list[Action]:
+        if link.peer is None or link.tier is not TrustTier.CORE or not link.open or link.closed:
+            return []
+        return [RequestCosignature(link.id, link.peer)]
+
+    def _witness_requested(self, link: _Link, event: ev.WitnessRequested) -> list[Action]:
+        # We witness the logs of our core peers only: to anyone else the log is unknown (404).
+        if link.peer is None or link.tier is not TrustTier.CORE:
+            return [SendWitnessReply(link.id, NOT_FOLLOWED, b"not a core peer of this witness")]
+        return [Witness(link.id, link.peer, event.request)]
+
     # -- timers -----------------------------------------------------------------------------
 
     def wake(self, now: float) -> list[Action]:
@@ -597,7 +673,8 @@ class Coordinator:
             m = event.manifest.manifest
             log.info("session with %s (%s) open as %s", event.peer.short, m.name, link.tier)
             # A core peer that was away hears of our recent alerts at the next digest.
-            return [RecordManifest(str(event.peer), event.manifest)]
+            # A core peer witnesses our ledger: it cosigns our newest checkpoint (witnessing.py).
+            return [RecordManifest(str(event.peer), event.manifest), *self._ask_cosign(link)]
         if isinstance(event, ev.SyncReady):
             assert link.peer is not None
             link.sends = event.send
@@ -638,6 +715,11 @@ class Coordinator:
             return self._closed(link, event, now)
         if isinstance(event, ev.AlertReceived):
             return self._alert_received(link, event, now)
+        if isinstance(event, ev.WitnessRequested):
+            return self._witness_requested(link, event)
+        if isinstance(event, ev.WitnessReplied):
+            assert link.peer is not None
+            return [RecordCosignature(link.id, link.peer, event.status, event.body, event.note)]
         if isinstance(event, ev.AlertIdsReceived):
             link.digested.update(event.ids)  # it holds these: no need to tell it of them
             missing = self.flood.missing(event.ids)

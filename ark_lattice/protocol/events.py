@@ -17,6 +17,8 @@ from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 
 __all__ = [
+    "WitnessRequested",
+    "WitnessReplied",
     "PeerAuthenticated",
     "PeerIdentified",
     "SyncReady",
@@ -154,6 +156,22 @@ class AlertIdsReceived:
     ids: tuple[bytes, ...]
 
 
+@dataclass(frozen=True)
+class WitnessRequested:
+    """The peer asks us to cosign its checkpoint (an add-checkpoint request, witness.py)."""
+
+    request: bytes
+
+
+@dataclass(frozen=True)
+class WitnessReplied:
+    """The peer answered our add-checkpoint request (status, body, its last cosigned note)."""
+
+    status: int
+    body: bytes
+    note: bytes
+
+
 Event = (
     PeerAuthenticated
     | PeerIdentified
@@ -169,4 +187,6 @@ Event = (
     | Closed
     | AlertReceived
     | AlertIdsReceived
+    | WitnessRequested
+    | WitnessReplied
 )

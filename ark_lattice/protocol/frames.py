@@ -33,6 +33,8 @@ __all__ = [
     "ErrorFrame",
     "AlertFrame",
     "AlertIdsFrame",
+    "WitnessRequestFrame",
+    "WitnessReplyFrame",
     "WirePacket",
     "parse_frame",
     "MAX_IDS",
@@ -371,6 +373,49 @@ class AlertIdsFrame(_IdListFrame):
     MAX: ClassVar[int] = MAX_ALERT_IDS
 
 
+MAX_WITNESS_REQUEST = 16 * 1024  # witness.MAX_REQUEST: a consistency proof and a signed note
+MAX_WITNESS_NOTE = 8 * 1024  # checkpoint.MAX_NOTE_SIZE
+
+
+@dataclass(frozen=True)
+class WitnessRequestFrame(Frame):
+    """Cosign my checkpoint: a c2sp.org/tlog-witness add-checkpoint request body (witness.py)."""
+
+    TYPE: ClassVar[str] = "witness_request"
+    request: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.request]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        (r,) = f
+        return cls(_bytes(r, "witness request", max_size=MAX_WITNESS_REQUEST))
+
+
+@dataclass(frozen=True)
+class WitnessReplyFrame(Frame):
+    """The witness's answer: a tlog-witness status (200, 400, 403, 404, 409, 422) and body
+    (cosignature lines, or the size it last cosigned), and with a 409 the note it last cosigned
+    for the requester, carrying its cosignature (empty when none)."""
+
+    TYPE: ClassVar[str] = "witness_reply"
+    status: int
+    body: bytes
+    note: bytes = b""
+
+    def fields(self) -> list[Any]:
+        return [self.status, self.body, self.note]
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> Frame:
+        s, b, n = f
+        return cls(
+            _int(s, "witness status", 100, 599),
+            _bytes(b, "witness reply", max_size=MAX_WITNESS_NOTE),
+            _bytes(n, "witnessed note", max_size=MAX_WITNESS_NOTE),
+        )
+
 _TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
     for cls in (
@@ -388,6 +433,8 @@ _TYPES: dict[str, type[Frame]] = {
         ErrorFrame,
         AlertFrame,
         AlertIdsFrame,
+        WitnessRequestFrame,
+        WitnessReplyFrame,
     )
 }
 

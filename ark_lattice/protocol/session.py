@@ -74,6 +74,8 @@ from ark_lattice.protocol.events import (
     QueryReceived,
     SyncCompleted,
     SyncReady,
+    WitnessReplied,
+    WitnessRequested,
 )
 from ark_lattice.protocol.frames import (
     MAX_ALERT_IDS,
@@ -94,6 +96,8 @@ from ark_lattice.protocol.frames import (
     TermsFrame,
     WantFrame,
     WirePacket,
+    WitnessReplyFrame,
+    WitnessRequestFrame,
     parse_frame,
 )
 from ark_lattice.protocol.reconciliation import Reconciliation, ReconStep
@@ -222,6 +226,7 @@ class Session:
         # queries we asked
         self._next_query = 1
         self._queries: set[int] = set()
+        self._witness_asked = 0  # add-checkpoint requests not answered yet
         if role is Role.INITIATOR:
             self._hs: handshake.Initiator | handshake.Responder | None = handshake.Initiator(
                 identity, federation_key, expected_peer=expected_peer, random_bytes=random_bytes
@@ -414,6 +419,16 @@ class Session:
         if send and self.state is State.OPEN and ids:
             self._send(AlertIdsFrame(tuple(ids[:MAX_ALERT_IDS])), now)
 
+    def send_witness_request(self, request: bytes, now: float) -> None:
+        """Ask the peer to cosign our checkpoint (witness.py); its answer is WitnessReplied."""
+        if self.state is State.OPEN:
+            self._witness_asked += 1
+            self._send(WitnessRequestFrame(request), now)
+
+    def send_witness_reply(self, status: int, body: bytes, note: bytes, now: float) -> None:
+        if self.state is State.OPEN:
+            self._send(WitnessReplyFrame(status, body, note), now)
+
     def want(self, ids: Iterable[bytes], now: float, *, first: bool = False) -> None:
         """Fetch more ids from this peer (missing dependencies go ``first``)."""
         self._transfer.want(ids, first=first)
@@ -516,6 +531,8 @@ class Session:
             AnswerFrame: self._on_answer,
             AlertFrame: self._on_alert,
             AlertIdsFrame: self._on_alert_ids,
+            WitnessRequestFrame: self._on_witness_request,
+            WitnessReplyFrame: self._on_witness_reply,
         }[type(frame)]
         handler(frame, now)  # type: ignore[operator]
 
@@ -679,6 +696,16 @@ class Session:
         if not self.flows[1]:
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "alert ids while our tier for you accepts nothing")
         self._events.append(AlertIdsReceived(frame.ids))
+
+    def _on_witness_request(self, frame: WitnessRequestFrame, now: float) -> None:
+        # Whether we witness this peer's log is the coordinator's call (core peers only).
+        self._events.append(WitnessRequested(frame.request))
+
+    def _on_witness_reply(self, frame: WitnessReplyFrame, now: float) -> None:
+        if not self._witness_asked:
+            raise RemoteProtocolError(ErrorCode.UNSOLICITED, "a witness reply nobody asked for")
+        self._witness_asked -= 1
+        self._events.append(WitnessReplied(frame.status, frame.body, frame.note))
 
     def _on_query(self, frame: QueryFrame, now: float) -> None:
         if self.our_terms is None or not self.our_terms.answers_queries:

@@ -52,6 +52,8 @@ LINK_ACTIONS = (
     act.Query,
     act.SendAlert,
     act.SendAlertIds,
+    act.SendWitnessRequest,
+    act.SendWitnessReply,
 )
 
 
@@ -103,6 +105,10 @@ def apply_to_session(session: Session, action: Any, now: float, items: ItemSet |
         session.send_alert(action.packet, action.hops, now)
     elif isinstance(action, act.SendAlertIds):
         session.send_alert_ids(action.ids, now)
+    elif isinstance(action, act.SendWitnessRequest):
+        session.send_witness_request(action.request, now)
+    elif isinstance(action, act.SendWitnessReply):
+        session.send_witness_reply(action.status, action.body, action.note, now)
     else:
         raise TypeError(f"not a link action: {action!r}")
     return None
@@ -182,7 +188,28 @@ class Effects:
                 held = {"until": int(action.until), "reason": action.reason}
                 await store.append_event(EventKind.PEER_QUARANTINED, action.peer, held)
             return []
+        if isinstance(action, (act.RequestCosignature, act.Witness, act.RecordCosignature)):
+            return await self.witnessing(action, now)
         raise TypeError(f"not a store action: {action!r}")
+
+    async def witnessing(
+        self, action: act.RequestCosignature | act.Witness | act.RecordCosignature, now: float
+    ) -> list[act.Action]:
+        """The store side of witnessing (witness.py); the coordinator decides what follows."""
+        from ark_lattice import witness
+        from ark_lattice.identity import NodeId
+
+        peer = NodeId.parse(action.peer)
+        if isinstance(action, act.RequestCosignature):
+            request = await witness.build_request(self.store, peer, action.old)
+            return self.core.cosign_request_built(action.link, request)
+        if isinstance(action, act.Witness):
+            verdict = await witness.witness_request(self.store, self.core.identity, peer, action.request, now)
+            return self.core.witnessed(action.link, action.peer, verdict, now)
+        outcome = await witness.record_reply(
+            self.store, self.core.node_id, peer, action.status, action.body, action.note
+        )
+        return self.core.cosignature_recorded(action.link, action.peer, outcome, now)
 
     async def raise_alert(self, action: act.RaiseAlert, now: float) -> tuple[Packet, list[act.Action]]:
         """Sign and store our alert; returns it and the coordinator's flood of it."""

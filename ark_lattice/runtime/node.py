@@ -94,6 +94,7 @@ class NodeRuntime:
                 "federation_key_changed": self._federation_key_changed,
                 "invites": self._invites,
                 "revoke_invite": self._revoke_invite,
+                "checkpoint_made": self._checkpoint_made,
             },
         )
 
@@ -184,6 +185,7 @@ class NodeRuntime:
                 continue
             if new:
                 log.info("anchored the ledger at %d events", checkpoint.size)
+                await self.federation.checkpoint_made()  # our core peers cosign it
 
     async def _start_discovery(self) -> None:
         """LAN discovery (DESIGN §7); a failure leaves a node that still serves its known peers."""
@@ -390,6 +392,10 @@ class NodeRuntime:
 
     async def _lift_quarantine(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"peer": await self.federation.lift_quarantine(str(args["peer"]))}
+
+    async def _checkpoint_made(self, _args: dict[str, Any]) -> None:
+        """`ledger anchor` signed a checkpoint: our core peers are asked to cosign it."""
+        await self.federation.checkpoint_made()
 
     async def _stop_command(self, _args: dict[str, Any]) -> None:
         self._stopping.set()

@@ -255,6 +255,10 @@ class Federation(Driver):
             self._pushed_seq = seq
             await self.carry_out(self._core.local_packets(stored, self.clock()))
 
+    async def checkpoint_made(self) -> None:
+        """We signed a new checkpoint: ask our open core peers to cosign it (witness.py)."""
+        await self.carry_out(self._core.checkpoint_made(self.clock()))
+
     async def tiers_changed(self) -> None:
         """Re-read the tiers of connected peers and apply them to the live sessions."""
         await self.carry_out(self._core.tiers_changed())

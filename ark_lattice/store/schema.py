@@ -80,4 +80,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX packets_source ON packets (source, created_at, id);
         """,
     ),
+    (
+        "0003_witnesses",
+        """
+        -- Witness state (DESIGN §10): every checkpoint of a peer's log we cosigned, by origin.
+        -- The largest size is the state the tlog-witness rule checks against; the rest let us
+        -- prove a fork when the log signs another root for a size we cosigned.
+        CREATE TABLE witnessed (
+            origin TEXT NOT NULL,
+            size   INTEGER NOT NULL,
+            root   BLOB NOT NULL,
+            note   TEXT NOT NULL,     -- the log's signed note with our cosignature
+            at     INTEGER NOT NULL,
+            PRIMARY KEY (origin, size)
+        );
+        -- Cosignatures our witnesses made on our own checkpoints (ledger witnesses, ledger verify).
+        CREATE TABLE cosignatures (
+            witness     TEXT NOT NULL,   -- the witness's node id
+            size        INTEGER NOT NULL,
+            root        BLOB NOT NULL,
+            timestamp   INTEGER NOT NULL,  -- the cosignature's own POSIX time
+            note        TEXT NOT NULL,     -- our signed note with the witness's cosignature
+            received_at INTEGER NOT NULL,
+            PRIMARY KEY (witness, size)
+        );
+        """,
+    ),
 ]

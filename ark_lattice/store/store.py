@@ -613,6 +613,50 @@ class Store:
         ) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
+    # -- witnesses (witness.py) -------------------------------------------------------------
+
+    async def latest_witnessed(self, origin: str) -> tuple[int, bytes, str] | None:
+        """The largest checkpoint of ``origin`` we cosigned: (size, root, note)."""
+        async with self._conn.execute(
+            "SELECT size, root, note FROM witnessed WHERE origin = ? ORDER BY size DESC LIMIT 1", (origin,)
+        ) as cur:
+            row = await cur.fetchone()
+        return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
+
+    async def witnessed_at(self, origin: str, size: int) -> tuple[bytes, str] | None:
+        async with self._conn.execute(
+            "SELECT root, note FROM witnessed WHERE origin = ? AND size = ?", (origin, size)
+        ) as cur:
+            row = await cur.fetchone()
+        return (bytes(row[0]), str(row[1])) if row else None
+
+    async def record_witnessed(self, origin: str, size: int, root: bytes, note: str) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO witnessed (origin, size, root, note, at) VALUES (?,?,?,?,?)",
+            (origin, size, root, note, self.now_ms()),
+        )
+
+    async def add_cosignature(self, witness: str, size: int, root: bytes, timestamp: int, note: str) -> bool:
+        """Keep a witness's cosignature on our checkpoint of ``size``; the first one stays (a
+        later one for another root is what ``ledger verify`` must not lose)."""
+        async with self.transaction():
+            async with self._conn.execute(
+                "INSERT OR IGNORE INTO cosignatures (witness, size, root, timestamp, note, received_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (witness, size, root, timestamp, note, self.now_ms()),
+            ) as cur:
+                return bool(cur.rowcount)
+
+    async def cosignatures(self) -> list[dict[str, Any]]:
+        async with self._conn.execute(
+            "SELECT witness, size, root, timestamp, note, received_at FROM cosignatures "
+            "ORDER BY size, witness"
+        ) as cur:
+            rows = await cur.fetchall()
+        keys = ("witness", "size", "root", "timestamp", "note", "received_at")
+        return [dict(zip(keys, (r[0], int(r[1]), bytes(r[2]), int(r[3]), str(r[4]), int(r[5])), strict=True))
+                for r in rows]
+
     # -- raw reads for verification ---------------------------------------------------------
 
     async def iter_rows(self, sql: str, batch: int = 2000) -> AsyncIterator[tuple]:

@@ -85,6 +85,7 @@ from ark_lattice.protocol.events import (
 )
 from ark_lattice.protocol.reconcile import ItemSet
 from ark_lattice.protocol.session import Role, Session, State
+from ark_lattice.protocol.witnessing import RequestCosignature
 from ark_lattice.runtime.effects import LINK_ACTIONS, apply_to_session
 from ark_lattice.store.store import StoredPacket
 from ark_lattice.tiers import TrustTier
@@ -168,8 +169,10 @@ def session_with(
     assert core.peer_recorded(link, tier, None, 0, now) == [Admit(link, tier, None, 0)]
     if identify:
         manifest = make_manifest(peer)
+        # A core peer is asked to cosign our newest checkpoint (witnessing.py).
+        cosign = [RequestCosignature(link, pid(peer))] if tier is TrustTier.CORE else []
         assert core.session_events(link, [PeerIdentified(peer.node_id, manifest)], now) == [
-            RecordManifest(pid(peer), manifest)
+            RecordManifest(pid(peer), manifest), *cosign
         ]
     return link
 

@@ -79,6 +79,7 @@ from ark_lattice.protocol.events import (
 )
 from ark_lattice.protocol.gossip import RECENT_SECONDS
 from ark_lattice.protocol.session import Role
+from ark_lattice.protocol.witnessing import RequestCosignature
 from ark_lattice.store.store import StoredPacket
 from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
@@ -355,8 +356,10 @@ class Mesh:
                 node.blocked.add(next(i for i in range(len(self.nodes)) if pid(i) == action.peer))
             elif isinstance(action, Audit):
                 node.audits.extend(action.records)
-            elif isinstance(action, Admit | RecordManifest | SetTier | RequestSync | Reconcile):
-                pass  # the session's business, the ledger's, or reconciliation (not modelled)
+            elif isinstance(
+                action, Admit | RecordManifest | SetTier | RequestSync | Reconcile | RequestCosignature
+            ):
+                pass  # the session's business, the ledger's, reconciliation or witnessing (not modelled)
             else:
                 raise AssertionError(f"node {node.index}: unexpected action {action!r}")
 

@@ -1361,6 +1361,10 @@ FRAME_STRATEGIES: dict[type[f.Frame], st.SearchStrategy[f.Frame]] = {
     f.ErrorFrame: st.builds(f.ErrorFrame, st.text(max_size=32), st.text(max_size=256), st.booleans()),
     f.AlertFrame: st.builds(f.AlertFrame, _wire, st.integers(0, f.MAX_HOPS)),
     f.AlertIdsFrame: st.builds(f.AlertIdsFrame, st.lists(_id, max_size=20).map(tuple)),
+    f.WitnessRequestFrame: st.builds(f.WitnessRequestFrame, st.binary(max_size=300)),
+    f.WitnessReplyFrame: st.builds(
+        f.WitnessReplyFrame, st.integers(100, 599), st.binary(max_size=300), st.binary(max_size=300)
+    ),
 }
 
 
