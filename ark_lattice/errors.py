@@ -92,6 +92,9 @@ class ErrorCode(enum.StrEnum):
     # A close reason only, never sent in a frame: the transport ended without the peer telling us
     # why (or with a reason that is not one of these codes).
     CONNECTION_LOST = "connection_lost"
+    # A peer's input passed one of its budgets (decoding limits, reconciliation ranges or cost;
+    # policy [limits]): refused unprocessed, with a strike.
+    OVER_BUDGET = "over_budget"
 
 
 class ArkLatticeError(Exception):

@@ -19,6 +19,7 @@ from ark_lattice.hlc import unpack
 from ark_lattice.packet import Packet
 from ark_lattice.policy.engine import Decision, Hook, Policy
 from ark_lattice.policy.ratelimit import RateLimiter
+from ark_lattice.protocol.budget import MemberBudget
 
 if TYPE_CHECKING:
     from ark_lattice.alerts import Alert
@@ -57,6 +58,7 @@ class PolicyGate:
     def replace(self, policy: Policy) -> None:
         """Swap in a new policy (a running node reloading); the rate buckets start afresh."""
         self.policy = policy
+        self.budget: MemberBudget = policy.limits.budget  # asked by every session at each frame
         self._limiter = RateLimiter(policy.rate_limits)
         self._rates: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
