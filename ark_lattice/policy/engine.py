@@ -193,6 +193,8 @@ class Limits:
     recon_max_ranges: int = DEFAULT_BUDGET.recon_max_ranges
     recon_cost_per_s: int = DEFAULT_BUDGET.recon_cost_per_s
     recon_cost_burst: int = DEFAULT_BUDGET.recon_cost_burst
+    # Seconds between two summaries of a peer's repeated decisions (policy/repeats.py).
+    audit_summary_s: int = 300
 
     @property
     def budget(self) -> MemberBudget:
@@ -580,6 +582,7 @@ _LIMIT_MINIMUMS = {
     "recon_max_ranges": 10_000,
     "recon_cost_per_s": 1000,
     "recon_cost_burst": 50_000,
+    "audit_summary_s": 1,
 }
 _LIMIT_KEYS = set(_LIMIT_MINIMUMS)
 
