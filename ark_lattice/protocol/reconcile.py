@@ -62,7 +62,10 @@ Untrusted input. Every incoming message is checked against ``max_message_size`` 
 read; any truncation, overlong or non-minimal varint, unknown mode, id prefix over 32 bytes, bound
 lower than the previous bound or id count beyond the message end raises
 ``RemoteProtocolError(ErrorCode.MALFORMED, reason)`` — never another exception — and each byte of
-input is read once, so a hostile message cannot make the parser loop.
+input is read once, so a hostile message cannot make the parser loop. Each range costs a bisect and
+often a fingerprint, so ``max_ranges`` (the node's ``recon_max_ranges`` budget, protocol/budget.py)
+caps the ranges of one message: reading stops at the first one over, with ``OVER_BUDGET``;
+``last_cost`` tells the session's meter how much work the message took.
 
 Sans-I/O: no sockets, no event loop, no clock. The node runtime carries the messages; the
 simulator and :func:`sync_in_memory` pass them directly.
