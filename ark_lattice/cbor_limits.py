@@ -76,34 +76,42 @@ def check(data: bytes, limits: DecodeLimits) -> None:
     items = 0
     alloc = 0
     max_items, max_alloc, max_depth = limits.max_items, limits.max_alloc, limits.max_depth
-    # Remaining items of each open container (or an _INDEF marker); the bottom entry is the
-    # top level, which holds exactly one item.
-    stack = [1]
-    while stack:
-        top = stack[-1]
-        if top == 0:
-            stack.pop()
+    # ``remaining``: items left in the innermost open container, or an _INDEF marker; ``outer``
+    # holds the same for each enclosing one. The top level is a container of exactly one item.
+    remaining = 1
+    outer: list[int] = []
+    while True:
+        if remaining == 0:
+            if not outer:
+                break
+            remaining = outer.pop()
             continue
         if pos >= size:
             raise DecodeRefused("the CBOR ends inside an item")
         initial = data[pos]
         pos += 1
-        if top < 0:
-            if initial == 0xFF:  # break: the indefinite-length item ends
-                stack.pop()
-                continue
-            if top != _INDEF_CONTAINER and initial >> 5 != (2 if top == _INDEF_BYTES else 3):
-                raise DecodeRefused("a chunk of an indefinite-length string has another type")
-            if top != _INDEF_CONTAINER and initial & 31 == 31:
-                raise DecodeRefused("a chunk of an indefinite-length string is itself indefinite")
+        if remaining > 0:
+            remaining -= 1
         else:
-            stack[-1] = top - 1
+            if initial == 0xFF:  # break: the indefinite-length item ends
+                remaining = outer.pop()
+                continue
+            if remaining != _INDEF_CONTAINER:
+                if initial >> 5 != (2 if remaining == _INDEF_BYTES else 3):
+                    raise DecodeRefused("a chunk of an indefinite-length string has another type")
+                if initial & 31 == 31:
+                    raise DecodeRefused("a chunk of an indefinite-length string is itself indefinite")
         items += 1
         if items > max_items:
             raise OverLimit(f"more than {max_items} CBOR items")
         major, info = initial >> 5, initial & 31
         if info < 24:
             arg = info
+        elif info == 24:
+            if pos >= size:
+                raise DecodeRefused("the CBOR ends inside an item header")
+            arg = data[pos]
+            pos += 1
         elif info < 28:
             width = 1 << (info - 24)
             if pos + width > size:
@@ -114,48 +122,50 @@ def check(data: bytes, limits: DecodeLimits) -> None:
             arg = -1  # indefinite length (or a break, refused below)
         else:
             raise DecodeRefused(f"reserved additional information {info} in a CBOR header")
-        left = size - pos
-        if major <= 1:  # unsigned and negative integers
-            if arg < 0:
-                raise DecodeRefused("an integer with indefinite length")
-            alloc += _INT
-        elif major <= 3:  # byte and text strings
-            if arg < 0:
-                if not limits.allow_indefinite:
-                    raise DecodeRefused("an indefinite-length string")
-                stack.append(_INDEF_BYTES if major == 2 else _INDEF_TEXT)
-                alloc += _BYTES if major == 2 else _STR
-            else:
-                if arg > left:
+        if major == 2 or major == 3:  # byte and text strings: the commonest item, first
+            if arg >= 0:
+                if arg > size - pos:
                     raise DecodeRefused(f"a string of {arg} bytes runs past the end of the CBOR")
                 pos += arg
                 alloc += arg + (_BYTES if major == 2 else _STR)
+            else:
+                if not limits.allow_indefinite:
+                    raise DecodeRefused("an indefinite-length string")
+                outer.append(remaining)
+                remaining = _INDEF_BYTES if major == 2 else _INDEF_TEXT
+                alloc += _BYTES if major == 2 else _STR
+        elif major <= 1:  # unsigned and negative integers
+            if arg < 0:
+                raise DecodeRefused("an integer with indefinite length")
+            alloc += _INT
         elif major <= 5:  # arrays and maps
-            if len(stack) > max_depth:  # the stack holds the top level and each open container
+            if len(outer) >= max_depth:  # ``outer`` holds the top level and each open container
                 raise OverLimit(f"CBOR nested deeper than {max_depth}")
+            outer.append(remaining)
             if arg < 0:
                 if not limits.allow_indefinite:
                     raise DecodeRefused("an indefinite-length array or map")
-                stack.append(_INDEF_CONTAINER)
+                remaining = _INDEF_CONTAINER
                 alloc += _LIST if major == 4 else _DICT
             else:
                 count = arg if major == 4 else 2 * arg
                 # Every item takes at least one byte: a count past the end is a lie told to make
                 # the decoder preallocate.
-                if count > left:
+                if count > size - pos:
                     raise DecodeRefused(f"a container of {count} items runs past the end of the CBOR")
                 if count > max_items - items:
                     raise OverLimit(f"more than {max_items} CBOR items")
-                stack.append(count)
+                remaining = count
                 alloc += _LIST + 8 * arg if major == 4 else _DICT + _DICT_PAIR * arg
         elif major == 6:  # a tag: one item follows
             if not limits.allow_tags:
                 raise DecodeRefused("a CBOR tag")
             if arg < 0:
                 raise DecodeRefused("a tag with indefinite length")
-            if len(stack) > max_depth:
+            if len(outer) >= max_depth:
                 raise OverLimit(f"CBOR nested deeper than {max_depth}")
-            stack.append(1)
+            outer.append(remaining)
+            remaining = 1
             alloc += _TAG
         else:  # major 7: simple values and floats
             if arg < 0:
