@@ -8,9 +8,11 @@ untrusted. Two inputs cost us far more than they cost the sender, so each has a 
   memory) before it is decoded (``cbor_limits.py``), and refused with ``over_budget`` if over.
 - a negentropy message: every range costs a bisect and often a fingerprint, so a 512 KiB message of
   174k one-byte Skip ranges costs ~0.4 s. A message may hold at most ``recon_max_ranges`` ranges
-  (reading stops at the first one over), and a session's reconciliation work is metered by
+  (reading stops at the first one over), and a peer's reconciliation work is metered by
   :class:`CostMeter`, a token bucket of ``recon_cost_burst`` units refilled at
-  ``recon_cost_per_s``: a message that arrives while the bucket is empty is refused unread.
+  ``recon_cost_per_s``: a message that arrives while the bucket is empty is refused unread. The
+  node's policy gate keeps one meter per peer for all its sessions (policy/gate.py), so that a
+  reconnect buys no fresh burst; a session without a gate meters itself.
 
 Either refusal is an error frame and a strike (``over_budget``), so a member that keeps at it is
 isolated by the strike machinery (policy ``strikes_to_block``). The defaults leave an honest peer
@@ -41,7 +43,7 @@ class MemberBudget:
     decode_max_alloc: int = 8 * 1024 * 1024  # estimated bytes of Python objects one frame builds
     recon_max_ranges: int = 20_000  # ranges in one reconciliation message
     recon_cost_per_s: int = 50_000  # reconciliation work refilled per second (ranges; 16 ids = 1)
-    recon_cost_burst: int = 400_000  # reconciliation work a session may spend at once
+    recon_cost_burst: int = 400_000  # reconciliation work a peer may spend at once
 
     @property
     def frame_limits(self) -> DecodeLimits:
@@ -59,7 +61,7 @@ DEFAULT_BUDGET = MemberBudget()
 
 
 class CostMeter:
-    """A token bucket of reconciliation work for one session.
+    """A token bucket of reconciliation work for one peer (or one session without a gate).
 
     :meth:`admit` before a message is read refuses it if the bucket is empty (or in debt);
     :meth:`spend` after charges what the message really cost, which may take the bucket below

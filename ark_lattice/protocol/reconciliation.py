@@ -16,7 +16,7 @@ It is pure bookkeeping: it returns what to send in a :class:`ReconStep` and the 
 wants through its transfer window, and emits the events. It never sees the clock or the channel:
 the time of each message is an argument, for the reconciliation budget (budget.py) that every
 message from the peer is checked against before it is read — at most ``recon_max_ranges`` ranges,
-and the session's work metered per second — and charged after.
+and the peer's work metered per second — and charged after.
 """
 
 from __future__ import annotations
@@ -114,16 +114,18 @@ class Reconciliation:
         receive: bool,
         now: float = 0.0,
         budget: MemberBudget = DEFAULT_BUDGET,
+        meter: CostMeter | None = None,
     ) -> ReconStep:
         """A ``recon`` frame from the peer at ``now``, with the flows as they are now.
 
         Raises ``RemoteProtocolError`` if the frame is out of turn or its message malformed, or
         (``over_budget``) if the message holds more ranges than ``budget`` allows or, on the
-        responder's side (which a peer could flood with messages), the session's reconciliation
-        budget is spent; neither reads more of the message than the budget.
+        responder's side (which a peer could flood with messages), the reconciliation budget of
+        ``meter`` (the peer's, across its sessions; else this session's own) is spent; neither
+        reads more of the message than the budget.
         """
         if not self.initiator:
-            return self._answer(frame, now, budget)
+            return self._answer(frame, now, budget, meter or self._meter)
         if self._run is None or frame.round != self._round:
             raise RemoteProtocolError(ErrorCode.UNSOLICITED, "reconciliation reply nobody asked for")
         # Our own replies pace the responder (one message per round, checked above), so only the
@@ -156,14 +158,16 @@ class Reconciliation:
             raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "only the initiator ends a reconciliation")
         self._snapshot = None  # the next run starts from a fresh snapshot
 
-    def _answer(self, frame: ReconFrame, now: float, budget: MemberBudget) -> ReconStep:
+    def _answer(
+        self, frame: ReconFrame, now: float, budget: MemberBudget, meter: CostMeter
+    ) -> ReconStep:
         snapshot = self._snapshot
         if snapshot is not None:
-            self._meter.admit(budget, now)
+            meter.admit(budget, now)
             try:
                 reply = snapshot.reconcile(frame.message)
             finally:
-                self._meter.spend(snapshot.last_cost, budget, now)
+                meter.spend(snapshot.last_cost, budget, now)
             return ReconStep(reply=ReconFrame(frame.round, reply))
         if self._held is not None:
             raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")

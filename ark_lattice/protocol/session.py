@@ -566,7 +566,10 @@ class Session:
         if not any(self.flows):
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "reconciliation while no packets may flow")
         send, receive = self.flows
-        step = self._recon.receive(frame, send=send, receive=receive, now=now, budget=self.budget)
+        meter = self.gate.recon_meter(str(self.peer)) if self.gate is not None else None
+        step = self._recon.receive(
+            frame, send=send, receive=receive, now=now, budget=self.budget, meter=meter
+        )
         self._apply(step, now)
 
     def _apply(self, step: ReconStep, now: float) -> None:

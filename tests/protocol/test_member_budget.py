@@ -118,6 +118,23 @@ def test_a_member_flooding_reconciliation_is_struck_and_its_work_is_bounded() ->
     assert len(pair.b.of(Misbehaviour)) == before
 
 
+def test_a_reconnect_buys_no_fresh_burst_the_meter_is_the_peers() -> None:
+    gate = PolicyGate(budget_policy(recon_cost_burst=60_000), "self")
+    budget = gate.budget
+    first = open_pair(CORE, CORE)
+    first.b.session.gate = gate
+    for _ in range(3):  # 3 x 20,000 ranges: the burst is spent
+        inject_recon(first, skip_ranges(budget.recon_max_ranges))
+    assert not first.b.of(Misbehaviour)
+    second = open_pair(CORE, CORE)  # the same peer again, in a new session
+    second.now = first.now
+    second.b.session.gate = gate
+    inject_recon(second, skip_ranges(10))
+    assert [e.code for e in second.b.of(Misbehaviour)] == ["over_budget"]
+    # Another peer has its own meter.
+    assert gate.recon_meter("someone else").level(budget, first.now) == budget.recon_cost_burst
+
+
 def test_an_honest_sync_stays_inside_the_budget() -> None:
     a_packets = [make_packet(ALICE, i) for i in range(400)]
     b_packets = [make_packet(BOB, i) for i in range(400)]
