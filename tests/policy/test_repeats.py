@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ark_lattice.policy.repeats import RepeatedDecisions
+from ark_lattice.policy.repeats import FLOOD_WRITTEN, RepeatedDecisions
 
 
 def record(
@@ -57,6 +57,21 @@ def test_summaries_are_grouped_by_peer_hook_outcome_and_rules_and_drained_at_sto
     assert repeats.drain() == [] and repeats.pending == 0
 
 
+def test_a_rate_limit_flood_writes_the_first_refusals_and_counts_the_rest() -> None:
+    repeats = RepeatedDecisions()
+    flood = [record(f"{i:064x}", allowed=False, rules=("rate:peer-flood",)) for i in range(5000)]
+    written = repeats.sift(flood, 0)
+    assert written == flood[:FLOOD_WRITTEN]
+    assert repeats.due(299, interval=300) == []
+    [summary] = repeats.due(300, interval=300)
+    assert summary["repeats"] == 5000 - FLOOD_WRITTEN and summary["rules"] == ["rate:peer-flood"]
+    assert "rate limit peer-flood" in summary["reason"]
+    # A new interval: the first refusals are written again; other peers were never capped.
+    assert len(repeats.sift([record("x" * 64, allowed=False, rules=("rate:peer-flood",))], 301)) == 1
+    other = [record(f"{i:064x}", peer="Q", allowed=False, rules=("rate:peer-flood",)) for i in range(3)]
+    assert repeats.sift(other, 301) == other
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from("PQ"), st.booleans()), max_size=80),
        st.integers(1, 8))
@@ -64,7 +79,9 @@ def test_nothing_is_lost_every_decision_is_written_or_counted(
     decisions: list[tuple[str, str, bool]], memory: int
 ) -> None:
     repeats = RepeatedDecisions(memory=memory)
-    written = repeats.sift([record(s, p, allowed=a) for s, p, a in decisions], 0)
+    # Denials here are rate-limit refusals (at most 6 distinct per peer: under the flood cap).
+    records = [record(s, p, allowed=a, rules=("r",) if a else ("rate:x",)) for s, p, a in decisions]
+    written = repeats.sift(records, 0)
     counted = sum(s["repeats"] for s in repeats.drain())
     assert len(written) + counted == len(decisions)
     # Within the memory, what is written is exactly the distinct decisions.
