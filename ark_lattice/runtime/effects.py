@@ -203,7 +203,7 @@ class Effects:
     async def sync_set(self, action: act.Reconcile) -> ItemSet:
         if action.over is act.SyncSet.SHAREABLE:
             return ItemSet(await self.store.shareable_keys())
-        return ItemSet(await self.store.keys_from(action.peer))
+        return ItemSet([*await self.store.keys_from(action.peer), *action.also])
 
     async def ingest(self, batch: Sequence[act.Ingest], now: float) -> list[act.Action]:
         """Store received packets, dependencies first, in one transaction for the whole batch.
@@ -217,10 +217,13 @@ class Effects:
                 deps = Intake.dependencies(item.packets)
                 held = await self.store.held_ids(list(deps)) if deps else set()
                 admission = self.core.admit_packets(item.packets, held)
-                ready, new = admission.ready, []
+                ready, new, put = admission.ready, [], []
                 while ready:
+                    put += ready
                     new += await self.store.put_packets(ready, source=item.peer, quarantined=item.quarantine)
                     ready = self.core.packets_stored(p.id for p in ready)
+                fresh = {p.id for p in new}
+                self.core.echoed(item.link, [p for p in put if p.id not in fresh])  # held already
                 results.append((item, new, admission.missing))
         actions: list[act.Action] = []
         for item, new, missing in results:

@@ -66,15 +66,21 @@ def _decision_events(home):
     )
 
 
-def _packets_in_from(home, peer_id):
+def _link_from(home, peer_id):
+    """(packets received, time of the last finished reconciliation) of ``home``'s session with
+    ``peer_id`` (the responder's side sets it when the initiator's ``synced`` arrives)."""
     status = json.loads(run_cli(home, "federation", "status", "--json").stdout)
-    return sum(int(c.get("packets_in") or 0) for c in status["connections"] if c["peer"] == peer_id)
+    links = [c for c in status["connections"] if c["peer"] == peer_id and c["state"] == "open"]
+    if not links:
+        return 0, 0.0
+    return int(links[0].get("packets_in") or 0), float(links[0].get("last_sync") or 0.0)
 
 
 def test_a_sandboxed_peer_syncing_repeatedly_grows_the_ledger_by_a_bounded_amount(homes, start_node):
     # h holds c's packets (from c); g holds them too and is sandbox at h. h reconciles with g over
-    # what g itself sent it (nothing), so every round g offers c's packets again and h's policy
-    # decides each one again. The first round is audited packet by packet; the repeats are not.
+    # what g itself sent it (nothing), so g offers c's packets at its first round, h's policy
+    # decides each one (audited once) and finds them held. From then on h's set for g includes
+    # them (protocol/echoes.py): no packet crosses again, no decision is taken, the ledger is still.
     ids = init_federation(homes, "c", "h", "g")
     c, h, g = homes("c"), homes("h"), homes("g")
     for home, peers in ((c, {"h": "core", "g": "core"}), (h, {"c": "core", "g": "sandbox"}),
@@ -91,22 +97,25 @@ def test_a_sandboxed_peer_syncing_repeatedly_grows_the_ledger_by_a_bounded_amoun
     wait_for(lambda: packet_ids(h) == expected == packet_ids(g), timeout=120, what="c's packets at h and g")
     assert run_cli(g, "federation", "add-peer", node_h.url).returncode == 0
 
-    wait_for(lambda: _packets_in_from(h, ids["g"]) >= count, timeout=60, what="g's first round at h")
+    wait_for(lambda: _link_from(h, ids["g"])[0] >= count, timeout=60, what="g's first round at h")
     wait_for(lambda: any(d["peer"] == ids["g"] for e in _decision_events(h) for d in e["data"]["decisions"]),
              timeout=30, what="the first round's decisions in h's ledger")
-    before = len(_decision_events(h))
-    wait_for(lambda: _packets_in_from(h, ids["g"]) >= 8 * count, timeout=90, what="eight rounds of g at h")
-    during = len(_decision_events(h)) - before
-    assert during <= 1, f"{during} policy.decision events for 7 rounds of decisions already audited"
+    first = _link_from(h, ids["g"])[1]
+    settled = wait_for(lambda: (link := _link_from(h, ids["g"]))[1] >= first + 3 and link,
+                       timeout=60, what="more rounds of g at h")
+    events = len(_decision_events(h))
+    wait_for(lambda: _link_from(h, ids["g"])[1] >= settled[1] + 6, timeout=60, what="six more rounds")
+    packets_in, _ = _link_from(h, ids["g"])
+    assert packets_in == settled[0] <= 2 * count  # nothing crossed again
+    assert len(_decision_events(h)) == events  # the ledger did not grow
 
-    node_h.stop()  # a clean stop writes the summary of the repeats
+    node_h.stop()
     records = [
         d for e in _decision_events(h) for d in e["data"]["decisions"]
         if d["peer"] == ids["g"] and d["hook"] == "inbound_packet"
     ]
     single = [d for d in records if d["subject"]]
     assert len(single) == len({d["subject"] for d in single}) == count  # each packet audited once
-    summaries = [d for d in records if "repeats" in d]
-    assert summaries and all(s["allowed"] and s["rules"] == ["sandbox-inbound"] for s in summaries)
-    assert sum(s["repeats"] for s in summaries) >= 7 * count  # every repeat counted, none lost
+    # A second round that began before the first was stored is counted, not written again.
+    assert sum(d.get("repeats", 0) for d in records) == packets_in - count
     assert "Traceback" not in node_g.output() + node_c.output()
