@@ -9,7 +9,10 @@ building a value, and refuses the input as soon as it passes one of the :class:`
 - ``max_depth``: arrays, maps and tags nested in each other;
 - ``max_items``: data items in all (every integer, string, container, tag, simple value);
 - ``max_alloc``: an upper estimate of the bytes of Python objects decoding would build
-  (a list costs its header plus a pointer per item, a string its length plus its header, ...).
+  (a list costs its header plus a pointer per item, a string its length plus its header, ...;
+  a property test checks it against what ``cbor2`` really allocates). A semantic tag that
+  converts its item (a bignum, a set) can take up to about twice what the estimate counts for
+  it; session frames refuse tags.
 
 A length or count that cannot fit in the bytes left (an array of 2**32 items in a 3-byte input)
 is refused at its header, so the walk never loops on a claimed size: it reads each header once,
