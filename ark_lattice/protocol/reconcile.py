@@ -512,7 +512,10 @@ class _Party:
             raise _malformed(
                 f"message of {len(message)} bytes is over the limit of {self.max_message_size}"
             )
-        self.last_cost = 0
+        # A message refused as malformed part-way is charged the most it could have cost (a range
+        # takes at least 3 bytes); one read to the end is charged what it did cost.
+        most = len(message) // 3
+        self.last_cost = min(most, self.max_ranges + 1) if self.max_ranges else most
         reader = _Reader(bytes(message))
         version = reader.take(1, "the version byte")[0]
         if not 0x60 <= version <= 0x6F:

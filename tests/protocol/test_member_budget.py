@@ -82,6 +82,18 @@ def test_a_recon_message_of_too_many_ranges_is_refused_after_reading_the_limit()
     assert responder.last_cost == 20_000
 
 
+def test_a_malformed_recon_message_is_charged_the_most_it_could_have_cost() -> None:
+    responder = Responder(ItemSet([]), frame_size_limit=400_000, max_ranges=20_000)
+    truncated = skip_ranges(1000)[:-1]  # the last range's mode is missing
+    with pytest.raises(Exception, match="ends inside"):
+        responder.reconcile(truncated)
+    assert responder.last_cost == len(truncated) // 3
+    long_and_bad = b"\x61\x80" + bytes(300_000)  # a non-minimal varint in the first range
+    with pytest.raises(Exception, match="non-minimal varint"):
+        responder.reconcile(long_and_bad)
+    assert responder.last_cost == 20_001  # the most: what the range limit lets a message cost
+
+
 def inject_recon(pair: Any, message: bytes, round_: int = 0) -> None:
     pair.a.inject(f.ReconFrame(round_, message))
 
