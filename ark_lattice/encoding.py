@@ -15,6 +15,7 @@ from typing import Any
 import cbor2
 
 from ark_lattice import PROTOCOL_VERSION
+from ark_lattice.cbor_limits import DecodeLimits, check
 from ark_lattice.errors import Malformed
 
 __all__ = ["Purpose", "canonical", "decode", "signing_input", "sha256"]
@@ -38,13 +39,25 @@ def canonical(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
-def decode(data: bytes, *, max_size: int, what: str) -> Any:
+#: Decoding limits of signed objects and packet bodies (headers, manifests, models, tensors): far
+#: above any honest one (a model names at most ~30k inputs in a 1 MiB body), yet bounded.
+UNTRUSTED_LIMITS = DecodeLimits(max_depth=16, max_items=65_536, max_alloc=16 * 1024 * 1024)
+
+
+def decode(
+    data: bytes, *, max_size: int, what: str, limits: DecodeLimits = UNTRUSTED_LIMITS
+) -> Any:
     """Decode CBOR from an untrusted source; any failure becomes :class:`Malformed`.
 
-    ``max_size`` is checked before decoding so an oversize input costs nothing to refuse.
+    ``max_size`` and then the decoding ``limits`` (nesting, item count, memory; cbor_limits.py)
+    are checked before decoding, so an input over any of them costs nothing to refuse.
     """
     if len(data) > max_size:
         raise Malformed(f"{what} is {len(data)} bytes, over the limit of {max_size}")
+    try:
+        check(data, limits)
+    except Malformed as exc:
+        raise Malformed(f"{what} refused before decoding: {exc}") from None
     try:
         return cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many types (ValueError, RecursionError, …) on garbage

@@ -94,6 +94,9 @@ class ErrorCode(enum.StrEnum):
     CONNECTION_LOST = "connection_lost"
     # On the /join path only (protocol/invites.py): the inviter does not honour the invite.
     INVITE_REFUSED = "invite_refused"
+    # A peer's input passed one of its budgets (decoding limits, reconciliation ranges or cost;
+    # policy [limits]): refused unprocessed, with a strike.
+    OVER_BUDGET = "over_budget"
 
 
 class ArkLatticeError(Exception):

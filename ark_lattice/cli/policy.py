@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,8 @@ def show(ctx: typer.Context, json_: JsonOption = False) -> None:
                     for r in policy.rate_limits
                 ],
                 "strikes_to_block": policy.limits.strikes_to_block,
+                # every [limits] key in force, the per-peer budgets included (docs/operator.md)
+                "limits": dataclasses.asdict(policy.limits),
             }
         )
         return

@@ -32,6 +32,7 @@ from typing import Any, cast
 import cel
 
 from ark_lattice.errors import PolicyError, UsageError
+from ark_lattice.protocol.budget import DEFAULT_BUDGET, MemberBudget
 
 __all__ = [
     "Policy",
@@ -184,6 +185,27 @@ class Limits:
     alert_quarantine_s: int = 3600
     # Distinct core authors accusing one peer that turn its quarantine into a permanent block.
     alert_accusers_to_block: int = 2
+    # What one peer may make us spend (protocol/budget.py, docs/operator.md): decoding limits of
+    # each frame, and reconciliation ranges per message and work per second.
+    decode_max_depth: int = DEFAULT_BUDGET.decode_max_depth
+    decode_max_items: int = DEFAULT_BUDGET.decode_max_items
+    decode_max_alloc: int = DEFAULT_BUDGET.decode_max_alloc
+    recon_max_ranges: int = DEFAULT_BUDGET.recon_max_ranges
+    recon_cost_per_s: int = DEFAULT_BUDGET.recon_cost_per_s
+    recon_cost_burst: int = DEFAULT_BUDGET.recon_cost_burst
+    # Seconds between two summaries of a peer's repeated decisions (policy/repeats.py).
+    audit_summary_s: int = 300
+
+    @property
+    def budget(self) -> MemberBudget:
+        return MemberBudget(
+            decode_max_depth=self.decode_max_depth,
+            decode_max_items=self.decode_max_items,
+            decode_max_alloc=self.decode_max_alloc,
+            recon_max_ranges=self.recon_max_ranges,
+            recon_cost_per_s=self.recon_cost_per_s,
+            recon_cost_burst=self.recon_cost_burst,
+        )
 
 
 class Policy:
@@ -548,7 +570,21 @@ _CEL_FUNCTIONS = frozenset(
 _TOP_KEYS = {"version", "limits", "rate_limit", "rule"}
 _RULE_KEYS = {"id", "effect", "hooks", "condition", "description"}
 _RATE_KEYS = {"id", "scope", "hooks", "rate", "burst"}
-_LIMIT_KEYS = {"strikes_to_block", "alert_quarantine_s", "alert_accusers_to_block"}
+# The least each budget key may be: what an honest peer needs (protocol/budget.py), so that no
+# policy can make an honest peer's frames or reconciliation earn strikes.
+_LIMIT_MINIMUMS = {
+    "strikes_to_block": 0,
+    "alert_quarantine_s": 0,
+    "alert_accusers_to_block": 0,
+    "decode_max_depth": 4,
+    "decode_max_items": 8192,
+    "decode_max_alloc": 4 * 1024 * 1024,
+    "recon_max_ranges": 10_000,
+    "recon_cost_per_s": 1000,
+    "recon_cost_burst": 50_000,
+    "audit_summary_s": 1,
+}
+_LIMIT_KEYS = set(_LIMIT_MINIMUMS)
 
 
 class _Loader:
@@ -626,9 +662,10 @@ class _Loader:
         values: dict[str, int] = {}
         for key in sorted(_LIMIT_KEYS):
             value = table.get(key, getattr(defaults, key))
-            if type(value) is not int or not 0 <= value <= _INT64_MAX:
+            least = _LIMIT_MINIMUMS[key]
+            if type(value) is not int or not least <= value <= _INT64_MAX:
                 raise self.fail(self.line((*where, key)),
-                                f"{key} must be an integer ≥ 0, not {value!r}")
+                                f"{key} must be an integer ≥ {least}, not {value!r}")
             values[key] = value
         return Limits(**values)
 

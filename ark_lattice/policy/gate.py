@@ -19,6 +19,7 @@ from ark_lattice.hlc import unpack
 from ark_lattice.packet import Packet
 from ark_lattice.policy.engine import Decision, Hook, Policy
 from ark_lattice.policy.ratelimit import RateLimiter
+from ark_lattice.protocol.budget import CostMeter, MemberBudget
 
 if TYPE_CHECKING:
     from ark_lattice.alerts import Alert
@@ -57,8 +58,20 @@ class PolicyGate:
     def replace(self, policy: Policy) -> None:
         """Swap in a new policy (a running node reloading); the rate buckets start afresh."""
         self.policy = policy
+        self.budget: MemberBudget = policy.limits.budget  # asked by every session at each frame
         self._limiter = RateLimiter(policy.rate_limits)
         self._rates: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._meters: OrderedDict[str, CostMeter] = OrderedDict()
+
+    def recon_meter(self, peer_id: str) -> CostMeter:
+        """The peer's reconciliation work meter (protocol/budget.py), shared by all its sessions,
+        so that reconnecting does not buy a fresh burst. Only peers with a flow reconcile (core
+        and sandbox: the operator chose them), so the LRU bound is never what stops a flood."""
+        meter = self._meters.pop(peer_id, None) or CostMeter()
+        self._meters[peer_id] = meter
+        if len(self._meters) > _MAX_RATE_KEYS:
+            self._meters.popitem(last=False)
+        return meter
 
     @property
     def strikes_to_block(self) -> int:

@@ -138,11 +138,15 @@ class Admit:
 
 @dataclass(frozen=True)
 class Reconcile:
-    """Load the ``over`` set (with ``peer`` for FROM_PEER) and start the link's reconciliation."""
+    """Load the ``over`` set (with ``peer`` for FROM_PEER) and start the link's reconciliation.
+
+    ``also``: ``(created_at, id)`` items to add to a FROM_PEER set — packets the peer sent us that
+    we already held (protocol/echoes.py)."""
 
     link: LinkId
     over: SyncSet
     peer: str
+    also: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ from ark_lattice.protocol.actions import (
     WakeAt,
     Want,
 )
+from ark_lattice.protocol.echoes import Echoes
 from ark_lattice.protocol.gossip import Flood, Quarantines, hop_limit
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
@@ -226,6 +227,7 @@ class Coordinator:
         self._tiers: dict[str, TrustTier] = {}  # our tier for every known peer, from the store
         self._last_digest: float | None = None
         self._foreign: dict[str, dict[str, Any]] = {}  # host -> a caller of another federation
+        self.echoes = Echoes()  # what peers we only receive from sent us that we already held
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -352,6 +354,14 @@ class Coordinator:
                 actions += self._judge(packet, source, TrustTier.SANDBOX if quarantined else tier, now)[0]
                 actions += self._digest_soon(now)  # its other peers may lack it too
         return actions
+
+    def echoed(self, link_id: LinkId, packets: Sequence[Packet]) -> None:
+        """An Ingest found ``packets`` already held. If we only receive from this link's peer,
+        they join our set for its next reconciliation, so it stops sending them every round
+        (protocol/echoes.py)."""
+        link = self._links.get(link_id)
+        if packets and link is not None and link.peer is not None and not link.sends:
+            self.echoes.add(link.peer, packets)
 
     def local_packets(self, stored: Sequence[Any], now: float) -> list[Action]:
         """Packets the operator published since the last call (StoredPacket-like): push them."""
@@ -679,8 +689,9 @@ class Coordinator:
             assert link.peer is not None
             link.sends = event.send
             over = SyncSet.SHAREABLE if event.send else SyncSet.FROM_PEER
+            also = self.echoes.keys(link.peer) if over is SyncSet.FROM_PEER else ()
             # A core peer that was away hears of our recent alerts at the next digest.
-            return [Reconcile(link.id, over, link.peer), *self._digest_soon(now)]
+            return [Reconcile(link.id, over, link.peer, also), *self._digest_soon(now)]
         if isinstance(event, ev.PacketsWanted):
             return [LoadWanted(link.id, event.ids)]
         if isinstance(event, ev.PacketsReceived):

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import cbor2
 
+from ark_lattice.cbor_limits import DecodeLimits, DecodeRefused, OverLimit, check
 from ark_lattice.errors import ErrorCode, Malformed, RemoteProtocolError
 from ark_lattice.packet import MAX_BODY, MAX_HEADER
 
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_FRAME_PAYLOAD",
     "MAX_ALERT_IDS",
     "MAX_HOPS",
+    "FRAME_LIMITS",
 ]
 
 FRAME_VERSION = 1
@@ -54,6 +56,11 @@ MAX_QUERY_LIMIT = 1000
 MAX_ALERT_IDS = 512  # recent alert ids in one digest: 16 KiB
 MAX_HOPS = 64  # an alert's remaining hops; the sender's own limit is far lower (coordinator.py)
 _MAX_TOPIC = 128
+#: Decoding limits of a session frame (cbor_limits.py): the deepest frame is 3 levels (packets →
+#: packet → fields), the most items ~4,100 (an offer of 4,096 ids, or 1,024 packets of 3 fields),
+#: the most memory ~2.3 MiB (a full packets frame); frames never use tags or indefinite lengths.
+#: The node's policy may set its own depth, items and memory ([limits] decode_*; policy/gate.py).
+FRAME_LIMITS = DecodeLimits(allow_tags=False, allow_indefinite=False)
 
 
 def _describe(value: Any) -> str:
@@ -439,10 +446,20 @@ _TYPES: dict[str, type[Frame]] = {
 }
 
 
-def parse_frame(data: bytes) -> Frame:
-    """Decode one frame; any problem is a ``RemoteProtocolError`` carrying its wire code."""
+def parse_frame(data: bytes, limits: DecodeLimits = FRAME_LIMITS) -> Frame:
+    """Decode one frame; any problem is a ``RemoteProtocolError`` carrying its wire code.
+
+    The CBOR is checked against ``limits`` before ``cbor2`` sees it: a frame over a limit is
+    refused with ``over_budget`` having cost at most ``limits.max_items`` header reads.
+    """
     if len(data) > MAX_FRAME_PAYLOAD:
         raise RemoteProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(data)} bytes")
+    try:
+        check(data, limits)
+    except OverLimit as exc:
+        raise RemoteProtocolError(ErrorCode.OVER_BUDGET, f"frame refused before decoding: {exc}") from None
+    except DecodeRefused as exc:
+        raise _bad(f"frame is not valid CBOR: {exc}") from None
     try:
         raw = cbor2.loads(data)
     except Exception:  # cbor2 raises a zoo of types on garbage; all mean the same here

@@ -62,7 +62,10 @@ Untrusted input. Every incoming message is checked against ``max_message_size`` 
 read; any truncation, overlong or non-minimal varint, unknown mode, id prefix over 32 bytes, bound
 lower than the previous bound or id count beyond the message end raises
 ``RemoteProtocolError(ErrorCode.MALFORMED, reason)`` — never another exception — and each byte of
-input is read once, so a hostile message cannot make the parser loop.
+input is read once, so a hostile message cannot make the parser loop. Each range costs a bisect and
+often a fingerprint, so ``max_ranges`` (the node's ``recon_max_ranges`` budget, protocol/budget.py)
+caps the ranges of one message: reading stops at the first one over, with ``OVER_BUDGET``;
+``last_cost`` tells the session's meter how much work the message took.
 
 Sans-I/O: no sockets, no event loop, no clock. The node runtime carries the messages; the
 simulator and :func:`sync_in_memory` pass them directly.
@@ -198,8 +201,11 @@ class Initiator:
         frame_size_limit: int = DEFAULT_FRAME_SIZE_LIMIT,
         buckets: int = 16,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_ranges: int = 0,
     ) -> None:
-        self._party = _Party(items, frame_size_limit, buckets, max_message_size, initiator=True)
+        self._party = _Party(
+            items, frame_size_limit, buckets, max_message_size, initiator=True, max_ranges=max_ranges
+        )
         self._initiated = False
         # When a frame limit cuts a message, the remainder is reopened whole, so ranges settled in
         # an earlier round can come back and their ids would be reported twice (negentropy itself
@@ -228,6 +234,12 @@ class Initiator:
         # A reply with no ranges means nothing is left open on our side: the exchange is over.
         return Round(None if len(reply) == 1 else reply, have, need)
 
+    @property
+    def last_cost(self) -> int:
+        """Work done on the last message given to :meth:`reconcile`: ranges read, plus one per
+        16 ids read (the budget unit of reconciliation.py)."""
+        return self._party.last_cost
+
 
 class Responder:
     """The side that answers (negentropy's server); it learns nothing and keeps no state."""
@@ -241,8 +253,11 @@ class Responder:
         frame_size_limit: int = DEFAULT_FRAME_SIZE_LIMIT,
         buckets: int = 16,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_ranges: int = 0,
     ) -> None:
-        self._party = _Party(items, frame_size_limit, buckets, max_message_size, initiator=False)
+        self._party = _Party(
+            items, frame_size_limit, buckets, max_message_size, initiator=False, max_ranges=max_ranges
+        )
 
     def reconcile(self, message: bytes) -> bytes:
         """The reply to one initiator message; raises ``RemoteProtocolError`` if it is malformed.
@@ -251,6 +266,12 @@ class Responder:
         ours, as the spec asks, so the initiator can downgrade.
         """
         return self._party.process(message, None, None)
+
+    @property
+    def last_cost(self) -> int:
+        """Work done on the last message given to :meth:`reconcile`: ranges read, plus one per
+        16 ids read (the budget unit of reconciliation.py)."""
+        return self._party.last_cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +299,7 @@ def sync_in_memory(
     buckets: int = 16,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_rounds: int = 10_000,
+    max_ranges: int = 0,
 ) -> Stats:
     """Reconcile ``a`` (initiator) against ``b`` (responder) in memory, both with the options.
 
@@ -286,7 +308,10 @@ def sync_in_memory(
     a bug (``LocalProtocolError``).
     """
     options = dict(
-        frame_size_limit=frame_size_limit, buckets=buckets, max_message_size=max_message_size
+        frame_size_limit=frame_size_limit,
+        buckets=buckets,
+        max_message_size=max_message_size,
+        max_ranges=max_ranges,
     )
     initiator = Initiator(a, **options)
     responder = Responder(b, **options)
@@ -333,6 +358,9 @@ _FRAME_HEADROOM = 200
 #: negentropy refuses frame limits under 4 KiB: below that one split range might not fit.
 _MIN_FRAME_SIZE_LIMIT = 4096
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+#: Ids read from a message that cost as much as one range (a bisect and a fingerprint, ~2 µs);
+#: :attr:`Initiator.last_cost` counts ranges plus ids in these units.
+_IDS_PER_RANGE = 16
 
 
 def _varint(n: int) -> bytes:
@@ -434,7 +462,10 @@ def _largest_split(buckets: int) -> int:
 class _Party:
     """The message processing both sides share: negentropy's reconcileAux and splitRange."""
 
-    __slots__ = ("items", "frame_size_limit", "buckets", "max_message_size", "initiator")
+    __slots__ = (
+        "items", "frame_size_limit", "buckets", "max_message_size", "initiator", "max_ranges",
+        "last_cost",
+    )
 
     def __init__(
         self,
@@ -444,6 +475,7 @@ class _Party:
         max_message_size: int,
         *,
         initiator: bool,
+        max_ranges: int = 0,
     ) -> None:
         if not isinstance(items, ItemSet):
             raise TypeError("items must be an ItemSet")
@@ -465,6 +497,10 @@ class _Party:
         self.buckets = buckets
         self.max_message_size = max_message_size
         self.initiator = initiator
+        # Ranges one incoming message may hold (0: no limit); reading stops at the first one
+        # over, so a hostile message costs at most this many ranges of work.
+        self.max_ranges = max_ranges
+        self.last_cost = 0
 
     def initial_message(self) -> bytes:
         split = self._split(_Writer(), 0, len(self.items), _INFINITY_BOUND, 0)
@@ -476,6 +512,10 @@ class _Party:
             raise _malformed(
                 f"message of {len(message)} bytes is over the limit of {self.max_message_size}"
             )
+        # A message refused as malformed part-way is charged the most it could have cost (a range
+        # takes at least 3 bytes); one read to the end is charged what it did cost.
+        most = len(message) // 3
+        self.last_cost = min(most, self.max_ranges + 1) if self.max_ranges else most
         reader = _Reader(bytes(message))
         version = reader.take(1, "the version byte")[0]
         if not 0x60 <= version <= 0x6F:
@@ -498,8 +538,16 @@ class _Party:
         prev_index = 0
         # A run of settled ranges is sent as one Skip, written only when the next open range starts.
         skip = False
+        max_ranges = self.max_ranges or INFINITY
+        ranges = ids_read = 0
 
         while reader.remaining:
+            ranges += 1
+            if ranges > max_ranges:
+                self.last_cost = ranges + ids_read // _IDS_PER_RANGE
+                raise RemoteProtocolError(
+                    ErrorCode.OVER_BUDGET, f"reconciliation message of more than {max_ranges} ranges"
+                )
             # This range's answer goes to ``chunk`` and is only kept if it fits the frame; the
             # writer's state and the pending Skip are saved so dropping the answer can undo them.
             chunk = bytearray()
@@ -541,6 +589,7 @@ class _Party:
                 if count * ID_SIZE > reader.remaining:
                     raise _malformed(f"a list of {count} ids runs past the end of the message")
                 blob = reader.take(count * ID_SIZE, "an id list")
+                ids_read += count
                 if have is not None and need is not None:
                     # Initiator: this settles the range; ours minus theirs is have, the rest need.
                     their_ids = dict.fromkeys(
@@ -605,6 +654,7 @@ class _Party:
             prev_index = upper
             prev_bound, prev_len = curr_bound, prefix_len
 
+        self.last_cost = ranges + ids_read // _IDS_PER_RANGE
         return bytes(out)
 
     def _split(

@@ -13,7 +13,10 @@ each run. :class:`Reconciliation` keeps what spans those runs (docs/protocol.md 
 - a request to run again that came while a run was in progress (terms changed mid-run).
 
 It is pure bookkeeping: it returns what to send in a :class:`ReconStep` and the session sends it,
-wants through its transfer window, and emits the events. It never sees the clock or the channel.
+wants through its transfer window, and emits the events. It never sees the clock or the channel:
+the time of each message is an argument, for the reconciliation budget (budget.py) that every
+message from the peer is checked against before it is read — at most ``recon_max_ranges`` ranges,
+and the peer's work metered per second — and charged after.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 from ark_lattice.errors import ErrorCode, RemoteProtocolError
 from ark_lattice.protocol import reconcile
+from ark_lattice.protocol.budget import DEFAULT_BUDGET, CostMeter, MemberBudget
 from ark_lattice.protocol.frames import MAX_IDS, OfferFrame, ReconFrame, SyncedFrame
 
 __all__ = ["Reconciliation", "ReconStep"]
@@ -58,6 +62,7 @@ class Reconciliation:
         self._snapshot: reconcile.Responder | None = None
         self._held: ReconFrame | None = None
         self._again = False
+        self._meter = CostMeter()
 
     @property
     def running(self) -> bool:
@@ -79,16 +84,21 @@ class Reconciliation:
             return True
         return False
 
-    def start(self, items: reconcile.ItemSet) -> ReconFrame | None:
+    def start(self, items: reconcile.ItemSet, budget: MemberBudget = DEFAULT_BUDGET) -> ReconFrame | None:
         """The node gave us our set. The initiator opens a run (returns its first message); the
         responder keeps the snapshot to answer with (see :meth:`take_held`)."""
         self.awaiting_items = False
+        ranges = budget.recon_max_ranges
         if self.initiator:
-            self._run = reconcile.Initiator(items, frame_size_limit=self.frame_size_limit)
+            self._run = reconcile.Initiator(
+                items, frame_size_limit=self.frame_size_limit, max_ranges=ranges
+            )
             self._round = 0
             self._offered = self._wanted = 0
             return ReconFrame(0, self._run.initiate())
-        self._snapshot = reconcile.Responder(items, frame_size_limit=self.frame_size_limit)
+        self._snapshot = reconcile.Responder(
+            items, frame_size_limit=self.frame_size_limit, max_ranges=ranges
+        )
         return None
 
     def take_held(self) -> ReconFrame | None:
@@ -96,16 +106,37 @@ class Reconciliation:
         held, self._held = self._held, None
         return held
 
-    def receive(self, frame: ReconFrame, *, send: bool, receive: bool) -> ReconStep:
-        """A ``recon`` frame from the peer, with the flows as they are now.
+    def receive(
+        self,
+        frame: ReconFrame,
+        *,
+        send: bool,
+        receive: bool,
+        now: float = 0.0,
+        budget: MemberBudget = DEFAULT_BUDGET,
+        meter: CostMeter | None = None,
+    ) -> ReconStep:
+        """A ``recon`` frame from the peer at ``now``, with the flows as they are now.
 
-        Raises ``RemoteProtocolError`` if the frame is out of turn or its message malformed.
+        Raises ``RemoteProtocolError`` if the frame is out of turn or its message malformed, or
+        (``over_budget``) if the message holds more ranges than ``budget`` allows or, on the
+        responder's side (which a peer could flood with messages), the reconciliation budget of
+        ``meter`` (the peer's, across its sessions; else this session's own) is spent; neither
+        reads more of the message than the budget.
         """
         if not self.initiator:
-            return self._answer(frame)
+            return self._answer(frame, now, budget, meter or self._meter)
         if self._run is None or frame.round != self._round:
             raise RemoteProtocolError(ErrorCode.UNSOLICITED, "reconciliation reply nobody asked for")
-        message, have, need = self._run.reconcile(frame.message)
+        # Our own replies pace the responder (one message per round, checked above), so only the
+        # per-message range limit applies here; a reply we refuse ends the run, so that the next
+        # sync starts afresh instead of waiting for a round that will not come.
+        try:
+            message, have, need = self._run.reconcile(frame.message)
+        except RemoteProtocolError:
+            self._run = None
+            self._again = False
+            raise
         offers: tuple[OfferFrame, ...] = ()
         if send and have:
             self._offered += len(have)
@@ -127,9 +158,17 @@ class Reconciliation:
             raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "only the initiator ends a reconciliation")
         self._snapshot = None  # the next run starts from a fresh snapshot
 
-    def _answer(self, frame: ReconFrame) -> ReconStep:
-        if self._snapshot is not None:
-            return ReconStep(reply=ReconFrame(frame.round, self._snapshot.reconcile(frame.message)))
+    def _answer(
+        self, frame: ReconFrame, now: float, budget: MemberBudget, meter: CostMeter
+    ) -> ReconStep:
+        snapshot = self._snapshot
+        if snapshot is not None:
+            meter.admit(budget, now)
+            try:
+                reply = snapshot.reconcile(frame.message)
+            finally:
+                meter.spend(snapshot.last_cost, budget, now)
+            return ReconStep(reply=ReconFrame(frame.round, reply))
         if self._held is not None:
             raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, "reconciliation messages not paired")
         self._held = frame  # the node is still preparing our set

@@ -57,6 +57,7 @@ from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import handshake, reconcile
+from ark_lattice.protocol.budget import DEFAULT_BUDGET, MemberBudget
 from ark_lattice.protocol.channel import SecureChannel
 from ark_lattice.protocol.events import (
     AlertIdsReceived,
@@ -256,6 +257,11 @@ class Session:
         )
 
     @property
+    def budget(self) -> MemberBudget:
+        """What this peer may make us spend (budget.py): the node's policy, else the defaults."""
+        return self.gate.budget if self.gate is not None else DEFAULT_BUDGET
+
+    @property
     def syncing(self) -> bool:
         return self._recon.running or self._transfer.busy
 
@@ -275,7 +281,7 @@ class Session:
                 self._receive_handshake(data, now)
                 return
             assert self._channel is not None
-            frame = parse_frame(self._channel.open(data))
+            frame = parse_frame(self._channel.open(data), self.budget.frame_limits)
             self._dispatch(frame, now)
         except RemoteProtocolError as exc:
             self._peer_failed(exc, now)
@@ -367,7 +373,7 @@ class Session:
 
     def start_sync(self, items: reconcile.ItemSet, now: float) -> None:
         """The node's answer to :class:`SyncReady`: the set this session reconciles over."""
-        first = self._recon.start(items)
+        first = self._recon.start(items, self.budget)
         if first is not None:
             self._send(first, now)
             return
@@ -577,7 +583,11 @@ class Session:
         if not any(self.flows):
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "reconciliation while no packets may flow")
         send, receive = self.flows
-        self._apply(self._recon.receive(frame, send=send, receive=receive), now)
+        meter = self.gate.recon_meter(str(self.peer)) if self.gate is not None else None
+        step = self._recon.receive(
+            frame, send=send, receive=receive, now=now, budget=self.budget, meter=meter
+        )
+        self._apply(step, now)
 
     def _apply(self, step: ReconStep, now: float) -> None:
         for offer in step.offers:

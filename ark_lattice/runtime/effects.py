@@ -23,6 +23,7 @@ from ark_lattice.errors import NotFound
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
+from ark_lattice.policy.repeats import DEFAULT_INTERVAL, RepeatedDecisions
 from ark_lattice.protocol import actions as act
 from ark_lattice.protocol.coordinator import Coordinator
 from ark_lattice.protocol.intake import Intake
@@ -123,6 +124,14 @@ class Effects:
         self.store = store
         self.core = core
         self.decisions: list[Mapping[str, Any]] = []  # policy decisions not yet in the ledger
+        # Decisions already in the ledger are counted into per-peer summaries, not written again.
+        self.repeats = RepeatedDecisions()
+        self._now = 0.0  # the time of the latest decision: when summaries fall due
+
+    def audit(self, records: Sequence[Mapping[str, Any]], now: float) -> None:
+        """Queue policy decisions taken at ``now``; the ones already written are only counted."""
+        self._now = max(self._now, now)
+        self.decisions.extend(self.repeats.sift(records, now))
 
     async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
@@ -221,7 +230,7 @@ class Effects:
     async def sync_set(self, action: act.Reconcile) -> ItemSet:
         if action.over is act.SyncSet.SHAREABLE:
             return ItemSet(await self.store.shareable_keys())
-        return ItemSet(await self.store.keys_from(action.peer))
+        return ItemSet([*await self.store.keys_from(action.peer), *action.also])
 
     async def ingest(self, batch: Sequence[act.Ingest], now: float) -> list[act.Action]:
         """Store received packets, dependencies first, in one transaction for the whole batch.
@@ -235,10 +244,13 @@ class Effects:
                 deps = Intake.dependencies(item.packets)
                 held = await self.store.held_ids(list(deps)) if deps else set()
                 admission = self.core.admit_packets(item.packets, held)
-                ready, new = admission.ready, []
+                ready, new, put = admission.ready, [], []
                 while ready:
+                    put += ready
                     new += await self.store.put_packets(ready, source=item.peer, quarantined=item.quarantine)
                     ready = self.core.packets_stored(p.id for p in ready)
+                fresh = {p.id for p in new}
+                self.core.echoed(item.link, [p for p in put if p.id not in fresh])  # held already
                 results.append((item, new, admission.missing))
         actions: list[act.Action] = []
         for item, new, missing in results:
@@ -247,8 +259,12 @@ class Effects:
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
         return actions
 
-    async def write_audit(self) -> None:
-        """Write pending policy decisions as ledger events (many decisions per event)."""
+    async def write_audit(self, *, final: bool = False) -> None:
+        """Write pending policy decisions as ledger events (many decisions per event), and the
+        summaries of repeated decisions that are due (all of them if ``final``: stopping)."""
+        gate = self.core.gate
+        interval = float(gate.policy.limits.audit_summary_s) if gate is not None else DEFAULT_INTERVAL
+        self.decisions.extend(self.repeats.drain() if final else self.repeats.due(self._now, interval))
         while self.decisions:
             chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
             await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": chunk})
@@ -280,7 +296,7 @@ class Driver:
             elif isinstance(action, act.QueryResult):
                 self.query_answered(action)
             elif isinstance(action, act.Audit):
-                self.effects.decisions.extend(action.records)
+                self.effects.audit(action.records, self.clock())
                 self.audit_queued()
             else:
                 pending.extend(await self.effects.perform(action, self.clock()))

@@ -203,7 +203,7 @@ class Federation(Driver):
             await asyncio.wait(list(self._owners), timeout=STOP_GRACE)
         await self._ingest.join()  # what was received before the stop is stored
         if self.core is not None:
-            await self.effects.write_audit()
+            await self.effects.write_audit(final=True)
         for task in list(self._tasks | self._owners):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._owners, return_exceptions=True)

@@ -91,3 +91,22 @@ def test_tier_changes_are_decided_by_policy_and_audited(cli, tmp_path):
     assert cli.json("audit", "--decision", "deny")[0]["subject"] == "core"
     assert len(cli.json("audit", "--peer", peer[:6], "--since", "1h")) == 2
     assert cli.json("audit", "--since", "2000-01-01T00:00:00") == trail
+
+
+def test_the_per_peer_budgets_are_policy_keys_shown_checked_and_set(cli, tmp_path, home):
+    cli("init")
+    limits = cli.json("policy", "show")["limits"]
+    assert limits["decode_max_items"] == 16384 and limits["recon_max_ranges"] == 20000
+    assert limits["audit_summary_s"] == 300
+    low = tmp_path / "low.toml"
+    low.write_text(DEFAULT_POLICY_TEXT.replace("recon_max_ranges = 20000", "recon_max_ranges = 10"))
+    line = DEFAULT_POLICY_TEXT.splitlines().index("recon_max_ranges = 20000") + 1
+    result = cli("policy", "check", str(low), ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: {low} line {line}: recon_max_ranges must be an integer ≥ 10000, not 10"
+    )
+    tighter = tmp_path / "tighter.toml"
+    tighter.write_text(DEFAULT_POLICY_TEXT.replace("decode_max_depth = 8", "decode_max_depth = 5"))
+    cli("policy", "set", str(tighter))
+    assert cli.json("policy", "show")["limits"]["decode_max_depth"] == 5
