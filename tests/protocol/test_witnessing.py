@@ -3,8 +3,6 @@ and what a fork proof does — sans-I/O, with the verdicts witness.py would retu
 
 from __future__ import annotations
 
-from test_coordinator import CORE, PEERS, SANDBOX, T0, coordinator, of, pid, session_with
-
 from ark_lattice import ledger, merkle, witness
 from ark_lattice.checkpoint import Checkpoint, sign_checkpoint
 from ark_lattice.identity import Identity
@@ -17,6 +15,8 @@ from ark_lattice.protocol.witnessing import (
     SendWitnessRequest,
     Witness,
 )
+
+from test_coordinator import CORE, PEERS, SANDBOX, T0, coordinator, of, pid, session_with
 
 
 def note(log: Identity, size: int, tag: bytes) -> str:
@@ -90,9 +90,9 @@ def test_a_conflict_is_retried_once_from_the_witness_size() -> None:
 
 
 def test_a_witness_request_and_its_reply_cross_a_session() -> None:
-    from test_session import open_pair
-
     from ark_lattice.protocol.events import Misbehaviour
+
+    from test_session import open_pair
 
     pair = open_pair()
     pair.a.session.send_witness_request(b"old 0\n\nnote", pair.now)
