@@ -14,12 +14,13 @@ Nothing here awaits anything but the store, so the simulator runs it without an 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ark_lattice import __version__
 from ark_lattice.alerts import alert_packet
-from ark_lattice.errors import NotFound
+from ark_lattice.errors import LedgerError, NotFound
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
@@ -29,7 +30,7 @@ from ark_lattice.protocol.intake import Intake
 from ark_lattice.protocol.reconcile import ItemSet
 from ark_lattice.protocol.session import Session
 from ark_lattice.store.events import EventKind
-from ark_lattice.store.store import Store
+from ark_lattice.store.store import NewEvent, Store
 
 if TYPE_CHECKING:
     from ark_lattice.runtime.metrics import Counters
@@ -117,6 +118,10 @@ class Effects:
         self.store = store
         self.core = core
         self.decisions: list[Mapping[str, Any]] = []  # policy decisions not yet in the ledger
+        # Audit events the ledger refused (locked past the retry budget, disk full): written again,
+        # first, by the next write_audit, so an audit event is late at worst, never lost.
+        self.kept: list[NewEvent] = []
+        self.on_kept: Callable[[LedgerError], None] | None = None  # the driver schedules the retry
 
     async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
@@ -155,7 +160,11 @@ class Effects:
             stored = await store.list_packets(topic=action.topic, limit=action.limit)
             return core.query_loaded(action.link, action.query_id, stored)
         if isinstance(action, act.Strike):
-            await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
+            try:
+                await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
+            except LedgerError as exc:
+                error = {"code": action.code, "reason": action.reason, "fatal": action.fatal}
+                self.keep((EventKind.PROTOCOL_ERROR, action.subject, error), exc)
             if action.peer is None:
                 return []
             try:
@@ -202,8 +211,9 @@ class Effects:
         Returns the coordinator's answer: wants for missing dependencies and the relays.
         """
         results: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
-        async with self.store.transaction():
-            await self.write_audit()  # the decisions that let these packets in, atomically with them
+        written: list[NewEvent] = []
+        async with self._kept_if_rolled_back(written), self.store.transaction():
+            written += await self.write_audit()  # the decisions that let these packets in, atomically
             for item in batch:
                 deps = Intake.dependencies(item.packets)
                 held = await self.store.held_ids(list(deps)) if deps else set()
@@ -220,11 +230,41 @@ class Effects:
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
         return actions
 
-    async def write_audit(self) -> None:
-        """Write pending policy decisions as ledger events (many decisions per event)."""
-        while self.decisions:
-            chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
-            await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": chunk})
+    async def write_audit(self) -> list[NewEvent]:
+        """Write kept audit events, then pending policy decisions (many decisions per event).
+
+        Each event leaves the queue before its write (a concurrent call never writes it twice)
+        and goes back to the front if the write fails. Returns the events written.
+        """
+        written: list[NewEvent] = []
+        while self.kept or self.decisions:
+            if self.kept:
+                event = self.kept.pop(0)
+            else:
+                chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
+                event = (EventKind.POLICY_DECISION, "", {"decisions": chunk})
+            try:
+                await self.store.append_event(*event)
+            except BaseException:
+                self.kept.insert(0, event)
+                raise
+            written.append(event)
+        return written
+
+    def keep(self, event: NewEvent, error: LedgerError) -> None:
+        """An audit event the ledger refused: write it with the next audit flush."""
+        self.kept.append(event)
+        if self.on_kept is not None:
+            self.on_kept(error)
+
+    @asynccontextmanager
+    async def _kept_if_rolled_back(self, written: list[NewEvent]) -> AsyncIterator[None]:
+        """Audit events written inside a transaction that then rolled back are kept, not lost."""
+        try:
+            yield
+        except BaseException:
+            self.kept[:0] = written
+            raise
 
 
 class Driver:
