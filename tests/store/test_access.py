@@ -4,7 +4,8 @@ retries on SQLITE_BUSY / SQLITE_BUSY_SNAPSHOT, provoked here with a second sqlit
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import pytest
 
@@ -160,7 +161,7 @@ async def test_an_open_read_never_makes_a_write_fail(store, other):
 async def test_an_abandoned_iteration_is_closed_with_the_store(tmp_path):
     s = await Store.open(tmp_path / "ledger.db")
     await s.put_packets([packet(i) for i in range(10)])
-    rows = s.iter_rows("SELECT id FROM packets", batch=2)
+    rows = cast(AsyncGenerator[tuple[Any, ...], None], s.iter_rows("SELECT id FROM packets", batch=2))
     await rows.__anext__()
     await s.close()  # before the generator: its private connection goes with the store
     await rows.aclose()  # no error from a cursor on a closed connection
