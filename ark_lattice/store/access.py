@@ -64,6 +64,14 @@ class AccessStats:
     def retries(self) -> int:
         return self.busy_retries + self.snapshot_retries
 
+    def to_json(self) -> dict[str, float]:
+        return {
+            "busy_retries": self.busy_retries,
+            "snapshot_retries": self.snapshot_retries,
+            "gave_up": self.gave_up,
+            "longest_wait_s": round(self.longest_wait, 3),
+        }
+
 
 def busy_kind(exc: BaseException) -> str | None:
     """``"busy"``, ``"snapshot"`` or None: whether ``exc`` is a lock conflict worth retrying."""
