@@ -213,7 +213,7 @@ class Effects:
         results: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
         written: list[NewEvent] = []
         async with self._kept_if_rolled_back(written), self.store.transaction():
-            written += await self.write_audit()  # the decisions that let these packets in, atomically
+            await self.write_audit(written)  # the decisions that let these packets in, atomically
             for item in batch:
                 deps = Intake.dependencies(item.packets)
                 held = await self.store.held_ids(list(deps)) if deps else set()
@@ -230,13 +230,14 @@ class Effects:
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
         return actions
 
-    async def write_audit(self) -> list[NewEvent]:
+    async def write_audit(self, written: list[NewEvent] | None = None) -> list[NewEvent]:
         """Write kept audit events, then pending policy decisions (many decisions per event).
 
         Each event leaves the queue before its write (a concurrent call never writes it twice)
-        and goes back to the front if the write fails. Returns the events written.
+        and goes back to the front if the write fails. Returns the events written, also added
+        to ``written`` as they go (inside a transaction, they are kept if it rolls back).
         """
-        written: list[NewEvent] = []
+        written = [] if written is None else written
         while self.kept or self.decisions:
             if self.kept:
                 event = self.kept.pop(0)

@@ -221,3 +221,20 @@ async def test_an_audit_event_the_ledger_refuses_is_kept_and_written_later(tmp_p
         assert kinds == [EventKind.PROTOCOL_ERROR, EventKind.POLICY_DECISION]
     finally:
         await s.close()
+
+
+async def test_decisions_written_in_an_ingest_that_rolls_back_are_kept(store):
+    class FailingCore:
+        def admit_packets(self, packets: object, held: object) -> None:
+            raise RuntimeError("the batch failed after its audit was written")
+
+    effects = Effects(store, FailingCore())  # type: ignore[arg-type]
+    effects.decisions.append({"hook": "inbound_packet", "subject": "x", "allowed": True})
+    ingest = act.Ingest(link=1, peer="p" * 52, packets=(packet(1),), quarantine=False)
+    with pytest.raises(RuntimeError):
+        await effects.ingest([ingest], 0.0)
+    assert await store.event_count() == 0  # rolled back with the batch ...
+    assert [kind for kind, _, _ in effects.kept] == [EventKind.POLICY_DECISION]  # ... and kept
+    await effects.write_audit()
+    [event] = await store.events()
+    assert event.fields["decisions"][0]["subject"] == "x"
