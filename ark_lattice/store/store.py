@@ -36,6 +36,7 @@ __all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
 
 LOCAL_SOURCE = "local"
 BUSY_TIMEOUT_MS = 15_000
+SPARE_READERS = 2  # private read connections kept open for the next iter_rows
 
 NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
 
@@ -109,6 +110,7 @@ class Store:
         self._reader = conn  # until open() gives the reader its own connection
         self._connect: Callable[..., Awaitable[Any]] = aiosqlite.connect
         self._snapshots: set[Any] = set()  # private connections of unfinished iter_rows
+        self._spare: list[Any] = []  # private connections of finished ones, for the next
         self.retry = RetryPolicy()
         self.access = AccessStats()
         self.path = path
@@ -160,9 +162,10 @@ class Store:
         return store
 
     async def close(self) -> None:
-        for snapshot in list(self._snapshots):  # iterations abandoned before their end
+        for snapshot in [*self._snapshots, *self._spare]:  # also iterations abandoned before their end
             await _close_quietly(snapshot)
         self._snapshots.clear()
+        self._spare.clear()
         await self._close_reader()
         await self._writer.close()
 
@@ -619,16 +622,22 @@ class Store:
             for r in rows:
                 yield tuple(r)
             return
-        snapshot = await self._open_reader()
+        snapshot = self._spare.pop() if self._spare else await self._open_reader()
         self._snapshots.add(snapshot)
+        finished = False
         try:
             cur = await snapshot.execute(sql)
             while rows := await cur.fetchmany(batch):
                 for r in rows:
                     yield tuple(r)
-        finally:
+            await cur.close()
+            finished = True  # the cursor is closed, so the connection holds no snapshot now
+        finally:  # else the connection goes, cursor and all (it may be closed already: no error)
             self._snapshots.discard(snapshot)
-            await _close_quietly(snapshot)
+            if finished and len(self._spare) < SPARE_READERS:
+                self._spare.append(snapshot)
+            else:
+                await _close_quietly(snapshot)
 
     async def backup_to(self, target: Path) -> None:
         """Copy the live database with SQLite's online backup API (consistent under writes)."""

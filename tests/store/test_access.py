@@ -238,3 +238,15 @@ async def test_decisions_written_in_an_ingest_that_rolls_back_are_kept(store):
     await effects.write_audit()
     [event] = await store.events()
     assert event.fields["decisions"][0]["subject"] == "x"
+
+
+async def test_a_finished_iteration_leaves_no_snapshot_behind(store, other):
+    await store.put_packets([packet(1)])
+    assert len([r async for r in store.iter_rows("SELECT id FROM packets")]) == 1
+    assert len(store._spare) == 1  # its connection is kept for the next iteration ...
+    other.execute("INSERT INTO meta (key, value) VALUES ('cli', 1)")
+    await store.put_packets([packet(2)])
+    # ... which starts on a fresh snapshot: it sees both commits made since.
+    assert len([r async for r in store.iter_rows("SELECT id FROM packets")]) == 2
+    assert [r async for r in store.iter_rows("SELECT value FROM meta WHERE key = 'cli'")] == [(1,)]
+    assert len(store._spare) == 1
