@@ -43,9 +43,11 @@ async def publish_files(
     depends: Sequence[bytes] = (),
     supersedes: bytes | None = None,
     meta: dict[str, Any] | None = None,
+    on_reading: Callable[[Path], None] = lambda _: None,
     on_published: Callable[[Published], None] = lambda _: None,
 ) -> list[Published]:
-    """One packet per file, stored batch by batch; ``on_published`` hears of each once durable.
+    """One packet per file, stored batch by batch; ``on_reading`` hears of each file as it is
+    read, ``on_published`` of each packet once it is durable.
 
     A file that cannot be read stops the run with a :class:`UsageError` after the files before it
     are stored (they are in the ledger; the message says how many).
@@ -63,6 +65,7 @@ async def publish_files(
         pending, pending_bytes = [], 0
 
     for path in files:
+        on_reading(path)
         try:
             body = path.read_bytes()
         except OSError as exc:

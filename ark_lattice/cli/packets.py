@@ -99,11 +99,12 @@ def _publish_many(
                     published.append(
                         {"id": item.packet.hex_id, "topic": topic, "size": item.size, "path": str(item.path)}
                     )
-                    bar.update(description=f"published {item.path.name}")
                     bar.advance()
 
                 await publish_files(
-                    node, files, topic=topic, kind=kind, depends=deps, supersedes=sup, on_published=stored
+                    node, files, topic=topic, kind=kind, depends=deps, supersedes=sup,
+                    on_reading=lambda path: bar.update(description=f"publishing {path.name}"),
+                    on_published=stored,
                 )
 
     try:

@@ -48,7 +48,7 @@ class RetryPolicy:
     first_delay: float = 0.005  # seconds before the first retry; doubles each time
     max_delay: float = 0.1  # short, so a writer that keeps coming back is not starved
     budget: float = 30.0  # seconds of retrying, after which the write fails with one sentence
-    attempt_ms: int = 100  # SQLite's busy handler per attempt (PRAGMA busy_timeout)
+    attempt_ms: int = 20  # SQLite's busy handler per attempt (PRAGMA busy_timeout)
 
 
 @dataclass
