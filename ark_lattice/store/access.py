@@ -15,8 +15,9 @@ read transaction began with. The store (store.py) keeps to that:
   lock) and ``SQLITE_BUSY_SNAPSHOT`` (this connection's snapshot went stale) with a doubling,
   capped delay, until :attr:`RetryPolicy.budget` seconds have passed; then one
   :class:`~ark_lattice.errors.LedgerError` sentence, never a traceback. SQLite's own busy handler
-  waits only :attr:`RetryPolicy.attempt_ms` per attempt, so the waiting happens on the event loop
-  (cancellable, counted in :class:`AccessStats`) rather than inside a blocked worker thread.
+  is off on the writer once the ledger is open (:attr:`RetryPolicy.attempt_ms`), so the waiting
+  happens on the event loop (cancellable, counted in :class:`AccessStats`) rather than inside a
+  blocked worker thread.
 
 This module holds the policy and the retry loop; it has no state of its own.
 """
@@ -48,7 +49,8 @@ class RetryPolicy:
     first_delay: float = 0.005  # seconds before the first retry; doubles each time
     max_delay: float = 0.1  # short, so a writer that keeps coming back is not starved
     budget: float = 30.0  # seconds of retrying, after which the write fails with one sentence
-    attempt_ms: int = 20  # SQLite's busy handler per attempt (PRAGMA busy_timeout)
+    # SQLite's own busy handler per attempt (PRAGMA busy_timeout); 0: every wait is ours, counted
+    attempt_ms: int = 0
 
 
 @dataclass

@@ -54,54 +54,72 @@ def test_cli_writers_looping_beside_a_busy_node_lose_nothing(homes, start_node):
     a, b = homes("a"), homes("b")
     set_tier(a, ids["b"], "core")
     set_tier(b, ids["a"], "core")
-    from_a = set(fill(a, 8000, "from/a"))
+    from_a = set(fill(a, 12_000, "from/a"))
     node_a = start_node(a)
     node_b = start_node(b)
-    assert run_cli(b, "federation", "add-peer", node_a.url).returncode == 0
 
     files = homes("files")
     files.mkdir()
     for i in range(40):
         (files / f"note-{i:02d}.txt").write_bytes(b"note %d " % i * 20)
     published: set[str] = set()
-    writes = 0
+    added: set[str] = set()
+    failures: list[str] = []
+    writes, rounds = [0], [0, 0]
+    lock = threading.Lock()
+    stop = threading.Event()
     started = time.monotonic()
-    rounds = 0
+
+    def cli_loop(n: int) -> None:
+        """One operator's CLI writes on B, again and again: a directory, stdin, a new peer."""
+        while not stop.is_set():
+            peer = str(Identity.generate().node_id)
+            for args in (
+                ("packets", "publish", "--topic", f"cli/{n}", "--json", str(files)),
+                ("packets", "publish", "--topic", "cli/one", "-"),
+                ("peers", "add", peer, "--tier", "sandbox"),
+            ):
+                result = run_cli(b, *args, input=b"one %d %d" % (n, rounds[n]))
+                err = result.stderr.decode(errors="replace")
+                with lock:
+                    writes[0] += 1
+                    if result.returncode != 0 or err:
+                        failures.append(f"{' '.join(args[:2])}: exit {result.returncode}: {err}")
+                    elif args[1] == "publish" and "--json" in args:
+                        published.update(doc["id"] for doc in json.loads(result.stdout))
+                    elif args[1] == "publish":
+                        published.add(result.stdout.decode().strip())
+                    else:
+                        added.add(peer)
+            rounds[n] += 1
+
     # An operator watching: status reads on B all along, while B and the CLI write.
-    polling, polls, slowest, unanswered = threading.Event(), [0], [0.0], [0]
+    polls, slowest, unanswered = [0], [0.0], [0]
 
     def poll() -> None:
-        while not polling.is_set():
+        while not stop.is_set():
             asked = time.monotonic()
             if node_b.ask("status", timeout=10) is None:
                 unanswered[0] += 1
             slowest[0] = max(slowest[0], time.monotonic() - asked)
             polls[0] += 1
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    # The loop runs while B stores A's packets, and a few rounds more.
-    while rounds < 4 or not from_a <= packet_ids(b):
-        assert time.monotonic() - started < 240, "B never caught up with A"
-        rounds += 1
-        steps: list[tuple[Any, ...]] = [
-            ("packets", "publish", "--topic", f"cli/{rounds}", "--json", str(files)),
-            ("packets", "publish", "--topic", "cli/one", "-"),
-            ("peers", "add", str(Identity.generate().node_id), "--tier", "sandbox"),
-        ]
-        for args in steps:
-            result = run_cli(b, *args, input=b"one %d" % rounds)
-            writes += 1
-            err = result.stderr.decode(errors="replace")
-            assert result.returncode == 0, err
-            assert "Traceback" not in err and "error" not in err.lower(), err
-            out = result.stdout.decode()
-            if args[1] == "publish" and "--json" in args:
-                published |= {doc["id"] for doc in json.loads(out)}
-            elif args[1] == "publish":
-                published.add(out.strip())
-    polling.set()
-    poller.join(timeout=30)
+    threads = [threading.Thread(target=cli_loop, args=(n,), daemon=True) for n in (0, 1)]
+    threads.append(threading.Thread(target=poll, daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: rounds[0] >= 1, timeout=120, what="a first round of CLI writes")
+        # B dials A while the CLI loops run: B stores A's packets beside the CLI's writes.
+        assert run_cli(b, "federation", "add-peer", node_a.url).returncode == 0
+        wait_for(lambda: from_a <= packet_ids(b), timeout=240, what="B to catch up with A")
+        synced_at = time.monotonic() - started
+        wait_for(lambda: min(rounds) >= 4 or failures, timeout=240, what="four rounds of each CLI loop")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert failures == []
     assert unanswered[0] == 0 and polls[0] > 0
     # What the CLI wrote on B reaches A (live push after the CLI's nudge, or the next sync).
     wait_for(lambda: published <= packet_ids(a), timeout=120, what="B's CLI packets at A")
@@ -117,8 +135,11 @@ def test_cli_writers_looping_beside_a_busy_node_lose_nothing(homes, start_node):
         assert stored <= allowed, f"{len(stored - allowed)} stored packet(s) without their audit record"
         verify = run_cli(home, "ledger", "verify")
         assert verify.returncode == 0, verify.stderr
-    print(f"\n{rounds} rounds, {writes} CLI writes ({len(published)} packets) beside the sync of "
-          f"{len(from_a)} packets in {time.monotonic() - started:.1f} s; {polls[0]} status polls, "
+    peers_at_b = {p["id"] for p in json.loads(run_cli(b, "peers", "list", "--json").stdout)}
+    assert added <= peers_at_b  # no CLI write was lost either
+    print(f"\n{sum(rounds)} rounds, {writes[0]} CLI writes ({len(published)} packets, {len(added)} peers) "
+          f"by two loops beside the sync of "
+          f"{len(from_a)} packets in {synced_at:.1f} s; {polls[0]} status polls, "
           f"slowest {slowest[0] * 1000:.0f} ms; node B's store: {access}")
 
 
