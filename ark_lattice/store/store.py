@@ -5,6 +5,9 @@ which starts ``BEGIN IMMEDIATE`` so the chain head is read and extended under SQ
 the CLI and a running node can write at the same time without ever forking the hash chain. Nested
 transactions become savepoints; a rollback never hides the original error. Every state change is
 recorded as a ledger event in the same transaction as the change itself.
+
+Reads outside a transaction go to a separate reader connection that sees committed rows only, and
+lock conflicts are retried with bounded backoff: the store access rule in store/access.py.
 """
 
 from __future__ import annotations
@@ -682,7 +685,14 @@ class Store:
 
         try:
             await retry_busy(attempt, self.retry, self.access)
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
+            if sql == "COMMIT" and self._writer.in_transaction:
+                # A transaction that cannot commit is rolled back: else the writer stays inside
+                # it, and every later write of this process fails with "within a transaction".
+                with contextlib.suppress(sqlite3.Error):
+                    await self._writer.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
             if "full" in str(exc).lower():
                 raise LedgerError("the disk is full; nothing was written") from None
             raise LedgerError(f"the ledger refused a write: {exc}") from None

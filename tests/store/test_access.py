@@ -250,3 +250,24 @@ async def test_a_finished_iteration_leaves_no_snapshot_behind(store, other):
     assert len([r async for r in store.iter_rows("SELECT id FROM packets")]) == 2
     assert [r async for r in store.iter_rows("SELECT value FROM meta WHERE key = 'cli'")] == [(1,)]
     assert len(store._spare) == 1
+
+
+async def test_a_commit_that_fails_leaves_the_writer_usable(tmp_path):
+    s = await Store.open(tmp_path / "ledger.db", retry=RetryPolicy(budget=0.2))
+    try:
+        real = s._writer.execute
+        refuse = [True]
+
+        def failing_commit(sql: str, *args: Any) -> Any:
+            if sql == "COMMIT" and refuse[0]:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(sql, *args)
+
+        s._writer.execute = failing_commit  # type: ignore[method-assign]
+        with pytest.raises(LedgerError, match="refused a write"):
+            await s.put_packets([packet(1)])
+        refuse[0] = False
+        assert await s.put_packets([packet(2)]) != []  # not "cannot start a transaction within …"
+        assert await s.packet_count() == 1 and await s.event_count() == 1
+    finally:
+        await s.close()
