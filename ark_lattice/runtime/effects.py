@@ -186,10 +186,10 @@ class Effects:
         if isinstance(action, act.RecordQuarantine):
             if action.until is None:
                 lifted = {"reason": action.reason}
-                await store.append_event(EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted)
+                await self.audit((EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted))
             else:
                 held = {"until": int(action.until), "reason": action.reason}
-                await store.append_event(EventKind.PEER_QUARANTINED, action.peer, held)
+                await self.audit((EventKind.PEER_QUARANTINED, action.peer, held))
             return []
         raise TypeError(f"not a store action: {action!r}")
 
@@ -251,6 +251,13 @@ class Effects:
                 raise
             written.append(event)
         return written
+
+    async def audit(self, event: NewEvent) -> None:
+        """Append an audit event now, or keep it for the next audit flush if the ledger refuses."""
+        try:
+            await self.store.append_event(*event)
+        except LedgerError as exc:
+            self.keep(event, exc)
 
     def keep(self, event: NewEvent, error: LedgerError) -> None:
         """An audit event the ledger refused: write it with the next audit flush."""
