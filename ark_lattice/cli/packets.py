@@ -78,9 +78,13 @@ def _publish_many(
     supersedes: str | None,
     json_: bool,
 ) -> None:
-    """One packet per file, all with the same options, under one bar on a terminal."""
+    """One packet per file, all with the same options, under one bar on a terminal.
+
+    Stored in batches (publishing.py): the ledger's write lock is held for one batch at a time,
+    so a running node's own writes never wait long for a big publish.
+    """
     from ark_lattice.cli.progress import progress_bar
-    from ark_lattice.errors import UsageError
+    from ark_lattice.publishing import Published, publish_files
 
     published: list[dict[str, Any]] = []
 
@@ -90,22 +94,18 @@ def _publish_many(
             sup = await node.store.resolve_packet(supersedes) if supersedes else None
             # Opened first: a passphrase prompt must not share the terminal with a live bar.
             with progress_bar("publishing", total=len(files), quiet=json_) as bar:
-                for path in files:
-                    bar.update(description=f"publishing {path.name}")
-                    try:
-                        body = path.read_bytes()
-                    except OSError as exc:
-                        raise UsageError(
-                            f"cannot read {path}: {exc.strerror} "
-                            f"({len(published)} of {len(files)} file(s) published before it)"
-                        ) from None
-                    packet = await node.publish(
-                        topic=topic, kind=kind, body=body, depends=deps, supersedes=sup
-                    )
+
+                def stored(item: Published) -> None:
                     published.append(
-                        {"id": packet.hex_id, "topic": topic, "size": len(body), "path": str(path)}
+                        {"id": item.packet.hex_id, "topic": topic, "size": item.size, "path": str(item.path)}
                     )
                     bar.advance()
+
+                await publish_files(
+                    node, files, topic=topic, kind=kind, depends=deps, supersedes=sup,
+                    on_reading=lambda path: bar.update(description=f"publishing {path.name}"),
+                    on_published=stored,
+                )
 
     try:
         run(go())

@@ -14,12 +14,13 @@ Nothing here awaits anything but the store, so the simulator runs it without an 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ark_lattice import __version__
 from ark_lattice.alerts import alert_packet
-from ark_lattice.errors import NotFound
+from ark_lattice.errors import LedgerError, NotFound
 from ark_lattice.identity import Identity
 from ark_lattice.manifest import DEFAULT_LIFETIME, PeerManifest, SignedManifest
 from ark_lattice.packet import Packet
@@ -30,7 +31,7 @@ from ark_lattice.protocol.intake import Intake
 from ark_lattice.protocol.reconcile import ItemSet
 from ark_lattice.protocol.session import Session
 from ark_lattice.store.events import EventKind
-from ark_lattice.store.store import Store
+from ark_lattice.store.store import NewEvent, Store
 
 if TYPE_CHECKING:
     from ark_lattice.runtime.metrics import Counters
@@ -127,8 +128,12 @@ class Effects:
         # Decisions already in the ledger are counted into per-peer summaries, not written again.
         self.repeats = RepeatedDecisions()
         self._now = 0.0  # the time of the latest decision: when summaries fall due
+        # Audit events the ledger refused (locked past the retry budget, disk full): written again,
+        # first, by the next write_audit, so an audit event is late at worst, never lost.
+        self.kept: list[NewEvent] = []
+        self.on_kept: Callable[[LedgerError], None] | None = None  # the driver schedules the retry
 
-    def audit(self, records: Sequence[Mapping[str, Any]], now: float) -> None:
+    def queue_decisions(self, records: Sequence[Mapping[str, Any]], now: float) -> None:
         """Queue policy decisions taken at ``now``; the ones already written are only counted."""
         self._now = max(self._now, now)
         self.decisions.extend(self.repeats.sift(records, now))
@@ -170,7 +175,11 @@ class Effects:
             stored = await store.list_packets(topic=action.topic, limit=action.limit)
             return core.query_loaded(action.link, action.query_id, stored)
         if isinstance(action, act.Strike):
-            await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
+            try:
+                await store.audit_protocol_error(action.subject, action.code, action.reason, action.fatal)
+            except LedgerError as exc:
+                error = {"code": action.code, "reason": action.reason, "fatal": action.fatal}
+                self.keep((EventKind.PROTOCOL_ERROR, action.subject, error), exc)
             if action.peer is None:
                 return []
             try:
@@ -192,10 +201,10 @@ class Effects:
         if isinstance(action, act.RecordQuarantine):
             if action.until is None:
                 lifted = {"reason": action.reason}
-                await store.append_event(EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted)
+                await self.audit((EventKind.PEER_QUARANTINE_LIFTED, action.peer, lifted))
             else:
                 held = {"until": int(action.until), "reason": action.reason}
-                await store.append_event(EventKind.PEER_QUARANTINED, action.peer, held)
+                await self.audit((EventKind.PEER_QUARANTINED, action.peer, held))
             return []
         if isinstance(action, (act.RequestCosignature, act.Witness, act.RecordCosignature)):
             return await self.witnessing(action, now)
@@ -238,8 +247,9 @@ class Effects:
         Returns the coordinator's answer: wants for missing dependencies and the relays.
         """
         results: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
-        async with self.store.transaction():
-            await self.write_audit()  # the decisions that let these packets in, atomically with them
+        written: list[NewEvent] = []
+        async with self._kept_if_rolled_back(written), self.store.transaction():
+            await self.write_audit(written)  # the decisions that let these packets in, atomically
             for item in batch:
                 deps = Intake.dependencies(item.packets)
                 held = await self.store.held_ids(list(deps)) if deps else set()
@@ -259,15 +269,55 @@ class Effects:
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
         return actions
 
-    async def write_audit(self, *, final: bool = False) -> None:
-        """Write pending policy decisions as ledger events (many decisions per event), and the
-        summaries of repeated decisions that are due (all of them if ``final``: stopping)."""
+    async def write_audit(
+        self, written: list[NewEvent] | None = None, *, final: bool = False
+    ) -> list[NewEvent]:
+        """Write kept audit events, then pending policy decisions (many decisions per event) with
+        the summaries of repeated decisions that are due (all of them if ``final``: stopping).
+
+        Each event leaves the queue before its write (a concurrent call never writes it twice)
+        and goes back to the front if the write fails. Returns the events written, also added
+        to ``written`` as they go (inside a transaction, they are kept if it rolls back).
+        """
+        written = [] if written is None else written
         gate = self.core.gate
         interval = float(gate.policy.limits.audit_summary_s) if gate is not None else DEFAULT_INTERVAL
         self.decisions.extend(self.repeats.drain() if final else self.repeats.due(self._now, interval))
-        while self.decisions:
-            chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
-            await self.store.append_event(EventKind.POLICY_DECISION, "", {"decisions": chunk})
+        while self.kept or self.decisions:
+            if self.kept:
+                event = self.kept.pop(0)
+            else:
+                chunk, self.decisions = self.decisions[:AUDIT_CHUNK], self.decisions[AUDIT_CHUNK:]
+                event = (EventKind.POLICY_DECISION, "", {"decisions": chunk})
+            try:
+                await self.store.append_event(*event)
+            except BaseException:
+                self.kept.insert(0, event)
+                raise
+            written.append(event)
+        return written
+
+    async def audit(self, event: NewEvent) -> None:
+        """Append an audit event now, or keep it for the next audit flush if the ledger refuses."""
+        try:
+            await self.store.append_event(*event)
+        except LedgerError as exc:
+            self.keep(event, exc)
+
+    def keep(self, event: NewEvent, error: LedgerError) -> None:
+        """An audit event the ledger refused: write it with the next audit flush."""
+        self.kept.append(event)
+        if self.on_kept is not None:
+            self.on_kept(error)
+
+    @asynccontextmanager
+    async def _kept_if_rolled_back(self, written: list[NewEvent]) -> AsyncIterator[None]:
+        """Audit events written inside a transaction that then rolled back are kept, not lost."""
+        try:
+            yield
+        except BaseException:
+            self.kept[:0] = written
+            raise
 
 
 class Driver:
@@ -296,7 +346,7 @@ class Driver:
             elif isinstance(action, act.QueryResult):
                 self.query_answered(action)
             elif isinstance(action, act.Audit):
-                self.effects.audit(action.records, self.clock())
+                self.effects.queue_decisions(action.records, self.clock())
                 self.audit_queued()
             else:
                 pending.extend(await self.effects.perform(action, self.clock()))

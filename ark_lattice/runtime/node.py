@@ -66,6 +66,9 @@ class NodeRuntime:
         self._denials = tail.RecentDenials()  # for `federation status`
         self.started_at = 0.0
         self._stopping = asyncio.Event()
+        # The control socket serves before the federation starts (it is what refuses a second
+        # node on this home); a status asked in between waits the moment until it is up.
+        self._federation_started = asyncio.Event()
         self._server: Any = None
         self.metrics_server: Any = None  # runtime/exposition.py, with `start --metrics HOST:PORT`
         if metrics is not None:
@@ -145,6 +148,7 @@ class NodeRuntime:
             raise
         self.started_at = time.monotonic()
         await self.federation.start(self._advertised_endpoints())
+        self._federation_started.set()
         await self._start_discovery()
         self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
         log.info("node %s listening on %s", self.node.node_id.short, self.listen_url)
@@ -293,6 +297,7 @@ class NodeRuntime:
         )
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
+        await self._federation_started.wait()
         store = self.node.store
         connections = self.federation.connections()
         errors = await tail.last_errors(store, (c["peer"] or c["remote"] for c in connections))
@@ -321,6 +326,7 @@ class NodeRuntime:
             "denials": await self._denials.read(store),
             "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),
+            "store_access": store.access.to_json(),  # lock retries so far (store/access.py)
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:

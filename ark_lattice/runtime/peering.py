@@ -52,6 +52,8 @@ READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: b
 INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops the readers
 INGEST_BATCH = 16  # batches the writer stores in one transaction
 AUDIT_FLUSH_SECONDS = 0.25
+AUDIT_RETRY_MAX = 5.0  # seconds between attempts to write a kept audit trail, at most
+WAKE_RETRY = 1.0  # seconds before a wake-up the store failed is tried again
 STOP_GRACE = 5.0  # seconds the links get to say goodbye at shutdown
 
 
@@ -188,6 +190,7 @@ class Federation(Driver):
         )
         self.effects = Effects(self.store, self.core)
         self.effects.metrics = self.metrics
+        self.effects.on_kept = self._audit_kept
         self._pushed_seq = await self.store.event_count()
         self._spawn(self._maintain(), "federation-wake")
         self._spawn(self._write_received(), "ingest")
@@ -203,7 +206,11 @@ class Federation(Driver):
             await asyncio.wait(list(self._owners), timeout=STOP_GRACE)
         await self._ingest.join()  # what was received before the stop is stored
         if self.core is not None:
-            await self.effects.write_audit(final=True)
+            try:
+                await self.effects.write_audit(final=True)
+            except ArkLatticeError as exc:
+                log.warning("%d audit event(s) could not be written at shutdown: %s",
+                            len(self.effects.kept) + len(self.effects.decisions), exc)
         for task in list(self._tasks | self._owners):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._owners, return_exceptions=True)
@@ -392,10 +399,14 @@ class Federation(Driver):
             while session.state is not State.CLOSED:
                 await self._step(link)
                 await self._settle(link)
+        except ArkLatticeError as exc:  # the store failed this session's step; others go on
+            log.warning("session with %s ended: %s", remote, exc)
+            session.connection_lost(self.clock())
+            await self._settle_quietly(link)
         except Exception:
             log.exception("session with %s failed", remote)
             session.connection_lost(self.clock())
-            await self._settle(link)
+            await self._settle_quietly(link)
         finally:
             reader.cancel()
             self.links.pop(link_id, None)
@@ -411,7 +422,10 @@ class Federation(Driver):
                 close_code = 1000
             with contextlib.suppress(Exception):
                 await ws.close(code=close_code, reason=(code or "")[:100])
-            await self.carry_out(self._core.link_ended(link_id, self.clock()))
+            try:
+                await self.carry_out(self._core.link_ended(link_id, self.clock()))
+            except ArkLatticeError as exc:
+                log.warning("after the session with %s: %s", remote, exc)
 
     async def _step(self, link: Link) -> None:
         """One thing for the owner to do: a queued command, a received message, or a tick."""
@@ -490,6 +504,13 @@ class Federation(Driver):
         link.messages.append(end)
         link.ready.set()
 
+    async def _settle_quietly(self, link: Link) -> None:
+        """Settle a session that is ending; a store error now only adds a log line."""
+        try:
+            await self._settle(link)
+        except ArkLatticeError as exc:
+            log.warning("closing the session with %s: %s", link.remote, exc)
+
     async def _settle(self, link: Link) -> None:
         """Carry out the session's events until it has nothing more to say, then send."""
         session = link.session
@@ -513,7 +534,11 @@ class Federation(Driver):
             at = self._wake_at
             if at is not None and at <= self.clock():
                 self._wake_at = None
-                await self.carry_out(self._core.wake(self.clock()))
+                try:
+                    await self.carry_out(self._core.wake(self.clock()))
+                except ArkLatticeError as exc:  # the store failed; dialling and syncing go on
+                    log.warning("wake-up failed (%s); trying again in %g s", exc, WAKE_RETRY)
+                    self._wake_at = min(self._wake_at or float("inf"), self.clock() + WAKE_RETRY)
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if at is None else at - self.clock()):
@@ -537,15 +562,30 @@ class Federation(Driver):
                     self._ingest.task_done()
 
     async def _write_audit_soon(self) -> None:
-        """Policy decisions reach the ledger a moment after they are taken, many per event."""
+        """Policy decisions reach the ledger a moment after they are taken, many per event.
+
+        A write the ledger refuses keeps its events (effects.kept) and is tried again, the
+        pause doubling up to AUDIT_RETRY_MAX, with one log line per failed attempt.
+        """
+        pause = AUDIT_FLUSH_SECONDS
         while True:
             await self._audit_pending.wait()
-            await asyncio.sleep(AUDIT_FLUSH_SECONDS)
+            await asyncio.sleep(pause)
             self._audit_pending.clear()
             try:
                 await self.effects.write_audit()
             except ArkLatticeError as exc:
-                log.warning("could not write the audit trail: %s", exc)
+                pause = min(pause * 2, AUDIT_RETRY_MAX)
+                log.warning("could not write the audit trail (%s); %d event(s) kept, retrying in %g s",
+                            exc, len(self.effects.kept), pause)
+                self._audit_pending.set()
+            else:
+                pause = AUDIT_FLUSH_SECONDS
+
+    def _audit_kept(self, error: ArkLatticeError) -> None:
+        """An audit event the ledger refused waits in effects.kept; the audit task writes it."""
+        log.warning("audit event kept for a retry: %s", error)
+        self._audit_pending.set()
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -5,11 +5,15 @@ which starts ``BEGIN IMMEDIATE`` so the chain head is read and extended under SQ
 the CLI and a running node can write at the same time without ever forking the hash chain. Nested
 transactions become savepoints; a rollback never hides the original error. Every state change is
 recorded as a ledger event in the same transaction as the change itself.
+
+Reads outside a transaction go to a separate reader connection that sees committed rows only, and
+lock conflicts are retried with bounded backoff: the store access rule in store/access.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import sqlite3
@@ -26,6 +30,7 @@ from ark_lattice.encoding import canonical
 from ark_lattice.errors import AmbiguousId, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
+from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.schema import MIGRATIONS
 from ark_lattice.tiers import TrustTier
@@ -34,6 +39,7 @@ __all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
 
 LOCAL_SOURCE = "local"
 BUSY_TIMEOUT_MS = 15_000
+SPARE_READERS = 2  # private read connections kept open for the next iter_rows
 
 NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
 
@@ -101,7 +107,15 @@ class Store:
     """Async access to a node's ledger database. Open with :meth:`open`, close with :meth:`close`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
-        self._conn = conn
+        # The store access rule (store/access.py): the writer only inside transaction(), the
+        # reader (committed rows only) everywhere else; `_conn` picks between them.
+        self._writer = conn
+        self._reader = conn  # until open() gives the reader its own connection
+        self._connect: Callable[..., Awaitable[Any]] = aiosqlite.connect
+        self._snapshots: set[Any] = set()  # private connections of unfinished iter_rows
+        self._spare: list[Any] = []  # private connections of finished ones, for the next
+        self.retry = RetryPolicy()
+        self.access = AccessStats()
         self.path = path
         self._clock = clock
         self._depth: contextvars.ContextVar[int] = contextvars.ContextVar("depth", default=0)
@@ -118,6 +132,7 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         connect: Callable[..., Awaitable[Any]] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Store:
         """Open (and migrate) the ledger at ``path``.
 
@@ -130,13 +145,19 @@ class Store:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
         store = cls(conn, path, clock)
+        store._connect = connect
+        store.retry = retry or store.retry
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a transaction acknowledged to a caller survives power loss, not only kill -9.
             await conn.execute("PRAGMA synchronous = FULL")
             await store._migrate()
+            # From here on a lock conflict is retried on the loop (store/access.py), in short steps.
+            await conn.execute(f"PRAGMA busy_timeout = {store.retry.attempt_ms}")
+            store._reader = await store._open_reader()
         except BaseException as exc:
+            await store._close_reader()
             await conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise LedgerError(f"the ledger {path} is unreadable: {exc}") from None
@@ -144,7 +165,17 @@ class Store:
         return store
 
     async def close(self) -> None:
-        await self._conn.close()
+        for snapshot in [*self._snapshots, *self._spare]:  # also iterations abandoned before their end
+            await _close_quietly(snapshot)
+        self._snapshots.clear()
+        self._spare.clear()
+        await self._close_reader()
+        await self._writer.close()
+
+    @property
+    def _conn(self) -> Any:
+        """The writer inside this task's transaction (it must see its own rows), else the reader."""
+        return self._writer if self._depth.get() else self._reader
 
     async def __aenter__(self) -> Store:
         return self
@@ -179,11 +210,13 @@ class Store:
             token = self._depth.set(1)
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 try:
                     await self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # keep the original error; SQLite may have rolled back already
+                if isinstance(exc, sqlite3.Error):  # one sentence for the operator, not a traceback
+                    raise LedgerError(f"the ledger refused a write: {exc}; nothing was written") from None
                 raise
             else:
                 await self._execute_write("COMMIT")
@@ -660,10 +693,35 @@ class Store:
     # -- raw reads for verification ---------------------------------------------------------
 
     async def iter_rows(self, sql: str, batch: int = 2000) -> AsyncIterator[tuple]:
-        async with self._conn.execute(sql) as cur:
+        """Every row of ``sql``, streamed from one consistent snapshot.
+
+        Outside a transaction the rows come from a private read connection, opened for this
+        iteration and closed at its end (or by :meth:`close`), so a slow consumer pins no shared
+        connection. Inside a transaction, and on the simulator's single inline connection, the
+        rows are read whole before the first is yielded: no cursor stays open across a yield.
+        """
+        if self._depth.get() or self._reader is self._writer:
+            async with self._conn.execute(sql) as cur:
+                rows = list(await cur.fetchall())
+            for r in rows:
+                yield tuple(r)
+            return
+        snapshot = self._spare.pop() if self._spare else await self._open_reader()
+        self._snapshots.add(snapshot)
+        finished = False
+        try:
+            cur = await snapshot.execute(sql)
             while rows := await cur.fetchmany(batch):
                 for r in rows:
                     yield tuple(r)
+            await cur.close()
+            finished = True  # the cursor is closed, so the connection holds no snapshot now
+        finally:  # else the connection goes, cursor and all (it may be closed already: no error)
+            self._snapshots.discard(snapshot)
+            if finished and len(self._spare) < SPARE_READERS:
+                self._spare.append(snapshot)
+            else:
+                await _close_quietly(snapshot)
 
     async def backup_to(self, target: Path) -> None:
         """Copy the live database with SQLite's online backup API (consistent under writes)."""
@@ -676,7 +734,7 @@ class Store:
     # -- private ----------------------------------------------------------------------------
 
     async def _migrate(self) -> None:
-        await self._conn.execute(
+        await self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)"
         )
         async with self._conn.execute("SELECT name FROM schema_migrations") as cur:
@@ -701,14 +759,45 @@ class Store:
                 )
 
     async def _execute_write(self, sql: str) -> None:
+        """BEGIN IMMEDIATE or COMMIT on the writer, retried on a lock conflict (store/access.py)."""
+
+        async def attempt() -> None:
+            await self._writer.execute(sql)
+
         try:
-            await self._conn.execute(sql)
-        except sqlite3.OperationalError as exc:
+            await retry_busy(attempt, self.retry, self.access)
+        except BaseException as exc:
+            if sql == "COMMIT" and self._writer.in_transaction:
+                # A transaction that cannot commit is rolled back: else the writer stays inside
+                # it, and every later write of this process fails with "within a transaction".
+                with contextlib.suppress(sqlite3.Error):
+                    await self._writer.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
             if "full" in str(exc).lower():
                 raise LedgerError("the disk is full; nothing was written") from None
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-                raise LedgerError("the ledger stayed locked by another process; try again") from None
             raise LedgerError(f"the ledger refused a write: {exc}") from None
+
+    async def _open_reader(self) -> Any:
+        """A connection for reads only; the in-memory ledger (simulator) has just the one."""
+        if str(self.path) == ":memory:":
+            return self._writer
+        try:
+            reader = await self._connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
+        try:
+            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await reader.execute("PRAGMA query_only = ON")  # a read path that tried to write is a bug
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
+
+    async def _close_reader(self) -> None:
+        if self._reader is not self._writer:
+            await self._reader.close()
+            self._reader = self._writer
 
     async def _set_meta(self, key: str, value: int, *, grow_only: bool = False) -> None:
         new = "MAX(value, excluded.value)" if grow_only else "excluded.value"
@@ -728,6 +817,12 @@ class Store:
         ) as cur:
             row = await cur.fetchone()
         return _peer_record(row) if row else None
+
+
+async def _close_quietly(conn: Any) -> None:
+    """Close a private read connection; it may be closed already (the store was closed first)."""
+    with contextlib.suppress(Exception):  # nothing to save in a read connection that fails to close
+        await conn.close()
 
 
 def _statements(sql: str) -> list[str]:
