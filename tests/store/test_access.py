@@ -5,6 +5,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -201,7 +202,8 @@ async def test_retry_busy_classifies_and_bounds(tmp_path):
 async def test_an_audit_event_the_ledger_refuses_is_kept_and_written_later(tmp_path, other):
     s = await Store.open(tmp_path / "ledger.db", retry=RetryPolicy(budget=0.2, attempt_ms=20))
     try:
-        effects = Effects(s, core=None)  # type: ignore[arg-type]  # a Strike without a peer needs no core
+        # A Strike without a peer needs no core beyond the policy gate's audit interval (none: the default).
+        effects = Effects(s, core=SimpleNamespace(gate=None))  # type: ignore[arg-type]
         told: list[LedgerError] = []
         effects.on_kept = told.append
         effects.decisions.append({"decision": "allow", "n": 1})
@@ -225,6 +227,8 @@ async def test_an_audit_event_the_ledger_refuses_is_kept_and_written_later(tmp_p
 
 async def test_decisions_written_in_an_ingest_that_rolls_back_are_kept(store):
     class FailingCore:
+        gate = None  # the default audit-summary interval
+
         def admit_packets(self, packets: object, held: object) -> None:
             raise RuntimeError("the batch failed after its audit was written")
 
