@@ -14,7 +14,7 @@ Nothing here awaits anything but the store, so the simulator runs it without an 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ark_lattice import __version__
@@ -117,6 +117,8 @@ class Effects:
         self.store = store
         self.core = core
         self.decisions: list[Mapping[str, Any]] = []  # policy decisions not yet in the ledger
+        # governance/effects.py: how an adopted policy becomes this node's (None: recorded only)
+        self.policy_sink: Callable[[str, str], Awaitable[Any]] | None = None
 
     async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
@@ -182,6 +184,17 @@ class Effects:
                 held = {"until": int(action.until), "reason": action.reason}
                 await store.append_event(EventKind.PEER_QUARANTINED, action.peer, held)
             return []
+        if isinstance(action, act.LoadGovernance):
+            from ark_lattice.governance.documents import GOVERNANCE_KINDS, TOPIC
+
+            packets = [sp.packet for sp in reversed(await store.list_packets(topic=TOPIC))
+                    if not sp.quarantined and sp.packet.header.kind in GOVERNANCE_KINDS]
+            return core.governance_loaded(packets, now)
+        if isinstance(action, act.Adopt):
+            from ark_lattice.governance.effects import carry_out
+
+            new = await carry_out(store, action, self.policy_sink)
+            return core.tiers_changed() if new and action.adopted.proposal.kind == "tier" else []
         raise TypeError(f"not a store action: {action!r}")
 
     async def raise_alert(self, action: act.RaiseAlert, now: float) -> tuple[Packet, list[act.Action]]:

@@ -57,6 +57,7 @@ class NodeRuntime:
             gate=PolicyGate(node.load_policy(), node.config.node_id),
             config=SessionConfig().with_idle_timeout(idle_timeout) if idle_timeout else SessionConfig(),
         )
+        self.federation.policy_sink = self._adopt_policy  # an adopted policy proposal (governance)
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
         self._tasks: list[asyncio.Task[None]] = []
@@ -305,6 +306,12 @@ class NodeRuntime:
             topic=str(args.get("topic") or DEFAULT_TOPIC), evidence=raw,
         )
         return {"id": alert_id}
+
+    async def _adopt_policy(self, text: str, source: str) -> None:
+        """A policy the federation adopted: the same path as `policy set`, then in force at once."""
+        policy = await self.node.set_policy(text, source)
+        self.federation.replace_policy(policy)
+        log.info("policy %s adopted by %s", policy.digest[:16], source)
 
     async def _lift_quarantine(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"peer": await self.federation.lift_quarantine(str(args["peer"]))}

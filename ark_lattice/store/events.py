@@ -35,6 +35,7 @@ class EventKind:
     POLICY_DECISION = "policy.decision"
     PEER_QUARANTINED = "peer.quarantined"  # an alert accused it: held until `until` unless proven
     PEER_QUARANTINE_LIFTED = "peer.quarantine_lifted"  # expired, or lifted by the operator
+    GOVERNANCE_ADOPTED = "governance.adopted"  # subject: the proposal id; data: its approvals
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:
