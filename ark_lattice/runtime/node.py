@@ -238,6 +238,7 @@ class NodeRuntime:
             "denials": await self._denials.read(store),
             "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),
+            "policy": self.federation.gate.policy.digest if self.federation.gate is not None else None,
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:
