@@ -18,11 +18,14 @@ encoding, so each document has one body and its packet one id:
 
 - ``approval``::
 
-      [1, proposal_id, kind, base]
+      [1, proposal_id, kind, base, expires]
 
-  The approver's Ed25519 packet signature is the approval. Naming ``kind`` and ``base`` makes two
-  approvals by one key for one (kind, base) and two proposals *self-contained* evidence of
-  equivocation (:func:`approval_equivocation`), checkable without either proposal.
+  The approver's Ed25519 packet signature is the approval; its packet's signed time is when it was
+  given, and ``expires`` repeats the proposal's. Naming kind, base and expiry makes two approvals
+  by one key of two proposals for one (kind, base) whose windows overlap — from its signing to its
+  proposal's expiry, both could count at once — *self-contained* evidence of equivocation
+  (:func:`approval_equivocation`), checkable without either proposal. An approval given after the
+  other's proposal expired is not: a member may approve anew once a proposal lapsed.
 
 Pure: no clock, no I/O; the caller passes times in.
 """
@@ -209,20 +212,36 @@ class Approval:
     proposal: bytes
     kind: str
     base: int
+    expires: int  # the proposal's expiry, repeated: the approval's window is [signed_at, expires]
     signed_at: float  # the approver's own signed time (its HLC's physical part), Unix seconds
+
+    def overlaps(self, other: Approval) -> bool:
+        """Both could count at one moment: their windows [signed_at, expires] intersect."""
+        return self.signed_at <= other.expires and other.signed_at <= self.expires
+
+    def conflicts(self, other: Approval) -> bool:
+        """Equivocation: one key, one (kind, base), two proposals, overlapping windows."""
+        return (
+            self.approver == other.approver
+            and (self.kind, self.base) == (other.kind, other.base)
+            and self.proposal != other.proposal
+            and self.overlaps(other)
+        )
 
     @classmethod
     def from_packet(cls, packet: Packet) -> Approval:
-        raw = _body(packet, APPROVAL_KIND, 4)
-        _, proposal, kind, base = raw
+        raw = _body(packet, APPROVAL_KIND, 5)
+        _, proposal, kind, base, expires = raw
         if not isinstance(proposal, bytes) or len(proposal) != 32:
             raise Malformed("an approval names a proposal's 32-byte id")
         if kind not in PROPOSAL_KINDS:
             raise Malformed(f"unknown proposal kind {kind!r}")
         if isinstance(base, bool) or not isinstance(base, int) or not 0 <= base < 1 << 62:
             raise Malformed("approval base must be a whole number")
+        if isinstance(expires, bool) or not isinstance(expires, int) or not 0 <= expires < 1 << 62:
+            raise Malformed("approval expires must be a whole number")
         physical_ms, _ = unpack(packet.header.created_at)
-        return cls(packet.id, packet.header.author.key, proposal, kind, base, physical_ms / 1000)
+        return cls(packet.id, packet.header.author.key, proposal, kind, base, expires, physical_ms / 1000)
 
 
 def _body(packet: Packet, kind: str, length: int) -> list[Any]:
@@ -342,7 +361,7 @@ def proposal_packet(
 
 
 def approval_packet(identity: Identity, proposal: Proposal, *, created_at: int) -> Packet:
-    body = canonical([VERSION, proposal.id, proposal.kind, proposal.base])
+    body = canonical([VERSION, proposal.id, proposal.kind, proposal.base, proposal.expires])
     return Packet.create(identity, topic=TOPIC, kind=APPROVAL_KIND, body=body, created_at=created_at)
 
 
@@ -368,7 +387,8 @@ def approval_evidence(first: Packet, second: Packet) -> bytes:
 
 def approval_equivocation(evidence: bytes, about: str) -> bool:
     """True iff ``evidence`` proves that ``about`` signed approvals of two different proposals
-    for the same (kind, base): both packets verify, both are ``about``'s. Never raises."""
+    for the same (kind, base) with overlapping windows: both packets verify, both are
+    ``about``'s. Never raises."""
     try:
         raw = decode(evidence, max_size=2 * (MAX_BODY + 8192), what="evidence")
         if not (isinstance(raw, list) and len(raw) == 3 and raw[0] == EQUIVOCATION_TAG):
@@ -379,9 +399,4 @@ def approval_equivocation(evidence: bytes, about: str) -> bool:
         b = Approval.from_packet(packet_from_bytes(raw[2]))
     except (VerificationError, ValueError, TypeError):
         return False
-    return (
-        a.approver == b.approver
-        and str(NodeId(a.approver)) == about
-        and (a.kind, a.base) == (b.kind, b.base)
-        and a.proposal != b.proposal
-    )
+    return a.conflicts(b) and str(NodeId(a.approver)) == about

@@ -180,12 +180,13 @@ async def approve(node: LocalNode, prefix: str) -> Packet:
         raise UsageError("this node is not a member of the federation's governance")
     for other in state.proposals():
         q = other.proposal
-        if q.id != p.id and (q.kind, q.base) == (p.kind, p.base) and me in _approvers(state, q.id):
-            # An honest member approves at most one proposal per (kind, base): a second would be
-            # proof of equivocation against ourselves.
+        if q.id != p.id and (q.kind, q.base) == (p.kind, p.base) and now <= q.expires \
+                and me in _approvers(state, q.id):
+            # An honest member approves at most one open proposal per (kind, base): a second
+            # would be proof of equivocation against ourselves (documents.Approval.conflicts).
             raise UsageError(
-                f"this node already approved {q.id.hex()[:16]} for {p.kind} base {p.base}; "
-                "approving another would be equivocation"
+                f"this node already approved {q.id.hex()[:16]} for {p.kind} base {p.base}, open until "
+                f"{q.expires}; approving another would be equivocation"
             )
     if me in _approvers(state, p.id):
         raise UsageError(f"this node already approved {p.id.hex()[:16]}")

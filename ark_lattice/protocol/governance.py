@@ -17,7 +17,8 @@ The adoption rule, for the proposals of one kind whose base version is ours:
 - at least k of them adopt it; its kind's version becomes base + 1; a ``members`` proposal makes
   its payload the membership in force (TUF root rotation: the old set signs the new one in).
 
-One key approving two proposals for one (kind, base) is self-contained evidence of equivocation:
+One key approving two proposals for one (kind, base) while both are open (the approvals' windows,
+from signing to expiry, overlap) is self-contained evidence of equivocation:
 its approvals stop counting, everywhere, and :class:`Equivocated` carries both packets. Two
 proposals of one kind reaching k at once halt that kind (:class:`Halted`): never a silent
 tie-break. Two different genesis documents halt governance altogether.
@@ -126,7 +127,7 @@ class Governance:
         self.rejected: dict[bytes, str] = {}  # packet id -> why it cannot count
         self._genesis: dict[bytes, Membership] = {}
         self._held: dict[bytes, _Held] = {}  # by proposal id
-        self._by_key: dict[tuple[bytes, str, int], tuple[bytes, Packet]] = {}  # first approval
+        self._by_key: dict[tuple[bytes, str, int], list[tuple[Approval, Packet]]] = {}
         self._seen: set[bytes] = set()
 
     # -- input ----------------------------------------------------------------------------
@@ -201,12 +202,17 @@ class Governance:
         assert kind == APPROVAL_KIND
         approval = Approval.from_packet(packet)
         out: list[Outcome] = []
-        slot = (approval.approver, approval.kind, approval.base)
-        first = self._by_key.setdefault(slot, (approval.proposal, packet))
-        if first[0] != approval.proposal and approval.approver not in self.equivocators:
-            caught = Equivocated(approval.approver, approval.kind, approval.base, first[1], packet)
-            self.equivocators[approval.approver] = caught
-            out.append(caught)
+        given = self._by_key.setdefault((approval.approver, approval.kind, approval.base), [])
+        if approval.approver not in self.equivocators:
+            for earlier, earlier_packet in given:
+                if earlier.conflicts(approval):
+                    caught = Equivocated(
+                        approval.approver, approval.kind, approval.base, earlier_packet, packet
+                    )
+                    self.equivocators[approval.approver] = caught
+                    out.append(caught)
+                    break
+        given.append((approval, packet))
         self._held.setdefault(approval.proposal, _Held()).approvals[approval.id] = (approval, packet)
         return out + self._evaluate()
 
@@ -246,7 +252,7 @@ class Governance:
             for a, _ in held.approvals.values()
             if a.approver in members
             and a.approver not in self.equivocators
-            and (a.kind, a.base) == (p.kind, p.base)
+            and (a.kind, a.base, a.expires) == (p.kind, p.base, p.expires)
             and p.not_before <= a.signed_at <= p.expires
         }
         return tuple(sorted(keys))

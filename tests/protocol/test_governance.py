@@ -226,3 +226,20 @@ def test_adoption_does_not_depend_on_arrival_order(rng: random.Random) -> None:
     result = adopted(g.add_all(packets))
     assert [a.proposal.id for a in result] == [p1.id]
     assert g.versions["policy"] == 1
+
+
+def test_approving_anew_after_a_proposal_lapsed_is_not_equivocation() -> None:
+    g, m = four()
+    lapsed = propose(KEYS[0], m, expires=T0 + 100)
+    g.add(lapsed)
+    first = approve(KEYS[3], lapsed, when=T0 + 10)
+    g.add(first)
+    fresh = proposal_packet(KEYS[1], kind="policy", base=0, membership=m, payload=b"version = 1\n# again\n",
+                            created=T0 + 200, not_before=T0 + 200, expires=T0 + 900, created_at=at(T0 + 200))
+    g.add(fresh)
+    second = approve(KEYS[3], fresh, when=T0 + 210)  # after the first proposal expired
+    assert g.add(second) == [] and not g.equivocators
+    assert not approval_equivocation(approval_evidence(first, second), str(KEYS[3].node_id))
+    for who in KEYS[:2]:
+        g.add(approve(who, fresh, when=T0 + 220))
+    assert g.versions["policy"] == 1  # KEYS[3]'s second approval counted
