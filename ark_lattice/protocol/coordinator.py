@@ -398,7 +398,7 @@ class Coordinator:
                 if record is not None:
                     actions.append(Audit((record,)))
                 p = outcome.proposal
-                log.warning("governance: %s proposal %s adopted (v%d), %s", p.kind,
+                log.info("governance: %s proposal %s adopted (v%d), %s", p.kind,
                             outcome.packet.hex_id[:16], p.new, "applied" if apply else "not applied")
                 actions.append(Adopt(outcome, apply, reason))
             elif alert and isinstance(outcome, Equivocated) and outcome.node != str(self.node_id):
