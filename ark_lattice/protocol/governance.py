@@ -145,6 +145,9 @@ class Governance:
         except VerificationError as exc:
             self.rejected[packet.id] = str(exc)
             return []
+        except (ValueError, TypeError, RecursionError) as exc:  # odd CBOR a codec refuses to re-encode
+            self.rejected[packet.id] = f"undecodable {packet.header.kind} ({exc.__class__.__name__})"
+            return []
 
     def add_all(self, packets: Iterable[Packet]) -> list[Outcome]:
         out: list[Outcome] = []

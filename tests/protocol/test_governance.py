@@ -243,3 +243,33 @@ def test_approving_anew_after_a_proposal_lapsed_is_not_equivocation() -> None:
     for who in KEYS[:2]:
         g.add(approve(who, fresh, when=T0 + 220))
     assert g.versions["policy"] == 1  # KEYS[3]'s second approval counted
+
+
+CBOR_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=40) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=12) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["membership", "proposal", "approval"]), CBOR_VALUES, st.binary(max_size=64))
+def test_any_governance_body_is_taken_or_rejected_never_a_crash(kind: str, body: object, raw: bytes) -> None:
+    import cbor2
+
+    g, _ = four()
+    for data in (cbor2.dumps(body, canonical=True), raw):
+        packet = Packet.create(KEYS[4], topic="governance", kind=kind, body=data, created_at=at(T0))
+        g.add(packet)  # never raises: a bad document is rejected, recorded with its reason
+        assert packet.id in g.rejected
+
+
+def test_documents_round_trip() -> None:
+    g, m = four()
+    p = propose(KEYS[0], m, kind="tier", payload=tier_payload(KEYS[5].node_id, TrustTier.BLOCKED))
+    parsed = Proposal.from_packet(p)
+    again = proposal_packet(KEYS[0], kind="tier", base=0, membership=m, payload=parsed.payload,
+                            created=parsed.created, not_before=parsed.not_before, expires=parsed.expires,
+                            created_at=p.header.created_at)
+    assert again.id == p.id  # one document, one encoding, one id
+    assert Membership.from_packet(genesis(KEYS[:4])).members == m.members
