@@ -72,17 +72,14 @@ async def carry_out(store: Store, action: Adopt, policy_sink: PolicySink | None)
 
 
 async def adopted_round(store: Store, model: str) -> dict[str, Any] | None:
-    """The newest adopted ``round`` configuration for ``model``, or None."""
-    from ark_lattice.packet import Packet
+    """The newest adopted ``round`` configuration for ``model``, or None (for the aggregation
+    rounds, models.py): replayed from the ledger's governance packets, as every command reads them."""
+    from ark_lattice.governance.ledger import load
 
-    for event in await store.events(kind=EventKind.GOVERNANCE_ADOPTED):
-        if event.fields.get("kind") != "round":
-            continue
-        (stored,) = await store.get_packets([bytes.fromhex(event.subject)])
-        packet: Packet = stored.packet
-        from ark_lattice.governance.documents import Proposal
-
-        config = decode_round_payload(Proposal.from_packet(packet).payload)
-        if config.get("model") == model:
-            return config
+    state = await load(store)
+    for adopted in reversed(list(state.adopted.values())):
+        if adopted.proposal.kind == "round":
+            config = decode_round_payload(adopted.proposal.payload)
+            if config.get("model") == model:
+                return config
     return None

@@ -80,3 +80,26 @@ def test_a_founder_alone_adopts_offline_and_anyone_can_reverify(cli, tmp_path):
     (approval,) = shown["approval_packets"]
     assert approval["counted"]
     assert packet_from_bytes(bytes.fromhex(approval["packet"])).hex_id == approval["id"]
+
+
+def test_an_adopted_round_is_what_the_models_read(cli, home, tmp_path):
+    import asyncio
+
+    from ark_lattice.governance.effects import adopted_round
+    from ark_lattice.home import Home
+    from ark_lattice.store.store import Store
+
+    cli("init")
+    cli("governance", "found")
+    config = {"model": "mnist", "round": 4, "method": "fedavg", "mu": 0.01}
+    (tmp_path / "round.json").write_text(json.dumps(config))
+    path = str(tmp_path / "round.json")
+    pid = cli.json("governance", "propose", "--kind", "round", path, "--expires", "1h")["id"]
+
+    async def read() -> object:
+        async with await Store.open(Home(home).ledger_path) as store:
+            return await adopted_round(store, "mnist")
+
+    assert asyncio.run(read()) is None  # proposed, not adopted
+    cli("governance", "approve", pid)
+    assert asyncio.run(read()) == config
