@@ -392,11 +392,12 @@ class Coordinator:
                 author = str(NodeId(outcome.proposal.author))
                 ours = author == str(self.node_id)
                 tier = TrustTier.CORE if ours else self._tiers.get(author, TrustTier.UNKNOWN)
-                apply, reason, record = adoption_verdict(
-                    self.gate, outcome, author_tier=tier.value, self_id=str(self.node_id), now=now
+                apply, reason, records = adoption_verdict(
+                    self.gate, outcome, author_tier=tier.value, self_id=str(self.node_id), now=now,
+                    tier_of=lambda peer: self._tiers.get(peer, TrustTier.UNKNOWN).value,
                 )
-                if record is not None:
-                    actions.append(Audit((record,)))
+                if records:
+                    actions.append(Audit(tuple(records)))
                 p = outcome.proposal
                 log.info("governance: %s proposal %s adopted (v%d), %s", p.kind,
                             outcome.packet.hex_id[:16], p.new, "applied" if apply else "not applied")

@@ -26,7 +26,7 @@ tie-break. Two different genesis documents halt governance altogether.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from ark_lattice.governance.documents import (
     Membership,
     Proposal,
     decode_members_payload,
+    decode_tier_payload,
 )
 from ark_lattice.identity import NodeId
 from ark_lattice.packet import Packet
@@ -308,23 +309,39 @@ class Governance:
 
 
 def adoption_verdict(
-    gate: Any, adopted: Adopted, *, author_tier: str, self_id: str, now: float
-) -> tuple[bool, str, dict[str, Any] | None]:
-    """This node's policy on carrying out an adoption (hook ``governance``): (apply, reason,
-    audit record). The governance state moves on either way — every node must agree on versions
-    and membership — but a node's policy may refuse to *apply* what the federation adopted."""
+    gate: Any, adopted: Adopted, *, author_tier: str, self_id: str, now: float,
+    tier_of: Callable[[str], str] = lambda peer: "unknown",
+) -> tuple[bool, str, list[dict[str, Any]]]:
+    """This node's policy on carrying out an adoption: (apply, reason, audit records).
+
+    Hook ``governance`` always; for a ``tier`` proposal also hook ``tier_change`` with actor
+    ``governance``, as for any tier change. The governance state moves on either way — every node
+    must agree on versions and membership — but a node's policy may refuse to *apply* what the
+    federation adopted (recorded as "not applied")."""
     p = adopted.proposal
+    if p.kind == "tier" and str(decode_tier_payload(p.payload)[0]) == self_id:
+        return False, "the tier proposal names this node: a node keeps no tier for itself", []
     if gate is None:
-        return True, "adopted (no policy gate)", None
+        return True, "adopted (no policy gate)", []
+    author = str(NodeId(p.author))
     decision = gate.policy.decide(
         "governance",
-        {"now": int(now), "self_id": self_id, "peer_id": str(NodeId(p.author)), "peer_tier": author_tier,
+        {"now": int(now), "self_id": self_id, "peer_id": author, "peer_tier": author_tier,
          "kind": "proposal", "topic": "governance", "proposal_kind": p.kind,
          "approvals": len(adopted.approvals)},
     )
-    record = {"hook": "governance", "peer": str(NodeId(p.author)), "subject": p.id.hex(),
-              "allowed": decision.allowed, "rules": list(decision.fired), "reason": decision.reason}
-    return bool(decision.allowed), str(decision.reason), record
+    records = [{"hook": "governance", "peer": author, "subject": p.id.hex(), "allowed": decision.allowed,
+                "rules": list(decision.fired), "reason": decision.reason}]
+    allowed, reason = bool(decision.allowed), str(decision.reason)
+    if allowed and p.kind == "tier":
+        peer, tier = decode_tier_payload(p.payload)
+        change, record = gate.tier_change(
+            peer_id=str(peer), old_tier=tier_of(str(peer)), new_tier=tier.value, actor="governance",
+            strikes=0, now=now,
+        )
+        records.append(record)
+        allowed, reason = bool(change.allowed), str(change.reason)
+    return allowed, reason, records
 
 
 def equivocation_message(caught: Equivocated) -> str:
