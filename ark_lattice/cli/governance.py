@@ -22,13 +22,19 @@ app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _announce(application: Application) -> str:
-    """Tell a running node to flood what we stored; what the operator is told of it."""
-    from ark_lattice.cli.livenode import nudge
+async def _deliver(application: Application, node: Any, packet: Any) -> str:
+    """Hand the signed packet to the running node (stored and flooded at once), else store it here;
+    what the operator is told of it."""
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.governance.ledger import deliver
 
-    running = application.home.control_path.exists()
-    nudge(application, "packets_changed")
-    return "flooded to core peers" if running else "stored; it spreads when the node runs"
+    def running(cmd: str, args: dict[str, Any]) -> Any:
+        return request(application, cmd, args)
+
+    live = running if application.home.control_path.exists() else None
+    if await deliver(node, packet, live):
+        return "flooded to core peers by the running node"
+    return "stored; it spreads when the node runs"
 
 
 @app.command("found")
@@ -48,10 +54,10 @@ def found(
 
     async def go() -> Any:
         async with await open_node(application, unlock=True) as node:
-            return await found_(node, member or [], threshold)
+            packet = await found_(node, member or [], threshold)
+            return packet, await _deliver(application, node, packet)
 
-    packet = run(go())
-    where = _announce(application)
+    packet, where = run(go())
     application.console.print(f"membership version 1 signed ({packet.hex_id[:16]}); {where}")
 
 
@@ -114,10 +120,10 @@ def propose(
         async with await open_node(application, unlock=True) as node:
             state = await load(node.store)
             payload = payload_from_file(kind, text, state.membership, threshold)
-            return await propose_(node, kind, payload, expires_in=expires_in, not_before_in=after)
+            packet = await propose_(node, kind, payload, expires_in=expires_in, not_before_in=after)
+            return packet, await _deliver(application, node, packet)
 
-    packet = run(go())
-    where = _announce(application)
+    packet, where = run(go())
     if json_:
         application.print_json({"id": packet.hex_id, "kind": kind})
         return
@@ -133,10 +139,10 @@ def approve(ctx: typer.Context, proposal: Annotated[str, typer.Argument(metavar=
 
     async def go() -> Any:
         async with await open_node(application, unlock=True) as node:
-            return await approve_(node, proposal)
+            packet = await approve_(node, proposal)
+            return packet, await _deliver(application, node, packet)
 
-    packet = run(go())
-    where = _announce(application)
+    packet, where = run(go())
     application.console.print(f"approval {packet.hex_id[:16]} signed; {where}")
 
 

@@ -2,14 +2,16 @@
 the state back — by replaying the governance packets held through the same pure rule the running
 coordinator applies (``protocol/governance.py``), so the CLI and the node never disagree.
 
-Everything here works with or without a running node: packets are signed and stored here, and a
-running node floods them at once when told (``packets_changed``).
+``found``, ``propose`` and ``approve`` check and sign; :func:`deliver` then hands the packet to the
+running node, which stores and floods it in one step (control command ``publish_governance``), or,
+with no node running, stores it here to spread at the next sync.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ark_lattice.errors import Malformed, NotFound, UsageError
@@ -44,6 +46,7 @@ __all__ = [
     "propose",
     "approve",
     "find_proposal",
+    "deliver",
     "payload_from_file",
     "parse_duration",
     "describe",
@@ -76,7 +79,7 @@ async def load(store: Store) -> Governance:
 
 
 async def found(node: LocalNode, members: list[str], threshold: int | None) -> Packet:
-    """Sign the genesis membership (version 1): this node and ``members``; refused if one is held."""
+    """The genesis membership (version 1), signed: this node and ``members``; refused if one is held."""
     state = await load(node.store)
     if state.membership is not None:
         raise UsageError(
@@ -87,11 +90,9 @@ async def found(node: LocalNode, members: list[str], threshold: int | None) -> P
     k = threshold if threshold is not None else default_threshold(len(keys))
     created_at = await node.store.next_timestamp(node.store.now_ms())
     try:
-        packet = membership_packet(node.identity, k, list(keys), created_at=created_at)
+        return membership_packet(node.identity, k, list(keys), created_at=created_at)
     except Malformed as exc:
         raise UsageError(str(exc)) from None
-    await node.store.put_packets([packet])
-    return packet
 
 
 def payload_from_file(kind: str, text: str, membership: Membership | None, threshold: int | None) -> bytes:
@@ -129,7 +130,7 @@ def payload_from_file(kind: str, text: str, membership: Membership | None, thres
 async def propose(
     node: LocalNode, kind: str, payload: bytes, *, expires_in: int, not_before_in: int = 0
 ) -> Packet:
-    """Sign and store a proposal against the membership and version in force here."""
+    """A proposal against the membership and version in force here, signed."""
     state = await load(node.store)
     if state.membership is None:
         raise UsageError("no membership yet: the founder creates it with `governance found`")
@@ -140,15 +141,13 @@ async def propose(
     now = node.store.now_ms() // 1000
     created_at = await node.store.next_timestamp(node.store.now_ms())
     try:
-        packet = proposal_packet(
+        return proposal_packet(
             node.identity, kind=kind, base=state.versions[kind], membership=state.membership,
             payload=payload, created=now, not_before=now + not_before_in, expires=now + expires_in,
             created_at=created_at,
         )
     except Malformed as exc:
         raise UsageError(str(exc)) from None
-    await node.store.put_packets([packet])
-    return packet
 
 
 async def find_proposal(store: Store, state: Governance, prefix: str) -> ProposalState:
@@ -163,7 +162,7 @@ async def find_proposal(store: Store, state: Governance, prefix: str) -> Proposa
 
 
 async def approve(node: LocalNode, prefix: str) -> Packet:
-    """Sign and store this node's approval; refused if it would not count, or would equivocate."""
+    """This node's approval, signed; refused if it would not count, or would equivocate."""
     state = await load(node.store)
     held = await find_proposal(node.store, state, prefix)
     p = held.proposal
@@ -191,9 +190,24 @@ async def approve(node: LocalNode, prefix: str) -> Packet:
     if me in _approvers(state, p.id):
         raise UsageError(f"this node already approved {p.id.hex()[:16]}")
     created_at = await node.store.next_timestamp(node.store.now_ms())
-    packet = approval_packet(node.identity, p, created_at=created_at)
+    return approval_packet(node.identity, p, created_at=created_at)
+
+
+async def deliver(
+    node: LocalNode, packet: Packet, running: Callable[[str, dict[str, Any]], Any] | None
+) -> bool:
+    """Hand a governance packet of ours to the running node (``running``: its control call), which
+    stores and floods it at once; True if it did. Without one, store it here (False)."""
+    from ark_lattice.errors import NodeNotRunning
+
+    if running is not None:
+        try:
+            running("publish_governance", {"packet": packet_bytes(packet).hex()})
+            return True
+        except NodeNotRunning:
+            pass
     await node.store.put_packets([packet])
-    return packet
+    return False
 
 
 def _approvers(state: Governance, proposal_id: bytes) -> set[bytes]:

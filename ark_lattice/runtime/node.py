@@ -86,6 +86,7 @@ class NodeRuntime:
                 "raise_alert": self._raise_alert,
                 "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
+                "publish_governance": self._publish_governance,
             },
         )
 
@@ -307,6 +308,20 @@ class NodeRuntime:
             topic=str(args.get("topic") or DEFAULT_TOPIC), evidence=raw,
         )
         return {"id": alert_id}
+
+    async def _publish_governance(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A governance packet of ours the CLI signed (`governance propose|approve`): stored and
+        flooded in one step by the node's own writer."""
+        from ark_lattice.governance.documents import GOVERNANCE_KINDS, packet_from_bytes
+
+        packet = packet_from_bytes(bytes.fromhex(str(args["packet"])))  # verified: Malformed if not
+        if packet.header.kind not in GOVERNANCE_KINDS or packet.header.author != self.node.node_id:
+            from ark_lattice.errors import UsageError
+
+            raise UsageError("only this node's own governance packets are published this way")
+        await self.node.store.put_packets([packet])
+        await self.federation.local_packets_changed()
+        return {"id": packet.hex_id}
 
     async def _adopt_policy(self, text: str, source: str) -> None:
         """A policy the federation adopted: the same path as `policy set`, then in force at once."""
