@@ -273,3 +273,23 @@ def test_documents_round_trip() -> None:
                             created_at=p.header.created_at)
     assert again.id == p.id  # one document, one encoding, one id
     assert Membership.from_packet(genesis(KEYS[:4])).members == m.members
+
+
+def test_two_proposals_reaching_k_at_once_halt_the_kind() -> None:
+    """P1 lapsed with three approvals given in time; members then approved P2 (no overlap: not
+    equivocation). A node that learns of both at once must not pick one: it halts policy."""
+    m = four()[1]
+    p1 = propose(KEYS[0], m, expires=T0 + 100)
+    p2 = proposal_packet(KEYS[3], kind="policy", base=0, membership=m, payload=b"version = 1\n# two\n",
+                         created=T0 + 200, not_before=T0 + 200, expires=T0 + 900, created_at=at(T0 + 200))
+    late = Governance()
+    packets = [p1, p2, *(approve(k, p1, when=T0 + 10) for k in KEYS[:3]),
+               *(approve(k, p2, when=T0 + 210) for k in KEYS[1:4])]
+    assert late.add_all(packets) == []  # no membership yet: nothing decides
+    (halt,) = late.add(genesis(KEYS[:4]))
+    assert isinstance(halt, Halted) and halt.kind == "policy" and set(halt.proposals) == {p1.id, p2.id}
+    assert late.versions["policy"] == 0 and {s.status for s in late.proposals()} == {"halted"}
+    # Another kind is not halted.
+    t = propose(KEYS[0], m, kind="tier", payload=tier_payload(KEYS[5].node_id, TrustTier.BLOCKED), nonce=5)
+    late.add(t)
+    assert adopted(late.add_all([approve(k, t) for k in KEYS[:3]]))
