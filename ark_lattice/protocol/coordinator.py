@@ -400,7 +400,7 @@ class Coordinator:
                     actions.append(Audit(tuple(records)))
                 p = outcome.proposal
                 log.info("governance: %s proposal %s adopted (v%d), %s", p.kind,
-                            outcome.packet.hex_id[:16], p.new, "applied" if apply else "not applied")
+                         outcome.packet.hex_id[:16], p.new, "applied" if apply else "not applied")
                 actions.append(Adopt(outcome, apply, reason))
             elif alert and isinstance(outcome, Equivocated) and outcome.node != str(self.node_id):
                 # Self-proving: every node that holds both approvals blocks the key (by policy).
