@@ -387,6 +387,10 @@ class Coordinator:
     def _governed(self, outcomes: Sequence[Outcome], now: float, *, alert: bool = True) -> list[Action]:
         """What governance decided, as actions: adopt (policy permitting), or alert and demote."""
         actions: list[Action] = []
+        # The members speak for the federation: their alerts (self-proving) reach and convince
+        # every node, which needs no alert of its own from each of a thousand nodes.
+        m = self.governance.membership
+        alert = alert and m is not None and self.node_id.key in m.members
         for outcome in outcomes:
             if isinstance(outcome, Adopted):
                 author = str(NodeId(outcome.proposal.author))

@@ -92,3 +92,13 @@ def test_an_equivocation_raises_a_self_proving_critical_alert() -> None:
     alert: Alert = raised.alert
     assert alert.severity == "critical" and alert.about == str(PEERS[1].node_id) and alert.self_proving()
     assert PEERS[1].node_id.key in core.governance.equivocators
+
+
+def test_a_non_member_catches_an_equivocation_but_leaves_the_alert_to_the_members() -> None:
+    core = coordinator(PEERS[5])  # not a member
+    link = session_with(core, PEERS[0], CORE)
+    genesis, p1 = documents(1)
+    _, p2 = documents(2)
+    core.ingested(link, [genesis, p1, p2, approval(PEERS[1], p1)], False, set(), T0)
+    actions = core.ingested(link, [approval(PEERS[1], p2)], False, set(), T0)
+    assert not of(actions, RaiseAlert) and PEERS[1].node_id.key in core.governance.equivocators
