@@ -128,6 +128,7 @@ class Governance:
         self.rejected: dict[bytes, str] = {}  # packet id -> why it cannot count
         self._genesis: dict[bytes, Membership] = {}
         self._held: dict[bytes, _Held] = {}  # by proposal id
+        self._at: dict[tuple[str, int], list[_Held]] = {}  # proposals by (kind, base): the candidates
         self._by_key: dict[tuple[bytes, str, int], list[tuple[Approval, Packet]]] = {}
         self._seen: set[bytes] = set()
 
@@ -202,6 +203,7 @@ class Governance:
             proposal = Proposal.from_packet(packet)
             held = self._held.setdefault(proposal.id, _Held())
             held.proposal, held.packet = proposal, packet
+            self._at.setdefault((proposal.kind, proposal.base), []).append(held)
             return self._evaluate()
         assert kind == APPROVAL_KIND
         approval = Approval.from_packet(packet)
@@ -273,7 +275,7 @@ class Governance:
                 if kind in self.halted:
                     continue
                 reached = [
-                    held for held in self._held.values()
+                    held for held in self._at.get((kind, self.versions[kind]), [])
                     if held.proposal is not None and held.proposal.kind == kind
                     and self._eligible(held.proposal)
                     and len(self._counted(held.proposal, held)) >= held.proposal.k
