@@ -17,7 +17,9 @@ misbehaved: ``["fork", note_a, note_b]``, two ledger checkpoints the accused sig
 with different roots (witness.py), or two conflicting signed statements by the accused —
 ``["equivocation", manifest_a, manifest_b]``, two :class:`~ark_lattice.manifest.SignedManifest`
 encodings that both verify, describe the accused, carry the same sequence number and differ
-(:func:`equivocation_evidence` builds it). Anything else is an accusation, not a proof.
+(:func:`equivocation_evidence` builds it); and ``["approval-equivocation", approval_a, approval_b]``,
+two governance approvals the accused signed for one (kind, base) and two proposals
+(``governance/documents.py``). Anything else is an accusation, not a proof.
 """
 
 from __future__ import annotations
@@ -137,6 +139,10 @@ class Alert:
         docstring); False for anything else, never an exception."""
         if not isinstance(self.evidence, bytes) or not isinstance(self.about, str):
             return False
+        from ark_lattice.governance.documents import approval_equivocation
+
+        if approval_equivocation(self.evidence, self.about):  # two approvals for one (kind, base)
+            return True
         try:
             raw = decode(self.evidence, max_size=MAX_EVIDENCE, what="alert evidence")
             if isinstance(raw, list) and raw and raw[0] == FORK:  # witness.py: two roots, one size

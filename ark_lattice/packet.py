@@ -36,7 +36,8 @@ MAX_HEADER = 4096
 MAX_DEPENDS = 32
 MAX_META = 16
 KINDS = frozenset(
-    {"note", "document", "alert", "model_update", "model", "policy_bundle", "proposal", "approval"}
+    {"note", "document", "alert", "model_update", "model", "policy_bundle", "proposal", "approval",
+     "membership"}
 )
 _TOPIC = re.compile(r"[a-z0-9][a-z0-9._/-]{0,127}")
 _META_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from ark_lattice import __version__
 from ark_lattice.cli import alerts, federation, identity, ledger, models, packets, peers, policy
+from ark_lattice.cli import governance as governance_cli
 from ark_lattice.cli.audit import audit
 from ark_lattice.cli.bench import app as bench_app
 from ark_lattice.cli.context import Application, run
@@ -142,6 +143,7 @@ app.add_typer(peers.app, name="peers")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(federation.app, name="federation")
 app.add_typer(policy.app, name="policy")
+app.add_typer(governance_cli.app, name="governance")
 app.command("audit")(audit)
 app.add_typer(bench_app, name="bench")
 app.command("simulate")(simulate)

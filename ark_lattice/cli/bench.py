@@ -168,6 +168,24 @@ def alerts(
     report(ctx.obj, rows, json_)
 
 
+@app.command("governance")
+def governance(
+    ctx: typer.Context,
+    nodes: Annotated[int, typer.Option(min=3, max=40, help="Node processes in the core mesh.")] = 10,
+    proposals: Annotated[int, typer.Option(min=1, help="Proposals: proposed → adopted everywhere.")] = 20,
+    policies: Annotated[int, typer.Option(min=1, help="Policy bundles: proposed → in force everywhere.")] = 5,
+    json_: JsonOption = False,
+) -> None:
+    """Real nodes on 127.0.0.1 in a core mesh: k-of-n proposal → adopted everywhere, and a policy
+    bundle → in force everywhere."""
+    from ark_lattice.bench import governance as bench_governance
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench governance", quiet=json_) as bar:
+        rows = bench_governance.run(nodes, proposals=proposals, policies=policies, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
 @app.command("aggregate")
 def aggregate(
     ctx: typer.Context,

@@ -221,6 +221,11 @@ def _summary(application: Application, report: dict[str, Any]) -> None:
         )
     if r["violations"]:
         application.console.print(f"[red]{r['violations']} packet(s) held where the trust tiers forbid it[/]")
+    for bad in r.get("governance", {}).get("equivocation", []):
+        application.console.print(
+            f"equivocator {bad['node']}: caught by {bad['caught_by']} and blocked by {bad['blocked_by']} "
+            f"of {bad['honest']} honest nodes"
+        )
 
 
 def _size(n: int) -> str:

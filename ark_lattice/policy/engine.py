@@ -126,7 +126,7 @@ VARIABLES: Mapping[str, Variable] = {
         Variable("actor", "string", "", "tier_change: who asks for it: operator, policy, alert or "
                  "governance"),
         Variable("proposal_kind", "string", "", "governance: what the proposal changes: "
-                 "policy_bundle or tier_change"),
+                 "policy, tier, members or round"),
         Variable("approvals", "int", 0, "governance: distinct core approvals held for the "
                  "proposal"),
         Variable("severity", "string", "", "alert: info, warning or critical"),

@@ -17,6 +17,7 @@ from ark_lattice.alerts import Alert
 from ark_lattice.errors import ErrorCode
 from ark_lattice.manifest import SignedManifest
 from ark_lattice.packet import Packet
+from ark_lattice.protocol.governance import Adopted
 
 # Witnessing's actions live beside their rules (protocol/witnessing.py).
 from ark_lattice.protocol.witnessing import (
@@ -65,6 +66,8 @@ __all__ = [
     "SendAlertIds",
     "RaiseAlert",
     "RecordQuarantine",
+    "LoadGovernance",
+    "Adopt",
 ]
 
 LinkId = int  # the coordinator's name for one connection, never reused
@@ -308,6 +311,22 @@ class RecordQuarantine:
     reason: str
 
 
+@dataclass(frozen=True)
+class LoadGovernance:
+    """Read every governance packet held (topic ``governance``, not quarantined) and answer with
+    :meth:`Coordinator.governance_loaded`."""
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Record an adopted proposal with its approvals in the ledger (once) and, if ``apply``,
+    carry out its effect (governance/effects.py); ``reason`` is the policy's word on it."""
+
+    adopted: Adopted
+    apply: bool
+    reason: str
+
+
 Action = (
     Dial
     | WakeAt
@@ -342,5 +361,7 @@ Action = (
     | Witness
     | SendWitnessReply
     | RecordCosignature
+    | LoadGovernance
+    | Adopt
 )
 

@@ -43,6 +43,7 @@ from ark_lattice.protocol import events as ev
 from ark_lattice.protocol.actions import (
     Action,
     Admit,
+    Adopt,
     AnswerQuery,
     Audit,
     Close,
@@ -50,6 +51,7 @@ from ark_lattice.protocol.actions import (
     Ingest,
     Isolate,
     LinkId,
+    LoadGovernance,
     LoadQuery,
     LoadWanted,
     Push,
@@ -75,6 +77,17 @@ from ark_lattice.protocol.actions import (
 )
 from ark_lattice.protocol.echoes import Echoes
 from ark_lattice.protocol.gossip import Flood, Quarantines, hop_limit
+from ark_lattice.protocol.governance import (
+    GOVERNANCE_KINDS,
+    Adopted,
+    Equivocated,
+    Governance,
+    Halted,
+    Outcome,
+    adoption_verdict,
+    equivocation_message,
+    halt_message,
+)
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
 from ark_lattice.protocol.witnessing import (
@@ -228,6 +241,7 @@ class Coordinator:
         self._last_digest: float | None = None
         self._foreign: dict[str, dict[str, Any]] = {}  # host -> a caller of another federation
         self.echoes = Echoes()  # what peers we only receive from sent us that we already held
+        self.governance = Governance()  # leaderless adoption (protocol/governance.py)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -353,6 +367,9 @@ class Coordinator:
                 tier = link.tier if link is not None and link.tier is not None else TrustTier.UNKNOWN
                 actions += self._judge(packet, source, TrustTier.SANDBOX if quarantined else tier, now)[0]
                 actions += self._digest_soon(now)  # its other peers may lack it too
+            elif packet.header.kind in GOVERNANCE_KINDS and not quarantined:
+                self.flood.stored(packet.id, now, author=str(packet.header.author))
+                actions += self._governed(self.governance.add(packet), now) + self._digest_soon(now)
         return actions
 
     def echoed(self, link_id: LinkId, packets: Sequence[Packet]) -> None:
@@ -370,6 +387,57 @@ class Coordinator:
         for packet in fresh:
             if packet.header.kind == ALERT_KIND:  # published offline (`alerts raise`): flood it now
                 actions += self.alert_raised(packet, now)
+            elif packet.header.kind in GOVERNANCE_KINDS:  # `governance propose|approve`: flood it
+                onward = self.flood.copy_arrived(
+                    packet.id, self.hop_limit(), None, now, author=str(self.node_id)
+                )
+                actions += self._forward(packet, onward) + self._digest_soon(now)
+                actions += self._governed(self.governance.add(packet), now)
+        return actions
+
+    # -- governance -------------------------------------------------------------------------
+
+    def load_governance(self) -> list[Action]:
+        """What a driver does once at start, after :meth:`start`: replay the governance held."""
+        return [LoadGovernance()]
+
+    def governance_loaded(self, packets: Sequence[Packet], now: float) -> list[Action]:
+        """The governance packets held at start, oldest first: replayed without alerting again
+        (they were raised when the packets came); adoptions are recorded once by the driver."""
+        return self._governed(self.governance.add_all(packets), now, alert=False)
+
+    def _governed(self, outcomes: Sequence[Outcome], now: float, *, alert: bool = True) -> list[Action]:
+        """What governance decided, as actions: adopt (policy permitting), or alert and demote."""
+        actions: list[Action] = []
+        # The members speak for the federation: their alerts (self-proving) reach and convince
+        # every node, which needs no alert of its own from each of a thousand nodes.
+        m = self.governance.membership
+        alert = alert and m is not None and self.node_id.key in m.members
+        for outcome in outcomes:
+            if isinstance(outcome, Adopted):
+                author = str(NodeId(outcome.proposal.author))
+                ours = author == str(self.node_id)
+                tier = TrustTier.CORE if ours else self._tiers.get(author, TrustTier.UNKNOWN)
+                apply, reason, records = adoption_verdict(
+                    self.gate, outcome, author_tier=tier.value, self_id=str(self.node_id), now=now,
+                    tier_of=lambda peer: self._tiers.get(peer, TrustTier.UNKNOWN).value,
+                )
+                if records:
+                    actions.append(Audit(tuple(records)))
+                p = outcome.proposal
+                log.info("governance: %s proposal %s adopted (v%d), %s", p.kind,
+                         outcome.packet.hex_id[:16], p.new, "applied" if apply else "not applied")
+                actions.append(Adopt(outcome, apply, reason))
+            elif alert and isinstance(outcome, Equivocated) and outcome.node != str(self.node_id):
+                # Self-proving: every node that holds both approvals blocks the key (by policy).
+                from ark_lattice.governance.documents import approval_evidence
+
+                actions += self.raise_alert(
+                    "critical", equivocation_message(outcome), about=outcome.node,
+                    evidence=approval_evidence(outcome.first, outcome.second), now=now,
+                )
+            elif alert and isinstance(outcome, Halted):
+                actions += self.raise_alert("critical", halt_message(outcome)[:1024], now=now)
         return actions
 
     def struck(
@@ -786,7 +854,8 @@ class Coordinator:
     # -- rules ------------------------------------------------------------------------------
 
     def _relay(self, packets: Sequence[Packet], *, source: str | None) -> list[Action]:
-        batch = tuple(p for p in packets if p.header.kind != ALERT_KIND)  # alerts are flooded
+        flooded = GOVERNANCE_KINDS | {ALERT_KIND}  # alerts and governance packets are flooded
+        batch = tuple(p for p in packets if p.header.kind not in flooded)
         if not batch:
             return []
         return [
@@ -800,6 +869,8 @@ class Coordinator:
         """A flooded copy: store the first, forward any copy with more hops left, judge the first."""
         assert link.peer is not None
         packet = event.packet
+        if packet.header.kind in GOVERNANCE_KINDS:
+            return self._governance_received(link, event, now)
         try:
             alert = Alert.from_packet(packet)
         except Malformed as exc:
@@ -826,6 +897,21 @@ class Coordinator:
         onward = self.flood.copy_arrived(
             packet.id, hops, link.peer, now, author=str(packet.header.author), accused=alert.about
         )
+        return actions + self._forward(packet, onward) + self._digest_soon(now)
+
+    def _governance_received(self, link: _Link, event: ev.AlertReceived, now: float) -> list[Action]:
+        """A flooded governance packet: stored, and sent on at once if a core peer brought it; it
+        decides only once stored (ingested), so every node decides from what it holds."""
+        assert link.peer is not None
+        packet = event.packet
+        tier = TrustTier.SANDBOX if event.quarantine else (link.tier or TrustTier.UNKNOWN)
+        actions: list[Action] = []
+        if packet.id not in self.flood:
+            actions.append(Ingest(link.id, link.peer, (packet,), event.quarantine))
+        if tier is not TrustTier.CORE:
+            return actions
+        hops = min(event.hops, self.hop_limit())
+        onward = self.flood.copy_arrived(packet.id, hops, link.peer, now, author=str(packet.header.author))
         return actions + self._forward(packet, onward) + self._digest_soon(now)
 
     def _judge(

@@ -52,6 +52,7 @@ from ark_lattice.errors import (
     UsageError,
     VerificationError,
 )
+from ark_lattice.governance.documents import GOVERNANCE_KINDS
 from ark_lattice.hlc import unpack
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.manifest import SignedManifest
@@ -681,8 +682,10 @@ class Session:
             raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
         except VerificationError as exc:
             raise RemoteProtocolError(ErrorCode.BAD_PACKET, str(exc)) from None
-        if packet.header.kind != ALERT_KIND:
-            raise RemoteProtocolError(ErrorCode.BAD_PACKET, "an alert frame carries only alerts")
+        if packet.header.kind != ALERT_KIND and packet.header.kind not in GOVERNANCE_KINDS:
+            # Governance packets ride the alert flood too (DESIGN §10: adoption in well under a second).
+            reason = "an alert frame carries only alerts and governance packets"
+            raise RemoteProtocolError(ErrorCode.BAD_PACKET, reason)
         physical_ms, _ = unpack(packet.header.created_at)
         if physical_ms > now * 1000 + self.config.future_skew_ms:
             reason = f"alert {packet.hex_id[:16]} is stamped in the future"

@@ -14,7 +14,7 @@ Nothing here awaits anything but the store, so the simulator runs it without an 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +137,8 @@ class Effects:
         """Queue policy decisions taken at ``now``; the ones already written are only counted."""
         self._now = max(self._now, now)
         self.decisions.extend(self.repeats.sift(records, now))
+        # governance/effects.py: how an adopted policy becomes this node's (None: recorded only)
+        self.policy_sink: Callable[[str, str], Awaitable[Any]] | None = None
 
     async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
@@ -208,6 +210,17 @@ class Effects:
             return []
         if isinstance(action, (act.RequestCosignature, act.Witness, act.RecordCosignature)):
             return await self.witnessing(action, now)
+        if isinstance(action, act.LoadGovernance):
+            from ark_lattice.governance.documents import GOVERNANCE_KINDS, TOPIC
+
+            packets = [sp.packet for sp in reversed(await store.list_packets(topic=TOPIC))
+                    if not sp.quarantined and sp.packet.header.kind in GOVERNANCE_KINDS]
+            return core.governance_loaded(packets, now)
+        if isinstance(action, act.Adopt):
+            from ark_lattice.governance.effects import carry_out
+
+            new = await carry_out(store, action, self.policy_sink)
+            return core.tiers_changed() if new and action.adopted.proposal.kind == "tier" else []
         raise TypeError(f"not a store action: {action!r}")
 
     async def witnessing(

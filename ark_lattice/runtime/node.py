@@ -60,6 +60,7 @@ class NodeRuntime:
         from ark_lattice.runtime.joining import JoinService
 
         self.joins = JoinService(node, lambda: self.federation.federation_key, on_joined=self._joined)
+        self.federation.policy_sink = self._adopt_policy  # an adopted policy proposal (governance)
         self.discovery_config = discovery if discovery is not None else DiscoveryConfig()
         self.discovery: Any = None  # discovery/lan.py, once started
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,6 +99,7 @@ class NodeRuntime:
                 "invites": self._invites,
                 "revoke_invite": self._revoke_invite,
                 "checkpoint_made": self._checkpoint_made,
+                "publish_governance": self._publish_governance,
             },
         )
 
@@ -327,6 +329,7 @@ class NodeRuntime:
             "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),
             "store_access": store.access.to_json(),  # lock retries so far (store/access.py)
+            "policy": self.federation.gate.policy.digest if self.federation.gate is not None else None,
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:
@@ -395,6 +398,26 @@ class NodeRuntime:
             topic=str(args.get("topic") or DEFAULT_TOPIC), evidence=raw,
         )
         return {"id": alert_id}
+
+    async def _publish_governance(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A governance packet of ours the CLI signed (`governance propose|approve`): stored and
+        flooded in one step by the node's own writer."""
+        from ark_lattice.governance.documents import GOVERNANCE_KINDS, packet_from_bytes
+
+        packet = packet_from_bytes(bytes.fromhex(str(args["packet"])))  # verified: Malformed if not
+        if packet.header.kind not in GOVERNANCE_KINDS or packet.header.author != self.node.node_id:
+            from ark_lattice.errors import UsageError
+
+            raise UsageError("only this node's own governance packets are published this way")
+        await self.node.store.put_packets([packet])
+        await self.federation.local_packets_changed()
+        return {"id": packet.hex_id}
+
+    async def _adopt_policy(self, text: str, source: str) -> None:
+        """A policy the federation adopted: the same path as `policy set`, then in force at once."""
+        policy = await self.node.set_policy(text, source)
+        self.federation.replace_policy(policy)
+        log.info("policy %s adopted by %s", policy.digest[:16], source)
 
     async def _lift_quarantine(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"peer": await self.federation.lift_quarantine(str(args["peer"]))}

@@ -165,6 +165,7 @@ class Federation(Driver):
         self._connect = connect or _websocket_connect
         self._federation_key = federation_key
         self.gate = gate  # policy/gate.py; None: the tier table alone decides
+        self.policy_sink: Any = None  # governance/effects.PolicySink, set by the node runtime
         self.core: Coordinator | None = None
         self.links: dict[act.LinkId, Link] = {}
         self._owners: set[asyncio.Task[Any]] = set()
@@ -189,6 +190,7 @@ class Federation(Driver):
             config=self._config, gate=self.gate, sync_interval=interval, auto_sync=auto,
         )
         self.effects = Effects(self.store, self.core)
+        self.effects.policy_sink = self.policy_sink
         self.effects.metrics = self.metrics
         self.effects.on_kept = self._audit_kept
         self._pushed_seq = await self.store.event_count()
@@ -196,6 +198,7 @@ class Federation(Driver):
         self._spawn(self._write_received(), "ingest")
         self._spawn(self._write_audit_soon(), "audit")
         await self.carry_out(self.core.start(self.clock()))
+        await self.carry_out(self.core.load_governance())
 
     async def stop(self) -> None:
         """Stop dialling and accepting, tell every peer we are leaving, then end all tasks."""

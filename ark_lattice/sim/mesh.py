@@ -40,6 +40,7 @@ from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
 from ark_lattice.sim.clock import Scheduler
 from ark_lattice.sim.convergence import FlowGraph, dials, flows, merkle_root
+from ark_lattice.sim.governance import PROPOSE_AT, SimGovernance
 from ark_lattice.sim.network import Network
 from ark_lattice.sim.node import SimNode
 from ark_lattice.sim.scenario import Fault, Scenario, Selection, Workload
@@ -128,6 +129,7 @@ class Simulation:
         self._roots: dict[int, str] = {}  # held bitset -> Merkle root (many nodes share a set)
         self._churned: dict[int, int] = {}  # node index -> the churn action that took it down
         self._alerts_before = 0  # alerts seen by the end of the previous epoch
+        self._equivocation: list[dict[str, Any]] = []
 
     # -- public -----------------------------------------------------------------------------
 
@@ -206,6 +208,7 @@ class Simulation:
         try:
             for epoch in range(sc.epochs):
                 epochs.append(self._run_epoch(epoch))
+            self._equivocation = self.governance.equivocation()  # while the nodes still run
             for node in self.nodes:
                 if node.state == "up":
                     node.crash()
@@ -293,6 +296,18 @@ class Simulation:
             for packet in self._initial[name]:
                 self._register(packet, node)
             inline.run(node.store.put_packets(self._initial[name]))
+        self.governance = SimGovernance(self)  # the validators' real k-of-n governance
+        self.governance.found()
+
+    def publish_packet(self, node: SimNode, packet: Packet) -> None:
+        """A packet signed for ``node`` outside its publish (governance): registered, stored, pushed."""
+        self._register(packet, node)
+        node.store_packet(packet)
+
+    def tier_of(self, node: SimNode, peer: str) -> str | None:
+        assert node.store is not None
+        record = inline.run(node.store.find_peer(peer))
+        return record.tier.value if record is not None else None
 
     def _topology(self) -> list[tuple[int, int]]:
         """Connections as (dialler, dialled); each pair once; the dialler must dial its tier."""
@@ -386,6 +401,8 @@ class Simulation:
                     at = t0 + round(wrng.uniform(0, sc.epoch_seconds * PUBLISH_WINDOW), 3)
                     self._push(at, "publish", workload)
                     last_event = max(last_event, at)
+        if self.governance.active:
+            self._push(t0 + PROPOSE_AT * sc.epoch_seconds, "govern", epoch)
         k = 1
         while t0 + k * sc.sample_interval_s < end:
             self._push(t0 + k * sc.sample_interval_s, "sample")
@@ -407,6 +424,8 @@ class Simulation:
                 break
             self._do(action)
         status = self._observe()
+        if self.governance.active:
+            status["quorum"] = self.governance.observe(epoch)
         if self._epoch["settled_at_ms"] is None and status["converged"] == status["up"]:
             self._epoch["settled_at_ms"] = _ms(sc.epoch_seconds)
         record = self._epoch
@@ -442,6 +461,8 @@ class Simulation:
                 self._on_progress(now / (self.scenario.epochs * self.scenario.epoch_seconds), None)
         elif action.kind == "fault":
             self._fault(action.arg)
+        elif action.kind == "govern":
+            self.governance.propose(action.arg)
         elif action.kind == "churn-crash":
             node, token = action.arg
             if node.state == "up":
@@ -493,6 +514,11 @@ class Simulation:
                 # expected to converge, and what only it holds is expected nowhere else.
                 self.graph.remove(node.index)
                 node.misbehave(fault.interval_s)
+        elif fault.kind == "equivocate":
+            for node in self._select(fault.select, lambda n: n.state == "up" and n.honest):
+                self.graph.remove(node.index)  # no longer honest: nothing is expected of it
+                node.equivocating = True
+                self.governance.equivocate(node)
         elif fault.kind == "churn":
             rng = self._rngs["faults"]
             now = self.scheduler.time()
@@ -670,6 +696,11 @@ class Simulation:
                 "ledgers": ledgers,
                 "alerts": self._alert_totals(epochs, last["honest"] if last else 0),
                 "misbehaviour": misbehaviour,
+                "governance": {
+                    "validators": len(self.governance.validators) if self.governance.active else 0,
+                    "threshold": self.governance.k if self.governance.active else 0,
+                    "equivocation": self._equivocation,
+                },
                 "log": dict(self.log.counts),
             },
         }

@@ -87,6 +87,7 @@ class SimNode(Driver):
         self.misbehaving_since: float | None = None  # virtual time of its first forged packet sent
         self.bad_packets = 0  # forged packets sent, one per open link per round
         self._forger = sim.rng("misbehave", index)
+        self.equivocating = False  # an `equivocate` fault: it approved two open proposals on one base
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -113,6 +114,7 @@ class SimNode(Driver):
         self.state = "up"
         self.host.up = True
         self._run(self.core.start(self.clock()))
+        self._run(self.core.load_governance())
 
     def crash(self, *, final: str = "down") -> None:
         """Stop abruptly: connections reset, timers forgotten; the ledger survives (what an
@@ -130,6 +132,25 @@ class SimNode(Driver):
         self.links.clear()
         self._wake = self._audit = None
         self.core = None
+
+    def timestamp(self) -> int:
+        """The next hybrid logical timestamp of this node's ledger (what a packet of ours gets)."""
+        assert self.store is not None
+        return inline.run(self.store.next_timestamp(self.store.now_ms()))
+
+    def store_packet(self, packet: Packet) -> None:
+        """Store a packet of ours signed elsewhere (a governance document), then push it as
+        `packets_changed` makes a running node do; before the start, only store it."""
+        assert self.store is not None
+        inline.run(self.store.put_packets([packet]))
+        if self.core is None:
+            return
+        while True:
+            stored, seq = inline.run(self.store.stored_since(self._pushed_seq))
+            if seq == self._pushed_seq:
+                return
+            self._pushed_seq = seq
+            self._run(self.core.local_packets(stored, self.clock()))
 
     def publish(self, topic: str, body: bytes) -> Packet:
         """What `packets publish` does on a running node: the node's own publish, then a push."""
@@ -151,7 +172,7 @@ class SimNode(Driver):
     @property
     def honest(self) -> bool:
         """Not dropped and not misbehaving: the nodes convergence and the quorum count."""
-        return self.state != "dropped" and self.misbehave_every is None
+        return self.state != "dropped" and self.misbehave_every is None and not self.equivocating
 
     def misbehave(self, every: float) -> None:
         """From now on, besides everything the node does, send each open link a packet with a

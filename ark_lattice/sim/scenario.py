@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 MAX_NODES = 10_000
-FAULT_KINDS = ("partition", "heal", "crash", "restart", "drop", "churn", "misbehave")
+FAULT_KINDS = ("partition", "heal", "crash", "restart", "drop", "churn", "misbehave", "equivocate")
 DEFAULT_MISBEHAVE_INTERVAL_S = 1.0
 _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # also the default topic, sim/<group>
 

@@ -40,6 +40,7 @@ class EventKind:
     FEDERATION_JOINED = "federation.joined"  # we joined a federation with an invite
     ENDPOINT_REMOVED = "endpoint.removed"  # `federation endpoints remove`
     INVITE_REVOKED = "invite.revoked"  # `federation invites revoke`: nobody joins with it now
+    GOVERNANCE_ADOPTED = "governance.adopted"  # subject: the proposal id; data: its approvals
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

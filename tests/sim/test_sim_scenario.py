@@ -14,9 +14,9 @@ runner = CliRunner()
 
 
 def test_the_built_ins_load_with_the_promised_quorums():
-    assert builtin_names() == ["baseline", "edge_failover", "intruder", "validator_loss"]
+    assert builtin_names() == ["baseline", "edge_failover", "equivocator", "intruder", "validator_loss"]
     quorum = {name: load_scenario(name).quorum for name in builtin_names()}
-    assert quorum == {"baseline": 2, "edge_failover": 2, "intruder": 0, "validator_loss": 3}
+    assert quorum == {"baseline": 3, "edge_failover": 3, "equivocator": 3, "intruder": 0, "validator_loss": 3}
     assert load_scenario("baseline").epochs == 5
     kinds = {f.kind for f in load_scenario("edge_failover").faults}
     assert {"crash", "restart", "partition", "heal"} <= kinds
