@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ark_lattice.cli.context import Application, open_node, run
+from ark_lattice.errors import LedgerCorrupt, NotInitialised
 
 app = typer.Typer(help="Inspect and prove the integrity of the ledger.", no_args_is_help=True)
 
@@ -56,24 +58,39 @@ def log(
 
 @app.command("verify")
 def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
-    """Recompute every hash, link, signature and checkpoint; exit non-zero naming the first bad entry."""
+    """Recompute every hash, link, signature and checkpoint and the signed head; exit 1 naming
+    the first bad entry. Read-only: the ledger is never created, migrated or written."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
+    from ark_lattice.errors import LedgerError
+    from ark_lattice.identity import NodeId
+    from ark_lattice.store.store import Store
 
     application: Application = ctx.obj
 
     async def go(bar: ProgressBar) -> Any:
-        async with await open_node(application) as node:
+        home = application.home
+        if not home.is_initialised():
+            raise NotInitialised(f"no node in {home.root}; run `ark-lattice init`")
+        node_id = NodeId.parse(home.load_config().node_id)
+        async with await Store.open_readonly(home.ledger_path) as store:
             if bar.shown:  # counting costs a scan: only for a bar someone sees
-                bar.update(total=await node.store.event_count())
-            report = await ledger.verify(
-                node.store, node.node_id, progress=lambda seq: bar.update(completed=seq)
-            )
+                try:
+                    bar.update(total=await store.event_count())
+                except sqlite3.Error:
+                    pass  # verify names what is wrong with the events table
+            report = await ledger.verify(store, node_id, progress=lambda seq: bar.update(completed=seq))
             bar.update(completed=report.events)  # verify reports every 5000 events, not the last
             return report
 
-    with progress_bar("verifying the ledger", quiet=json_) as bar:
-        report = run(go(bar))
+    try:
+        with progress_bar("verifying the ledger", quiet=json_) as bar:
+            report = run(go(bar))
+    except LedgerError as exc:
+        failure = exc if isinstance(exc, LedgerCorrupt) else LedgerCorrupt("the ledger file", str(exc))
+        if json_:
+            application.print_json({"ok": False, "entry": failure.entry, "reason": failure.reason})
+        raise failure from None  # one line on stderr and exit 1 (cli/app.py)
     if json_:
         application.print_json(report.to_json())
         return
@@ -126,7 +143,7 @@ def backup(
             await node.store.backup_to(target)
             node_id = node.node_id
         try:
-            async with await Store.open(target) as copy:
+            async with await Store.open_readonly(target) as copy:
                 return await ledger.verify(copy, node_id)
         except BaseException:
             target.unlink(missing_ok=True)  # never leave a copy that did not verify

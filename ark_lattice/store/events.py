@@ -35,6 +35,9 @@ class EventKind:
     POLICY_DECISION = "policy.decision"
     PEER_QUARANTINED = "peer.quarantined"  # an alert accused it: held until `until` unless proven
     PEER_QUARANTINE_LIFTED = "peer.quarantine_lifted"  # expired, or lifted by the operator
+    PEER_MANIFEST = "peer.manifest"  # a newer manifest of a peer: its seq is the rollback guard
+    LEDGER_HEADS_STARTED = "ledger.heads_started"  # a ledger older than signed heads gets its first
+    LEDGER_UNSIGNED = "ledger.unsigned"  # a writer found events no signed head covers (store/head.py)
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

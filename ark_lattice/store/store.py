@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import cbor2
 
-from ark_lattice.encoding import canonical
+from ark_lattice.encoding import canonical, sha256
 from ark_lattice.errors import AmbiguousId, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
+from ark_lattice.store import head as heads
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.schema import MIGRATIONS
 from ark_lattice.tiers import TrustTier
@@ -34,6 +36,8 @@ __all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
 
 LOCAL_SOURCE = "local"
 BUSY_TIMEOUT_MS = 15_000
+# The largest timestamp SQLite's INTEGER holds; a hybrid clock that would pass it is damaged.
+MAX_TIMESTAMP = (1 << 63) - 1
 
 NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
 
@@ -108,6 +112,11 @@ class Store:
         # One connection is shared by all tasks of the process: the lock keeps one task's
         # statements out of another's transaction.
         self._lock = asyncio.Lock()
+        # Signed heads (store/head.py): who signs, and what the open transaction found and did.
+        self._signer: heads.HeadSigner | None = None
+        self._signer_source: Callable[[], heads.HeadSigner | None] | None = None
+        self._found: tuple[heads.Head | None, int, bytes] | None = None
+        self._dirty = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -143,6 +152,40 @@ class Store:
             raise
         return store
 
+    @classmethod
+    async def open_readonly(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
+        """Open an existing ledger read-only (``ledger verify``): never created, never migrated."""
+        if not path.exists():
+            raise LedgerError(f"there is no ledger at {path}; only `ark-lattice init` creates one")
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
+        return cls(conn, path, clock)
+
+    def set_signer(self, signer: heads.HeadSigner | None) -> None:
+        """The key that signs the head every write transaction ends with (store/head.py)."""
+        self._signer = signer
+
+    def set_signer_source(self, source: Callable[[], heads.HeadSigner | None]) -> None:
+        """Where to get the signer at the first write (a CLI unlocks a sealed key only to write)."""
+        self._signer_source = source
+
+    @property
+    def signer(self) -> heads.HeadSigner | None:
+        return self._signer
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """One read transaction: every read inside sees the same committed state."""
+        async with self._lock:
+            await self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                await self._conn.execute("ROLLBACK")
+
     async def close(self) -> None:
         await self._conn.close()
 
@@ -174,11 +217,16 @@ class Store:
             finally:
                 self._depth.reset(token)
             return
+        if self._signer is None and self._signer_source is not None:
+            # Before the write lock: unlocking a sealed key may prompt for its passphrase.
+            self._signer, self._signer_source = self._signer_source(), None
         async with self._lock:
             await self._execute_write("BEGIN IMMEDIATE")
             token = self._depth.set(1)
             try:
+                await self._begin_head()
                 yield
+                await self._seal_head()
             except BaseException:
                 try:
                     await self._conn.execute("ROLLBACK")
@@ -201,6 +249,7 @@ class Store:
                 row = await cur.fetchone()
             seq, prev = (row[0], row[1]) if row else (0, GENESIS_PREV)
             ts = self.now_ms()
+            self._dirty = True
             out = []
             for kind, subject, data in new:
                 seq += 1
@@ -262,6 +311,12 @@ class Store:
         """The next hybrid-logical timestamp, shared by every process on this ledger."""
         async with self.transaction():
             last = await self._scalar("SELECT value FROM meta WHERE key = 'hlc'")
+            # A tick adds at most 2**16 (hlc.py); a value that leaves no room came from outside.
+            if not isinstance(last, int | None) or not 0 <= (last or 0) < MAX_TIMESTAMP - (1 << 16):
+                raise LedgerError(
+                    f"the ledger's clock (meta.hlc = {last!r}) is damaged: no timestamp can follow "
+                    "it; run `ark-lattice ledger verify`"
+                )
             stamp = HybridClock(int(last or 0)).tick(now_ms)
             await self._set_meta("hlc", stamp)
             return stamp
@@ -487,6 +542,11 @@ class Store:
                 " WHERE id = ?",
                 (manifest, seq, name, json.dumps(merged), self.now_ms(), node_id),
             )
+            if (peer.manifest, peer.manifest_seq) != (manifest, seq):
+                # The held seq is the rollback guard: `ledger verify` replays it from this event.
+                await self.append_event(
+                    EventKind.PEER_MANIFEST, node_id, {"seq": seq, "digest": sha256(manifest)}
+                )
 
     async def add_strike(self, node_id: str, code: str, reason: str) -> int:
         """Count a strike against a peer, with its evidence in the ledger; returns the total."""
@@ -579,6 +639,8 @@ class Store:
     # -- raw reads for verification ---------------------------------------------------------
 
     async def iter_rows(self, sql: str, batch: int = 2000) -> AsyncIterator[tuple]:
+        """Rows of ``sql`` as they are read. A caller that may stop early wraps it in
+        ``contextlib.aclosing``, so the cursor closes before the connection does."""
         async with self._conn.execute(sql) as cur:
             while rows := await cur.fetchmany(batch):
                 for r in rows:
@@ -629,7 +691,59 @@ class Store:
                 raise LedgerError("the ledger stayed locked by another process; try again") from None
             raise LedgerError(f"the ledger refused a write: {exc}") from None
 
+    async def _begin_head(self) -> None:
+        """Note the head and the log as this transaction finds them (under the write lock)."""
+        self._dirty, self._found = False, None
+        if self._signer is None:
+            return
+        stored = await self._scalar("SELECT value FROM meta WHERE key = ?", (heads.HEAD_KEY,))
+        head = heads.decode_head(stored)
+        async with self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        self._found = (head, row[0], row[1]) if row else (head, 0, GENESIS_PREV)
+
+    async def _seal_head(self) -> None:
+        """End a transaction that changed the log or a protected counter with a signed head."""
+        if self._signer is None or self._found is None or not self._dirty:
+            return
+        head, size, tip = self._found
+        in_force = head is not None or await self._heads_in_force()
+        gap = heads.continuity(head, size, tip, in_force)
+        if gap is not None:
+            # Never sign over events written without the key: record them in the chain instead.
+            await self.append_event(EventKind.LEDGER_UNSIGNED, "", gap)
+        elif head is None and size > 0:
+            await self.append_event(EventKind.LEDGER_HEADS_STARTED, "", {"from": size + 1})
+        async with self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        new_size, new_tip = (row[0], row[1]) if row else (0, GENESIS_PREV)
+        manifest_seq = int(await self._scalar("SELECT value FROM meta WHERE key = 'manifest_seq'") or 0)
+        signed = heads.Head("", new_size, new_tip, manifest_seq).signed(self._signer)
+        await self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (heads.HEAD_KEY, signed.to_bytes()),
+        )
+
+    async def _heads_in_force(self) -> bool:
+        """Whether this log was written with signed heads (a missing head is then a deletion)."""
+        first = await self._scalar("SELECT data FROM events WHERE seq = 1")
+        if isinstance(first, bytes):
+            try:
+                if cbor2.loads(first).get(heads.HEADS_FLAG):
+                    return True
+            except Exception:  # a damaged event #1 is for `ledger verify` to name
+                pass
+        return bool(
+            await self._scalar(
+                "SELECT 1 FROM events WHERE kind IN (?, ?) LIMIT 1",
+                (EventKind.LEDGER_HEADS_STARTED, EventKind.LEDGER_UNSIGNED),
+            )
+        )
+
     async def _set_meta(self, key: str, value: int, *, grow_only: bool = False) -> None:
+        if key in heads.PROTECTED_META:
+            self._dirty = True
         new = "MAX(value, excluded.value)" if grow_only else "excluded.value"
         await self._conn.execute(
             f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {new}",
