@@ -175,3 +175,40 @@ def _flipped(node, table, column, where, *args):
     data = bytearray(value.encode() if isinstance(value, str) else value)
     data[len(data) // 2] ^= 0x01
     return data.decode() if isinstance(value, str) else bytes(data)
+
+
+async def test_verify_is_linear_in_events_whatever_the_number_of_checkpoints(node, monkeypatch):
+    """One incremental tree serves every checkpoint: no consistency proof, and the interior
+    hashes computed stay near one per event plus one root per checkpoint."""
+    from ark_lattice import merkle
+
+    for i in range(40):
+        await node.publish(topic="notes", kind="note", body=b"%d" % i)
+        await ledger.anchor(node.store, node.identity)  # a checkpoint after every packet
+    calls = {"node_hash": 0}
+    real_node_hash = merkle.node_hash
+
+    def counting(left: bytes, right: bytes) -> bytes:
+        calls["node_hash"] += 1
+        return real_node_hash(left, right)
+
+    def no_proof(*args: object) -> list[bytes]:
+        raise AssertionError("verify must not compute consistency proofs")
+
+    monkeypatch.setattr(merkle, "node_hash", counting)
+    monkeypatch.setattr(merkle, "consistency_proof", no_proof)
+    report = await ledger.verify(node.store, node.node_id)
+    assert report.checkpoints == 40
+    depth = report.events.bit_length()
+    assert calls["node_hash"] <= report.events + (report.checkpoints + 1) * depth
+
+
+async def test_the_first_missing_checkpoint_is_named_not_the_first_checkpoint(node):
+    await populate(node)
+    conn = sqlite3.connect(node.store.path)
+    [(size,)] = conn.execute("SELECT MAX(size) FROM checkpoints").fetchall()
+    [(seq,)] = conn.execute("SELECT seq FROM events WHERE kind = 'checkpoint' AND subject = ?", (str(size),))
+    conn.close()
+    tamper(node, "DELETE FROM checkpoints WHERE size = ?", size)
+    err = await expect_corrupt(node, f"event #{seq}")
+    assert "missing" in err.reason
