@@ -275,3 +275,21 @@ def test_json_output_on_a_missing_home_is_still_one_line(home):
     stderr = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "init" in stderr
+
+
+def test_a_write_with_a_sealed_key_asks_for_it_and_signs(home, tmp_path):
+    """Commands that write sign the head: a sealed key is unlocked at the first write only."""
+    secret = tmp_path / "secret"
+    secret.write_text("correct horse\n")
+    assert run_cli(home, "--passphrase-file", str(secret), "init", "--seal").returncode == 0
+    peer = "e" * 52
+    refused = run_cli(home, "peers", "add", peer, "--tier", "core", input=b"")
+    stderr = refused.stderr.decode()
+    assert refused.returncode == 2 and "passphrase" in stderr and len(stderr.strip().splitlines()) == 1
+    assert run_cli(home, "peers", "list", "--json", input=b"").returncode == 0  # reads never ask
+    added = run_cli(home, "--passphrase-file", str(secret), "peers", "add", peer, "--tier", "core")
+    assert added.returncode == 0, added.stderr
+    verified = run_cli(home, "ledger", "verify", "--json", input=b"")
+    assert verified.returncode == 0, verified.stderr
+    doc = json.loads(verified.stdout)
+    assert doc["ok"] and doc["peers"] == 1 and doc["signed"] == doc["events"]
