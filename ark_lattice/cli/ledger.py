@@ -62,7 +62,7 @@ def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
     the first bad entry. Read-only: the ledger is never created, migrated or written."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
-    from ark_lattice.errors import LedgerError
+    from ark_lattice.errors import ArkLatticeError, LedgerError
     from ark_lattice.identity import NodeId
     from ark_lattice.store.store import Store
 
@@ -86,11 +86,18 @@ def verify(ctx: typer.Context, json_: JsonOption = False) -> None:
     try:
         with progress_bar("verifying the ledger", quiet=json_) as bar:
             report = run(go(bar))
-    except LedgerError as exc:
-        failure = exc if isinstance(exc, LedgerCorrupt) else LedgerCorrupt("the ledger file", str(exc))
+    except ArkLatticeError as exc:
+        failure: ArkLatticeError = exc
+        if isinstance(exc, LedgerError) and not isinstance(exc, LedgerCorrupt):
+            failure = LedgerCorrupt("the ledger file", str(exc))
         if json_:
-            application.print_json({"ok": False, "entry": failure.entry, "reason": failure.reason})
-        raise failure from None  # one line on stderr and exit 1 (cli/app.py)
+            entry, reason = (
+                (failure.entry, failure.reason)
+                if isinstance(failure, LedgerCorrupt)
+                else ("the node's home", str(failure))
+            )
+            application.print_json({"ok": False, "entry": entry, "reason": reason})
+        raise failure from None  # one line on stderr and the error's exit code (cli/app.py)
     if json_:
         application.print_json(report.to_json())
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -711,6 +712,10 @@ class Store:
         gap = heads.continuity(head, size, tip, in_force)
         if gap is not None:
             # Never sign over events written without the key: record them in the chain instead.
+            logging.getLogger("ark_lattice.store").warning(
+                "the ledger changed without this node's key (%s); recorded, see `ledger verify`",
+                gap["why"],
+            )
             await self.append_event(EventKind.LEDGER_UNSIGNED, "", gap)
         elif head is None and size > 0:
             await self.append_event(EventKind.LEDGER_HEADS_STARTED, "", {"from": size + 1})

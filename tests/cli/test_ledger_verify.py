@@ -270,11 +270,18 @@ def test_a_rollback_to_an_earlier_checkpoint(populated):
     fails(populated, "the signed head", "events were removed")
 
 
-def test_json_output_on_a_missing_home_is_still_one_line(home):
+def test_a_deleted_head(populated):
+    sql(populated, "DELETE FROM meta WHERE key = 'head'")
+    fails(populated, "the signed head", "there is none")
+
+
+def test_a_missing_home_is_one_line_and_a_json_failure(home):
     result = run_cli(home, "ledger", "verify", "--json")
     stderr = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "init" in stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["entry"] == "the node's home" and "init" in doc["reason"]
 
 
 def test_a_write_with_a_sealed_key_asks_for_it_and_signs(home, tmp_path):
