@@ -12,7 +12,7 @@ from typing import Any
 
 import nacl.utils
 
-from ark_lattice.errors import AlreadyExists, ConfigError, NotInitialised
+from ark_lattice.errors import AlreadyExists, ConfigError, LedgerError, NotInitialised
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import Packet
@@ -67,6 +67,7 @@ class LocalNode:
         identity = Identity.load(home.key_path, passphrase) if unlock else None
         if identity is not None and str(identity.node_id) != config.node_id:
             raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
+        _require_ledger(home)
         store = await Store.open(home.ledger_path, clock=clock)
         if identity is not None:
             store.set_signer(identity)
@@ -224,4 +225,16 @@ class LocalNode:
         )
         await self.store.put_packets([packet])
         return packet
+
+
+def _require_ledger(home: Home) -> None:
+    """Only `init` creates a ledger: opening a node whose ledger is gone must not start a new one
+    (it would hold none of the node's history, and no initialisation of it)."""
+    path = home.ledger_path
+    wal = path.with_name(path.name + "-wal")
+    if not path.exists() or (path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)):
+        raise LedgerError(
+            f"the ledger {path} is missing or empty; only `ark-lattice init` creates one "
+            "(restore it from a `ledger backup` copy)"
+        )
 

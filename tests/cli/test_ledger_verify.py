@@ -166,6 +166,9 @@ def test_a_missing_ledger_file(populated):
         Path(str(db(populated)) + suffix).unlink(missing_ok=True)
     fails(populated, "the ledger file", "no ledger", "init")
     assert not db(populated).exists()  # verify never creates one
+    listed = run_cli(populated, "peers", "list")  # nor does any other command
+    assert listed.returncode == 1 and "only `ark-lattice init` creates one" in listed.stderr.decode()
+    assert not db(populated).exists()
 
 
 def test_a_zero_byte_ledger_file(populated):
