@@ -1,15 +1,24 @@
 """Tamper evidence for the store: signed checkpoints and full verification (DESIGN §8).
 
 The ledger's event log is a hash chain; its entry hashes are the leaves of an RFC 6962 Merkle tree.
-``anchor`` signs the tree head as a C2SP tlog-checkpoint note. ``verify`` recomputes everything that
-can be recomputed and names the first entry that does not match:
+``anchor`` signs the tree head as a C2SP tlog-checkpoint note. ``verify`` reads the database in one
+snapshot (``Store.open_readonly`` for the CLI: never created, never migrated), recomputes
+everything that can be recomputed and names the first entry that does not match:
 
+0. the file: every table there, every value of its column's SQLite type, every text valid UTF-8,
+   and event #1 this node's own initialisation (a foreign or never-initialised ledger is refused);
 1. every event hash and every link, in order, with no gap;
-2. every checkpoint: its signature, its root against the recomputed tree, and the consistency proof
-   between consecutive checkpoints (so a log rewritten and re-signed would still show the fork);
+2. every checkpoint: its signature, and its root against the tree rebuilt from the events. One
+   incremental tree yields the root at every checkpoint's size, so the cost is linear in events
+   whatever the number of checkpoints (a rewrite under an old checkpoint changes its root);
 3. every packet: its id, signature and body hash, and that exactly the packets the log says were
-   stored are present, in the quarantine state the log says;
-4. every peer's tier against the replayed log.
+   stored are present, in the quarantine state and with the source the log says;
+4. every peer's tier, strikes and newest manifest (seq and digest) against the replayed log;
+5. ``meta.hlc`` within bounds, and the head signed by the node's key (store/head.py) covering
+   exactly the log and ``meta.manifest_seq``: no append, rollback or re-chaining without the key.
+
+Any SQLite failure on the way (a damaged page, a dropped column) becomes a :class:`LedgerCorrupt`
+naming the table being read: verify fails with one sentence, never with anything else.
 """
 
 from __future__ import annotations
