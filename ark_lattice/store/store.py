@@ -118,6 +118,9 @@ class Store:
         self._signer_source: Callable[[], heads.HeadSigner | None] | None = None
         self._found: tuple[heads.Head | None, int, bytes] | None = None
         self._dirty = False
+        # What the head will sign, known without a query unless a savepoint was rolled back.
+        self._tip: tuple[int, bytes] | None = None
+        self._manifest_seq: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -212,6 +215,7 @@ class Store:
             except BaseException:
                 await self._conn.execute(f"ROLLBACK TO {name}")
                 await self._conn.execute(f"RELEASE {name}")
+                self._tip = self._manifest_seq = None  # the head reads them back at commit
                 raise
             else:
                 await self._conn.execute(f"RELEASE {name}")
@@ -250,7 +254,7 @@ class Store:
                 row = await cur.fetchone()
             seq, prev = (row[0], row[1]) if row else (0, GENESIS_PREV)
             ts = self.now_ms()
-            self._dirty = True
+            await self._note_found()
             out = []
             for kind, subject, data in new:
                 seq += 1
@@ -262,6 +266,8 @@ class Store:
                 "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
                 [(e.seq, e.ts, e.kind, e.subject, e.data, e.prev, e.hash) for e in out],
             )
+            if out:
+                self._tip = (out[-1].seq, out[-1].hash)
             return out
 
     async def append_event(self, kind: str, subject: str, data: dict[str, Any]) -> Event:
@@ -693,15 +699,25 @@ class Store:
             raise LedgerError(f"the ledger refused a write: {exc}") from None
 
     async def _begin_head(self) -> None:
-        """Note the head and the log as this transaction finds them (under the write lock)."""
-        self._dirty, self._found = False, None
-        if self._signer is None:
+        self._dirty, self._found, self._tip, self._manifest_seq = False, None, None, None
+
+    async def _note_found(self) -> None:
+        """Before this transaction's first change to the log or a protected counter, note the
+        head and the log's tip as it finds them (under the write lock; the head is ours alone)."""
+        self._dirty = True
+        if self._signer is None or self._found is not None:
             return
-        stored = await self._scalar("SELECT value FROM meta WHERE key = ?", (heads.HEAD_KEY,))
-        head = heads.decode_head(stored)
-        async with self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
+        async with self._conn.execute(
+            "SELECT (SELECT value FROM meta WHERE key = ?),"
+            " (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),"
+            " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),"
+            " (SELECT value FROM meta WHERE key = 'manifest_seq')",
+            (heads.HEAD_KEY,),
+        ) as cur:
             row = await cur.fetchone()
-        self._found = (head, row[0], row[1]) if row else (head, 0, GENESIS_PREV)
+        stored, size, tip, manifest_seq = row if row else (None, None, None, None)
+        self._found = (heads.decode_head(stored), size or 0, tip or GENESIS_PREV)
+        self._tip, self._manifest_seq = (size or 0, tip or GENESIS_PREV), int(manifest_seq or 0)
 
     async def _seal_head(self) -> None:
         """End a transaction that changed the log or a protected counter with a signed head."""
@@ -719,10 +735,16 @@ class Store:
             await self.append_event(EventKind.LEDGER_UNSIGNED, "", gap)
         elif head is None and size > 0:
             await self.append_event(EventKind.LEDGER_HEADS_STARTED, "", {"from": size + 1})
-        async with self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
-            row = await cur.fetchone()
-        new_size, new_tip = (row[0], row[1]) if row else (0, GENESIS_PREV)
-        manifest_seq = int(await self._scalar("SELECT value FROM meta WHERE key = 'manifest_seq'") or 0)
+        if self._tip is None or self._manifest_seq is None:
+            async with self._conn.execute(
+                "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),"
+                " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),"
+                " (SELECT value FROM meta WHERE key = 'manifest_seq')"
+            ) as cur:
+                row = await cur.fetchone()
+            size_now, tip_now, seq_now = row if row else (None, None, None)
+            self._tip, self._manifest_seq = (size_now or 0, tip_now or GENESIS_PREV), int(seq_now or 0)
+        (new_size, new_tip), manifest_seq = self._tip, self._manifest_seq
         signed = heads.Head("", new_size, new_tip, manifest_seq).signed(self._signer)
         await self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -748,12 +770,14 @@ class Store:
 
     async def _set_meta(self, key: str, value: int, *, grow_only: bool = False) -> None:
         if key in heads.PROTECTED_META:
-            self._dirty = True
+            await self._note_found()
         new = "MAX(value, excluded.value)" if grow_only else "excluded.value"
         await self._conn.execute(
             f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {new}",
             (key, value),
         )
+        if key == "manifest_seq":
+            self._manifest_seq = None if grow_only else value
 
     async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._conn.execute(sql, args) as cur:
