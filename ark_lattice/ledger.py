@@ -452,7 +452,10 @@ class _Verifier:
             if strikes != expected.strikes:
                 raise LedgerCorrupt(where, f"its {strikes} strikes differ from {expected.strikes} in the log")
             digest = sha256(manifest) if manifest is not None else None
-            if (manifest_seq, digest) != (expected.manifest_seq, expected.manifest_digest):
+            # Before signed heads a peer's manifest was kept without an event: a ledger that
+            # started its heads later is held to the events it has (a newer manifest has one).
+            unrecorded = self.replay.legacy and expected.manifest_seq is None
+            if not unrecorded and (manifest_seq, digest) != (expected.manifest_seq, expected.manifest_digest):
                 raise LedgerCorrupt(
                     where,
                     f"its manifest (seq {manifest_seq}) differs from seq {expected.manifest_seq} in the log",
@@ -556,12 +559,15 @@ class _Replay:
         self.peers: dict[str, _PeerState] = {}
         self.checkpoints: dict[int, bytes] = {}  # size -> root
         self.checkpoint_seqs: dict[int, int] = {}  # size -> seq
+        self.legacy = False  # the log began before signed heads (a ledger.heads_started event)
 
     def apply(self, event: Event, where: str) -> None:
         kind = event.kind
         if kind == EventKind.LEDGER_UNSIGNED:
             why = event.fields.get("why", "events were written without its key")
             raise LedgerCorrupt(where, f"the node found the log changed without its key: {why}")
+        if kind == EventKind.LEDGER_HEADS_STARTED:
+            self.legacy = True
         if kind not in _REPLAYED:
             return
         try:

@@ -212,3 +212,35 @@ async def test_the_first_missing_checkpoint_is_named_not_the_first_checkpoint(no
     tamper(node, "DELETE FROM checkpoints WHERE size = ?", size)
     err = await expect_corrupt(node, f"event #{seq}")
     assert "missing" in err.reason
+
+
+async def test_a_ledger_from_before_signed_heads_starts_them_and_is_then_held_to_them(tmp_path):
+    from ark_lattice.identity import Identity
+    from ark_lattice.store.events import EventKind
+    from ark_lattice.store.store import Store
+
+    me = Identity.generate()
+    path = tmp_path / "ledger.db"
+    async with await Store.open(path) as store:  # as an older version wrote it: no signer, no head
+        await store.append_event(EventKind.NODE_INITIALISED, str(me.node_id), {"name": "old"})
+        await store.add_peer("a" * 52, tier=TrustTier.CORE)
+    conn = sqlite3.connect(path)  # and kept a peer's manifest without an event
+    conn.execute("UPDATE peers SET manifest = x'00', manifest_seq = 4")
+    conn.commit()
+    conn.close()
+    async with await Store.open(path) as store:
+        with pytest.raises(LedgerCorrupt):  # no head yet (and a manifest no event records)
+            await ledger.verify(store, me.node_id)
+        store.set_signer(me)
+        await store.add_peer("b" * 52)  # the first signed write starts the heads
+        report = await ledger.verify(store, me.node_id)
+        assert report.signed == report.events == 4  # init, two peers, ledger.heads_started
+        tamper_path = store.path
+        conn = sqlite3.connect(tamper_path)
+        conn.execute("DELETE FROM meta WHERE key = 'head'")
+        conn.commit()
+        conn.close()
+        await store.add_peer("c" * 52)  # a deleted head is not a ledger from before heads
+        with pytest.raises(LedgerCorrupt, match="the signed head is missing") as info:
+            await ledger.verify(store, me.node_id)
+        assert info.value.entry == "event #6"
