@@ -244,3 +244,16 @@ async def test_a_ledger_from_before_signed_heads_starts_them_and_is_then_held_to
         with pytest.raises(LedgerCorrupt, match="the signed head is missing") as info:
             await ledger.verify(store, me.node_id)
         assert info.value.entry == "event #6"
+
+
+async def test_bench_ledger_reports_the_head_cost_and_verify_with_checkpoints():
+    """The bench runs end to end on a small ledger; rates are reported, never asserted."""
+    from ark_lattice.bench import ledger as bench_ledger
+
+    rows = {m.name: m for m in await bench_ledger.run(2000, checkpoints=20, transactions=10)}
+    assert set(rows) == {
+        "ledger.append", "ledger.write.signed", "ledger.write.unsigned",
+        "ledger.verify", "ledger.verify.checkpoints",
+    }
+    assert "2000 events with 20 checkpoints" in rows["ledger.verify.checkpoints"].note
+    assert all(m.bound for name, m in rows.items() if name != "ledger.verify")
