@@ -576,7 +576,13 @@ class _Replay:
             raise LedgerCorrupt(where, "its data is not valid CBOR") from None
         if not isinstance(data, dict):
             raise LedgerCorrupt(where, "its data is not a map")
+        # A keyless writer can hash any CBOR into a new event: every field is checked for its
+        # type before it is used, so a misfit is named, never a crash.
         try:
+            if kind in (EventKind.PACKET_STORED, EventKind.PACKET_PROMOTED) and not isinstance(
+                data["id"], bytes
+            ):
+                raise TypeError("packet id")
             if kind == EventKind.PACKET_STORED:
                 self.packets[data["id"]] = (bool(data["quarantined"]), event.seq, str(data["source"]))
             elif kind == EventKind.PACKET_PROMOTED:
@@ -590,17 +596,26 @@ class _Replay:
                 if peer.tier != "blocked":  # store.set_tier: a new tier starts with no strikes
                     peer.strikes = 0
             elif kind == EventKind.PEER_STRIKE:
-                self.peers[event.subject].strikes = int(data["strikes"])
+                self.peers[event.subject].strikes = _integer(data["strikes"])
             elif kind == EventKind.PEER_MANIFEST:
                 peer = self.peers[event.subject]
-                peer.manifest_seq, peer.manifest_digest = int(data["seq"]), bytes(data["digest"])
+                if not isinstance(data["digest"], bytes):
+                    raise TypeError("manifest digest")
+                peer.manifest_seq, peer.manifest_digest = _integer(data["seq"]), data["digest"]
             elif kind == EventKind.PEER_REMOVED:
                 del self.peers[event.subject]
             elif kind == EventKind.CHECKPOINT:
+                _integer(data["size"])
                 self.checkpoints[data["size"]] = data["root"]
                 self.checkpoint_seqs[data["size"]] = event.seq
         except (KeyError, TypeError, ValueError):
             raise LedgerCorrupt(where, f"a {kind} event that does not fit the log before it") from None
+
+
+def _integer(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
 
 
 _REPLAYED = frozenset(

@@ -257,3 +257,31 @@ async def test_bench_ledger_reports_the_head_cost_and_verify_with_checkpoints():
     }
     assert "2000 events with 20 checkpoints" in rows["ledger.verify.checkpoints"].note
     assert all(m.bound for name, m in rows.items() if name != "ledger.verify")
+
+
+@pytest.mark.parametrize(
+    "kind, subject, data",
+    [
+        ("packet.stored", "x", {"id": "not bytes", "quarantined": False, "source": "local"}),
+        ("checkpoint", "1", {"size": [1, 2], "root": b"r"}),
+        ("peer.manifest", "a" * 52, {"seq": 1, "digest": 10**12}),
+        ("peer.strike", "a" * 52, {"strikes": 1.5e308}),
+        ("packet.promoted", "x", {"id": {}}),
+    ],
+)
+async def test_a_keyless_event_of_the_wrong_shape_is_named(node, kind, subject, data):
+    from ark_lattice.encoding import canonical
+    from ark_lattice.store.events import entry_hash
+
+    await populate(node, packets=2)
+    conn = sqlite3.connect(node.store.path)
+    seq, prev, ts = conn.execute("SELECT seq, hash, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    payload = canonical(data)
+    conn.execute(
+        "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
+        (seq + 1, ts, kind, subject, payload, prev, entry_hash(seq + 1, ts, kind, subject, payload, prev)),
+    )
+    conn.commit()
+    conn.close()
+    err = await expect_corrupt(node, f"event #{seq + 1}")
+    assert "does not fit" in err.reason
