@@ -30,8 +30,9 @@ class Purpose:
     HANDSHAKE = "handshake"
     CHECKPOINT = "checkpoint"
     LEDGER_EVENT = "ledger-event"
+    LEDGER_HEAD = "ledger-head"  # store/head.py: the head each write transaction ends with
 
-    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT})
+    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT, LEDGER_HEAD})
 
 
 def canonical(obj: Any) -> bytes:

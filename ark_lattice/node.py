@@ -12,12 +12,13 @@ from typing import Any
 
 import nacl.utils
 
-from ark_lattice.errors import AlreadyExists, ConfigError, NotInitialised
+from ark_lattice.errors import AlreadyExists, ConfigError, LedgerError, NotInitialised
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import Packet
 from ark_lattice.privatefile import write_private
 from ark_lattice.store.events import EventKind
+from ark_lattice.store.head import HEADS_FLAG
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
@@ -53,16 +54,40 @@ class LocalNode:
         unlock: bool = False,
         passphrase: str | None = None,
         clock: Callable[[], float] = time.time,
+        passphrase_source: Callable[[], str | None] | None = None,
     ) -> LocalNode:
-        """Open an existing node; ``unlock`` loads the signing key (needed only to sign)."""
+        """Open an existing node; ``unlock`` loads the signing key (needed only to sign).
+
+        Without ``unlock`` the key is loaded at the first write, to sign the ledger head;
+        ``passphrase_source`` gives the passphrase of a sealed key then.
+        """
         config = home.load_config()
         if not home.key_path.exists():
             raise NotInitialised(f"no node identity in {home.root}; run `ark-lattice init`")
         identity = Identity.load(home.key_path, passphrase) if unlock else None
         if identity is not None and str(identity.node_id) != config.node_id:
             raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
+        _require_ledger(home)
         store = await Store.open(home.ledger_path, clock=clock)
+        if identity is not None:
+            store.set_signer(identity)
+        else:
+            # Every write transaction ends with a head signed by the node's key (store/head.py):
+            # the key is loaded at the first write, asking for a passphrase only if it is sealed.
+            store.set_signer_source(lambda: cls._signing_key(home, config, passphrase_source))
         return cls(home, config, store, identity)
+
+    @staticmethod
+    def _signing_key(
+        home: Home, config: Config, passphrase_source: Callable[[], str | None] | None
+    ) -> Identity | None:
+        sealed = Identity.is_sealed(home.key_path)
+        if sealed and passphrase_source is None:
+            return None  # a library caller without the key: its writes stay unsigned
+        identity = Identity.load(home.key_path, passphrase_source() if passphrase_source and sealed else None)
+        if str(identity.node_id) != config.node_id:
+            raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
+        return identity
 
     @classmethod
     async def init(
@@ -101,11 +126,12 @@ class LocalNode:
 
             home.policy_path.write_text(DEFAULT_POLICY_TEXT)
             store = await Store.open(home.ledger_path, clock=clock)
+            store.set_signer(identity)
             try:
                 await store.append_event(
                     EventKind.NODE_INITIALISED,
                     config.node_id,
-                    {"name": config.name, "sealed": passphrase is not None},
+                    {"name": config.name, "sealed": passphrase is not None, HEADS_FLAG: True},
                 )
             except BaseException:
                 await store.close()
@@ -199,4 +225,16 @@ class LocalNode:
         )
         await self.store.put_packets([packet])
         return packet
+
+
+def _require_ledger(home: Home) -> None:
+    """Only `init` creates a ledger: opening a node whose ledger is gone must not start a new one
+    (it would hold none of the node's history, and no initialisation of it)."""
+    path = home.ledger_path
+    wal = path.with_name(path.name + "-wal")
+    if not path.exists() or (path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)):
+        raise LedgerError(
+            f"the ledger {path} is missing or empty; only `ark-lattice init` creates one "
+            "(restore it from a `ledger backup` copy)"
+        )
 

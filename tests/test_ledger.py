@@ -175,3 +175,143 @@ def _flipped(node, table, column, where, *args):
     data = bytearray(value.encode() if isinstance(value, str) else value)
     data[len(data) // 2] ^= 0x01
     return data.decode() if isinstance(value, str) else bytes(data)
+
+
+async def test_verify_is_linear_in_events_whatever_the_number_of_checkpoints(node, monkeypatch):
+    """One incremental tree serves every checkpoint: no consistency proof, and the interior
+    hashes computed stay near one per event plus one root per checkpoint."""
+    from ark_lattice import merkle
+
+    for i in range(40):
+        await node.publish(topic="notes", kind="note", body=b"%d" % i)
+        await ledger.anchor(node.store, node.identity)  # a checkpoint after every packet
+    calls = {"node_hash": 0}
+    real_node_hash = merkle.node_hash
+
+    def counting(left: bytes, right: bytes) -> bytes:
+        calls["node_hash"] += 1
+        return real_node_hash(left, right)
+
+    def no_proof(*args: object) -> list[bytes]:
+        raise AssertionError("verify must not compute consistency proofs")
+
+    monkeypatch.setattr(merkle, "node_hash", counting)
+    monkeypatch.setattr(merkle, "consistency_proof", no_proof)
+    report = await ledger.verify(node.store, node.node_id)
+    assert report.checkpoints == 40
+    depth = report.events.bit_length()
+    assert calls["node_hash"] <= report.events + (report.checkpoints + 1) * depth
+
+
+async def test_the_first_missing_checkpoint_is_named_not_the_first_checkpoint(node):
+    await populate(node)
+    conn = sqlite3.connect(node.store.path)
+    [(size,)] = conn.execute("SELECT MAX(size) FROM checkpoints").fetchall()
+    [(seq,)] = conn.execute("SELECT seq FROM events WHERE kind = 'checkpoint' AND subject = ?", (str(size),))
+    conn.close()
+    tamper(node, "DELETE FROM checkpoints WHERE size = ?", size)
+    err = await expect_corrupt(node, f"event #{seq}")
+    assert "missing" in err.reason
+
+
+async def test_a_ledger_from_before_signed_heads_starts_them_and_is_then_held_to_them(tmp_path):
+    from ark_lattice.identity import Identity
+    from ark_lattice.store.events import EventKind
+    from ark_lattice.store.store import Store
+
+    me = Identity.generate()
+    path = tmp_path / "ledger.db"
+    async with await Store.open(path) as store:  # as an older version wrote it: no signer, no head
+        await store.append_event(EventKind.NODE_INITIALISED, str(me.node_id), {"name": "old"})
+        await store.add_peer("a" * 52, tier=TrustTier.CORE)
+    conn = sqlite3.connect(path)  # and kept a peer's manifest without an event
+    conn.execute("UPDATE peers SET manifest = x'00', manifest_seq = 4")
+    conn.commit()
+    conn.close()
+    async with await Store.open(path) as store:
+        with pytest.raises(LedgerCorrupt):  # no head yet (and a manifest no event records)
+            await ledger.verify(store, me.node_id)
+        store.set_signer(me)
+        await store.add_peer("b" * 52)  # the first signed write starts the heads
+        report = await ledger.verify(store, me.node_id)
+        assert report.signed == report.events == 4  # init, two peers, ledger.heads_started
+        tamper_path = store.path
+        conn = sqlite3.connect(tamper_path)
+        conn.execute("DELETE FROM meta WHERE key = 'head'")
+        conn.commit()
+        conn.close()
+        await store.add_peer("c" * 52)  # a deleted head is not a ledger from before heads
+        with pytest.raises(LedgerCorrupt, match="the signed head is missing") as info:
+            await ledger.verify(store, me.node_id)
+        assert info.value.entry == "event #6"
+
+
+async def test_bench_ledger_reports_the_head_cost_and_verify_with_checkpoints():
+    """The bench runs end to end on a small ledger; rates are reported, never asserted."""
+    from ark_lattice.bench import ledger as bench_ledger
+
+    rows = {m.name: m for m in await bench_ledger.run(2000, checkpoints=20, transactions=10)}
+    assert set(rows) == {
+        "ledger.append", "ledger.write.signed", "ledger.write.unsigned",
+        "ledger.verify", "ledger.verify.checkpoints",
+    }
+    assert "2000 events with 20 checkpoints" in rows["ledger.verify.checkpoints"].note
+    assert all(m.bound for name, m in rows.items() if name != "ledger.verify")
+
+
+@pytest.mark.parametrize(
+    "kind, subject, data",
+    [
+        ("packet.stored", "x", {"id": "not bytes", "quarantined": False, "source": "local"}),
+        ("checkpoint", "1", {"size": [1, 2], "root": b"r"}),
+        ("peer.manifest", "a" * 52, {"seq": 1, "digest": 10**12}),
+        ("peer.strike", "a" * 52, {"strikes": 1.5e308}),
+        ("packet.promoted", "x", {"id": {}}),
+    ],
+)
+async def test_a_keyless_event_of_the_wrong_shape_is_named(node, kind, subject, data):
+    from ark_lattice.encoding import canonical
+    from ark_lattice.store.events import entry_hash
+
+    await populate(node, packets=2)
+    conn = sqlite3.connect(node.store.path)
+    seq, prev, ts = conn.execute("SELECT seq, hash, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    payload = canonical(data)
+    conn.execute(
+        "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
+        (seq + 1, ts, kind, subject, payload, prev, entry_hash(seq + 1, ts, kind, subject, payload, prev)),
+    )
+    conn.commit()
+    conn.close()
+    err = await expect_corrupt(node, f"event #{seq + 1}")
+    assert "does not fit" in err.reason
+
+
+async def test_random_damage_to_the_file_only_ever_fails_as_ledger_corrupt(node, tmp_path):
+    """Bytes flipped anywhere in the file: verify says what is wrong or that all is well (a flip
+    in free space changes nothing), and never fails with anything but LedgerCorrupt."""
+    import random
+
+    from ark_lattice.store.store import Store
+
+    await populate(node)
+    conn = sqlite3.connect(node.store.path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    pristine = node.store.path.read_bytes()
+    rng = random.Random(17)
+    caught = 0
+    for trial in range(200):
+        copy = tmp_path / f"damaged-{trial}.db"
+        data = bytearray(pristine)
+        for _ in range(rng.choice([1, 8, 64])):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        copy.write_bytes(bytes(data))
+        try:
+            async with await Store.open_readonly(copy) as store:
+                await ledger.verify(store, node.node_id)
+        except LedgerCorrupt as exc:
+            assert "\n" not in str(exc), str(exc)  # one sentence, even quoting a damaged schema
+            caught += 1
+        copy.unlink()
+    assert caught > 20

@@ -43,15 +43,19 @@ def report(application: Application, rows: list[Any], json_: bool) -> None:
 @app.command("ledger")
 def ledger(
     ctx: typer.Context,
-    events: Annotated[int, typer.Option(min=1000, help="Events to append.")] = 20_000,
+    events: Annotated[int, typer.Option(min=1000, help="Events to append.")] = 100_000,
+    checkpoints: Annotated[
+        int, typer.Option(min=0, help="Checkpoints among them, for verify's second run.")
+    ] = 1000,
     json_: JsonOption = False,
 ) -> None:
-    """Ledger append rate against raw sqlite3 inserts, and verify throughput."""
+    """Ledger append and write rates against raw sqlite3 (with the signed head's cost), and
+    verify throughput with and without checkpoints."""
     from ark_lattice.bench import ledger as bench_ledger
     from ark_lattice.cli.progress import progress_bar
 
     with progress_bar("bench ledger", quiet=json_) as bar:
-        rows = run(bench_ledger.run(events, progress=bar))
+        rows = run(bench_ledger.run(events, checkpoints=checkpoints, progress=bar))
     report(ctx.obj, rows, json_)
 
 

@@ -84,4 +84,10 @@ async def open_node(application: Application, *, unlock: bool = False) -> Any:
     from ark_lattice.node import LocalNode
 
     passphrase = application.unlock_passphrase() if unlock else None
-    return await LocalNode.open(application.home, unlock=unlock, passphrase=passphrase)
+    return await LocalNode.open(
+        application.home,
+        unlock=unlock,
+        passphrase=passphrase,
+        # A command that writes signs the ledger head: a sealed key is unlocked at its first write.
+        passphrase_source=application.unlock_passphrase,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ark_lattice.cli.context import Application, open_node, run
+from ark_lattice.errors import LedgerCorrupt, NotInitialised
 
 app = typer.Typer(help="Inspect and prove the integrity of the ledger.", no_args_is_help=True)
 
@@ -66,27 +68,51 @@ def verify(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Recompute every hash, link, signature and checkpoint, and check what witnesses cosigned;
-    exit non-zero naming the first bad entry (or the missing range of a truncated ledger)."""
+    """Recompute every hash, link, signature and checkpoint and the signed head, and check what
+    witnesses cosigned; exit 1 naming the first bad entry (or the missing range of a truncated
+    ledger). Read-only: the ledger is never created, migrated or written."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
+    from ark_lattice.errors import ArkLatticeError, LedgerError
+    from ark_lattice.identity import NodeId
+    from ark_lattice.store.store import Store
 
     application: Application = ctx.obj
     note = _read_note(against) if against is not None else None
 
     async def go(bar: ProgressBar) -> Any:
-        async with await open_node(application) as node:
+        home = application.home
+        if not home.is_initialised():
+            raise NotInitialised(f"no node in {home.root}; run `ark-lattice init`")
+        node_id = NodeId.parse(home.load_config().node_id)
+        async with await Store.open_readonly(home.ledger_path) as store:
             if bar.shown:  # counting costs a scan: only for a bar someone sees
-                bar.update(total=await node.store.event_count())
-            extra = [_expected(note, node.node_id, against)] if note is not None and against else []
+                try:
+                    bar.update(total=await store.event_count())
+                except sqlite3.Error:
+                    pass  # verify names what is wrong with the events table
+            extra = [_expected(note, node_id, against)] if note is not None and against else []
             report = await ledger.verify(
-                node.store, node.node_id, progress=lambda seq: bar.update(completed=seq), against=extra
+                store, node_id, progress=lambda seq: bar.update(completed=seq), against=extra
             )
             bar.update(completed=report.events)  # verify reports every 5000 events, not the last
             return report
 
-    with progress_bar("verifying the ledger", quiet=json_) as bar:
-        report = run(go(bar))
+    try:
+        with progress_bar("verifying the ledger", quiet=json_) as bar:
+            report = run(go(bar))
+    except ArkLatticeError as exc:
+        failure: ArkLatticeError = exc
+        if isinstance(exc, LedgerError) and not isinstance(exc, LedgerCorrupt):
+            failure = LedgerCorrupt("the ledger file", str(exc))
+        if json_:
+            entry, reason = (
+                (failure.entry, failure.reason)
+                if isinstance(failure, LedgerCorrupt)
+                else ("the node's home", str(failure))
+            )
+            application.print_json({"ok": False, "entry": entry, "reason": reason})
+        raise failure from None  # one line on stderr and the error's exit code (cli/app.py)
     if json_:
         application.print_json(report.to_json())
         return
@@ -209,7 +235,7 @@ def backup(
             await node.store.backup_to(target)
             node_id = node.node_id
         try:
-            async with await Store.open(target) as copy:
+            async with await Store.open_readonly(target) as copy:
                 return await ledger.verify(copy, node_id)
         except BaseException:
             target.unlink(missing_ok=True)  # never leave a copy that did not verify

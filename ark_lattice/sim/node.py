@@ -93,6 +93,7 @@ class SimNode(Driver):
 
     def open_store(self) -> Store:
         self.store = inline.run(Store.open(Path(":memory:"), clock=self.sim.clock, connect=inline.connect))
+        self.store.set_signer(self.identity)  # every write ends with a signed head (store/head.py)
         return self.store
 
     def start(self) -> None:

@@ -41,6 +41,9 @@ class EventKind:
     ENDPOINT_REMOVED = "endpoint.removed"  # `federation endpoints remove`
     INVITE_REVOKED = "invite.revoked"  # `federation invites revoke`: nobody joins with it now
     GOVERNANCE_ADOPTED = "governance.adopted"  # subject: the proposal id; data: its approvals
+    PEER_MANIFEST = "peer.manifest"  # a newer manifest of a peer: its seq is the rollback guard
+    LEDGER_HEADS_STARTED = "ledger.heads_started"  # a ledger older than signed heads gets its first
+    LEDGER_UNSIGNED = "ledger.unsigned"  # a writer found events no signed head covers (store/head.py)
 
 
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:

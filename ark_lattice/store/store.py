@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import cbor2
 
-from ark_lattice.encoding import canonical
+from ark_lattice.encoding import canonical, sha256
 from ark_lattice.errors import AmbiguousId, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
+from ark_lattice.store import head as heads
 from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.schema import MIGRATIONS
@@ -40,6 +43,8 @@ __all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
 LOCAL_SOURCE = "local"
 BUSY_TIMEOUT_MS = 15_000
 SPARE_READERS = 2  # private read connections kept open for the next iter_rows
+# The largest timestamp SQLite's INTEGER holds; a hybrid clock that would pass it is damaged.
+MAX_TIMESTAMP = (1 << 63) - 1
 
 NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
 
@@ -122,6 +127,15 @@ class Store:
         # One connection is shared by all tasks of the process: the lock keeps one task's
         # statements out of another's transaction.
         self._lock = asyncio.Lock()
+        self._readonly = False  # open_readonly(): one connection, never written
+        # Signed heads (store/head.py): who signs, and what the open transaction found and did.
+        self._signer: heads.HeadSigner | None = None
+        self._signer_source: Callable[[], heads.HeadSigner | None] | None = None
+        self._found: tuple[heads.Head | None, int, bytes] | None = None
+        self._dirty = False
+        # What the head will sign, known without a query unless a savepoint was rolled back.
+        self._tip: tuple[int, bytes] | None = None
+        self._manifest_seq: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -164,6 +178,42 @@ class Store:
             raise
         return store
 
+    @classmethod
+    async def open_readonly(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
+        """Open an existing ledger read-only (``ledger verify``): never created, never migrated."""
+        if not path.exists():
+            raise LedgerError(f"there is no ledger at {path}; only `ark-lattice init` creates one")
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
+        store = cls(conn, path, clock)
+        store._readonly = True
+        return store
+
+    def set_signer(self, signer: heads.HeadSigner | None) -> None:
+        """The key that signs the head every write transaction ends with (store/head.py)."""
+        self._signer = signer
+
+    def set_signer_source(self, source: Callable[[], heads.HeadSigner | None]) -> None:
+        """Where to get the signer at the first write (a CLI unlocks a sealed key only to write)."""
+        self._signer_source = source
+
+    @property
+    def signer(self) -> heads.HeadSigner | None:
+        return self._signer
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """One read transaction: every read inside sees the same committed state."""
+        async with self._lock:
+            await self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                await self._conn.execute("ROLLBACK")
+
     async def close(self) -> None:
         for snapshot in [*self._snapshots, *self._spare]:  # also iterations abandoned before their end
             await _close_quietly(snapshot)
@@ -199,17 +249,23 @@ class Store:
             except BaseException:
                 await self._conn.execute(f"ROLLBACK TO {name}")
                 await self._conn.execute(f"RELEASE {name}")
+                self._tip = self._manifest_seq = None  # the head reads them back at commit
                 raise
             else:
                 await self._conn.execute(f"RELEASE {name}")
             finally:
                 self._depth.reset(token)
             return
+        if self._signer is None and self._signer_source is not None:
+            # Before the write lock: unlocking a sealed key may prompt for its passphrase.
+            self._signer, self._signer_source = self._signer_source(), None
         async with self._lock:
             await self._execute_write("BEGIN IMMEDIATE")
             token = self._depth.set(1)
             try:
+                await self._begin_head()
                 yield
+                await self._seal_head()
             except BaseException as exc:
                 try:
                     await self._conn.execute("ROLLBACK")
@@ -234,6 +290,7 @@ class Store:
                 row = await cur.fetchone()
             seq, prev = (row[0], row[1]) if row else (0, GENESIS_PREV)
             ts = self.now_ms()
+            await self._note_found()
             out = []
             for kind, subject, data in new:
                 seq += 1
@@ -245,6 +302,8 @@ class Store:
                 "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
                 [(e.seq, e.ts, e.kind, e.subject, e.data, e.prev, e.hash) for e in out],
             )
+            if out:
+                self._tip = (out[-1].seq, out[-1].hash)
             return out
 
     async def append_event(self, kind: str, subject: str, data: dict[str, Any]) -> Event:
@@ -295,6 +354,12 @@ class Store:
         """The next hybrid-logical timestamp, shared by every process on this ledger."""
         async with self.transaction():
             last = await self._scalar("SELECT value FROM meta WHERE key = 'hlc'")
+            # A tick adds at most 2**16 (hlc.py); a value that leaves no room came from outside.
+            if not isinstance(last, int | None) or not 0 <= (last or 0) < MAX_TIMESTAMP - (1 << 16):
+                raise LedgerError(
+                    f"the ledger's clock (meta.hlc = {last!r}) is damaged: no timestamp can follow "
+                    "it; run `ark-lattice ledger verify`"
+                )
             stamp = HybridClock(int(last or 0)).tick(now_ms)
             await self._set_meta("hlc", stamp)
             return stamp
@@ -531,6 +596,11 @@ class Store:
                 " WHERE id = ?",
                 (manifest, seq, name, json.dumps(merged), self.now_ms(), node_id),
             )
+            if (peer.manifest, peer.manifest_seq) != (manifest, seq):
+                # The held seq is the rollback guard: `ledger verify` replays it from this event.
+                await self.append_event(
+                    EventKind.PEER_MANIFEST, node_id, {"seq": seq, "digest": sha256(manifest)}
+                )
 
     async def add_strike(self, node_id: str, code: str, reason: str) -> int:
         """Count a strike against a peer, with its evidence in the ledger; returns the total."""
@@ -698,8 +768,16 @@ class Store:
         Outside a transaction the rows come from a private read connection, opened for this
         iteration and closed at its end (or by :meth:`close`), so a slow consumer pins no shared
         connection. Inside a transaction, and on the simulator's single inline connection, the
-        rows are read whole before the first is yielded: no cursor stays open across a yield.
+        rows are read whole before the first is yielded: no cursor stays open across a yield. A
+        read-only store (``ledger verify``) streams from its one connection: nothing else uses it.
+        A caller that may stop early wraps the iteration in ``contextlib.aclosing``.
         """
+        if self._readonly:  # `ledger verify`: the one connection, inside its snapshot()
+            async with self._reader.execute(sql) as cur:
+                while rows := await cur.fetchmany(batch):
+                    for r in rows:
+                        yield tuple(r)
+            return
         if self._depth.get() or self._reader is self._writer:
             async with self._conn.execute(sql) as cur:
                 rows = list(await cur.fetchall())
@@ -798,13 +876,86 @@ class Store:
         if self._reader is not self._writer:
             await self._reader.close()
             self._reader = self._writer
+    async def _begin_head(self) -> None:
+        self._dirty, self._found, self._tip, self._manifest_seq = False, None, None, None
+
+    async def _note_found(self) -> None:
+        """Before this transaction's first change to the log or a protected counter, note the
+        head and the log's tip as it finds them (under the write lock; the head is ours alone)."""
+        self._dirty = True
+        if self._signer is None or self._found is not None:
+            return
+        async with self._conn.execute(
+            "SELECT (SELECT value FROM meta WHERE key = ?),"
+            " (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),"
+            " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),"
+            " (SELECT value FROM meta WHERE key = 'manifest_seq')",
+            (heads.HEAD_KEY,),
+        ) as cur:
+            row = await cur.fetchone()
+        stored, size, tip, manifest_seq = row if row else (None, None, None, None)
+        self._found = (heads.decode_head(stored), size or 0, tip or GENESIS_PREV)
+        self._tip, self._manifest_seq = (size or 0, tip or GENESIS_PREV), int(manifest_seq or 0)
+
+    async def _seal_head(self) -> None:
+        """End a transaction that changed the log or a protected counter with a signed head."""
+        if self._signer is None or self._found is None or not self._dirty:
+            return
+        head, size, tip = self._found
+        in_force = head is not None or await self._heads_in_force()
+        gap = heads.continuity(head, size, tip, in_force)
+        if gap is not None:
+            # Never sign over events written without the key: record them in the chain instead.
+            logging.getLogger("ark_lattice.store").warning(
+                "the ledger changed without this node's key (%s); recorded, see `ledger verify`",
+                gap["why"],
+            )
+            await self.append_event(EventKind.LEDGER_UNSIGNED, "", gap)
+        elif head is None and size > 0:
+            await self.append_event(EventKind.LEDGER_HEADS_STARTED, "", {"from": size + 1})
+        if self._tip is None or self._manifest_seq is None:
+            async with self._conn.execute(
+                "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),"
+                " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),"
+                " (SELECT value FROM meta WHERE key = 'manifest_seq')"
+            ) as cur:
+                row = await cur.fetchone()
+            size_now, tip_now, seq_now = row if row else (None, None, None)
+            self._tip, self._manifest_seq = (size_now or 0, tip_now or GENESIS_PREV), int(seq_now or 0)
+        (new_size, new_tip), manifest_seq = self._tip, self._manifest_seq
+        signed = heads.Head("", new_size, new_tip, manifest_seq).signed(self._signer)
+        await self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (heads.HEAD_KEY, signed.to_bytes()),
+        )
+
+    async def _heads_in_force(self) -> bool:
+        """Whether this log was written with signed heads (a missing head is then a deletion)."""
+        first = await self._scalar("SELECT data FROM events WHERE seq = 1")
+        if isinstance(first, bytes):
+            try:
+                if cbor2.loads(first).get(heads.HEADS_FLAG):
+                    return True
+            except Exception:  # a damaged event #1 is for `ledger verify` to name
+                pass
+        return bool(
+            await self._scalar(
+                "SELECT 1 FROM events WHERE kind IN (?, ?) LIMIT 1",
+                (EventKind.LEDGER_HEADS_STARTED, EventKind.LEDGER_UNSIGNED),
+            )
+        )
 
     async def _set_meta(self, key: str, value: int, *, grow_only: bool = False) -> None:
+        if key in heads.PROTECTED_META:
+            await self._note_found()
         new = "MAX(value, excluded.value)" if grow_only else "excluded.value"
         await self._conn.execute(
             f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {new}",
             (key, value),
         )
+        if key == "manifest_seq":
+            self._manifest_seq = None if grow_only else value
 
     async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._conn.execute(sql, args) as cur:
