@@ -19,6 +19,7 @@ from ark_lattice.errors import BadSignature, LedgerCorrupt, Malformed
 from ark_lattice.home import Home
 from ark_lattice.identity import Identity
 from ark_lattice.node import LocalNode
+from ark_lattice.store import head as heads
 from ark_lattice.witness import AddCheckpoint, Status
 
 # RFC 8032 §7.1, TEST 1: a published Ed25519 key pair, so the vector below does not depend on us.
@@ -269,12 +270,17 @@ async def test_verify_calls_a_different_root_at_a_cosigned_size_a_fork(node: Loc
     await grow(node, 6)
     checkpoint, _ = await ledger.anchor(node.store, node.identity)
     await cosigned_by(node, Identity.from_seed(b"p" * 32))
-    # Rewrite the history and re-sign everything with the node's own key: internally consistent,
-    # but not what the witness cosigned.
+    # Rewrite the history and re-sign everything with the node's own key (the signed head too):
+    # internally consistent, but not what the witness cosigned.
     conn = sqlite3.connect(node.store.path)
     conn.execute("DELETE FROM events WHERE seq > 1")
     conn.execute("DELETE FROM checkpoints")
     conn.execute("DELETE FROM packets")
+    [(tip,)] = conn.execute("SELECT hash FROM events WHERE seq = 1")
+    manifest_seq = conn.execute("SELECT value FROM meta WHERE key = 'manifest_seq'").fetchone()
+    assert node.store.signer is not None
+    signed = heads.Head("", 1, tip, int(manifest_seq[0]) if manifest_seq else 0).signed(node.store.signer)
+    conn.execute("UPDATE meta SET value = ? WHERE key = ?", (signed.to_bytes(), heads.HEAD_KEY))
     conn.commit()
     conn.close()
     for i in range(checkpoint.size + 3):
