@@ -12,7 +12,7 @@ from typing import Any
 
 import nacl.utils
 
-from ark_lattice.errors import AlreadyExists, ConfigError, NotInitialised
+from ark_lattice.errors import AlreadyExists, ConfigError, LedgerMissing, NotInitialised
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import Packet
@@ -21,7 +21,7 @@ from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
-__all__ = ["LocalNode", "FEDERATION_KEY_SIZE"]
+__all__ = ["LocalNode", "FEDERATION_KEY_SIZE", "check_ledger"]
 
 FEDERATION_KEY_SIZE = 32
 
@@ -54,14 +54,20 @@ class LocalNode:
         passphrase: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> LocalNode:
-        """Open an existing node; ``unlock`` loads the signing key (needed only to sign)."""
+        """Open an existing node; ``unlock`` loads the signing key (needed only to sign).
+
+        Never creates a ledger (only :meth:`init` does): a home whose ledger is gone or empty is
+        refused, so a node cannot silently start over with an empty history. A read-only home
+        opens its ledger read-only: reading commands work, writing ones fail in one sentence.
+        """
         config = home.load_config()
         if not home.key_path.exists():
             raise NotInitialised(f"no node identity in {home.root}; run `ark-lattice init`")
+        check_ledger(home)
         identity = Identity.load(home.key_path, passphrase) if unlock else None
         if identity is not None and str(identity.node_id) != config.node_id:
             raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
-        store = await Store.open(home.ledger_path, clock=clock)
+        store = await Store.open(home.ledger_path, clock=clock, read_only=not home.writable())
         return cls(home, config, store, identity)
 
     @classmethod
@@ -200,3 +206,19 @@ class LocalNode:
         await self.store.put_packets([packet])
         return packet
 
+
+def check_ledger(home: Home) -> None:
+    """Raise :class:`LedgerMissing` unless the home's ledger exists and holds something."""
+    path = home.ledger_path
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise LedgerMissing(
+            f"the ledger {path} is missing; restore it from a backup (`ledger backup`) — "
+            "only `init` creates a ledger, in an empty home"
+        ) from None
+    if size == 0:
+        raise LedgerMissing(
+            f"the ledger {path} is empty (0 bytes); restore it from a backup (`ledger backup`) — "
+            "only `init` creates a ledger, in an empty home"
+        )

@@ -90,7 +90,9 @@ def raise_(
 
     packet_id: str | None = None
     delivered = "node"
-    if application.home.control_path.exists():
+    from ark_lattice.cli.livenode import node_running
+
+    if node_running(application):
         args = {
             "severity": severity,
             "message": message,

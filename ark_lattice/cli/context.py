@@ -25,6 +25,7 @@ T = TypeVar("T")
 class Application:
     def __init__(self, home: str | None, passphrase_file: str | None) -> None:
         self.home = Home.resolve(home)
+        self.home.check()  # a file given as --home is one clear sentence, before any command runs
         self._passphrase_file = passphrase_file
         self.console = Console(highlight=False, soft_wrap=True)
 

@@ -118,12 +118,16 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         connect: Callable[..., Awaitable[Any]] | None = None,
+        read_only: bool = False,
     ) -> Store:
         """Open (and migrate) the ledger at ``path``.
 
         ``connect`` replaces ``aiosqlite.connect``: the simulator passes ``store.inline.connect``
         and ``Path(":memory:")``, so each simulated node has a real ledger run on the loop's thread.
+        ``read_only`` opens it for reading on a home that cannot be written (see :func:`_open_read_only`).
         """
+        if read_only:
+            return await _open_read_only(cls, path, clock)
         connect = connect or aiosqlite.connect
         try:
             conn = await connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -686,3 +690,20 @@ def _peer_record(row: Sequence[Any]) -> PeerRecord:
     return PeerRecord(
         pid, TrustTier(tier), name, tuple(json.loads(endpoints)), manifest, mseq, first, last, strikes
     )
+
+
+async def _open_read_only(cls: type[Store], path: Path, clock: Callable[[], float]) -> Store:
+    """The ledger of a read-only home (a write-protected stick, a read-only mount), for reading.
+
+    SQLite needs its -wal and -shm files beside a WAL database; where they cannot be created and
+    are not there (the ledger was closed cleanly), ``immutable=1`` says nobody can write it — true
+    on a read-only file system. Writes fail with SQLite's "readonly database" error.
+    """
+    wal = path.with_name(path.name + "-wal").exists() and path.with_name(path.name + "-shm").exists()
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+    try:
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        await conn.execute("SELECT count(*) FROM sqlite_master")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path} on a read-only home: {exc}") from None
+    return cls(conn, path, clock)
