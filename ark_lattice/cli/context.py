@@ -67,9 +67,12 @@ class Application:
         if json_:
             self.print_json(doc)
             return
-        width = max(map(len, doc), default=0) + 2
-        for key, value in doc.items():
-            self.console.print(f"{key:<{width}}{value}")
+        from rich.text import Text
+
+        from ark_lattice.cli.output import record_lines
+
+        for line in record_lines(doc):
+            self.console.print(Text(line))  # values are data, never console markup
 
     def print_json(self, value: Any) -> None:
         # Plain stdout, not rich: JSON output is for machines and must not be re-wrapped.

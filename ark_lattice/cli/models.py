@@ -178,7 +178,10 @@ def list_(
 
     docs = run(go())
     if json_:
-        application.print_json([d.to_json(shapes=False) for d in docs])
+        from ark_lattice.cli.output import listing, stamp
+
+        items = [stamp(d.to_json(shapes=False), hlc=["created_at"]) for d in docs]
+        application.print_json(listing("models", items))
         return
     for d in docs:
         state = "  [quarantined]" if d.stored.quarantined else ""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ark_lattice.cli.context import Application, open_node, run
+from ark_lattice.cli.output import listing, local_time, stamp
+from ark_lattice.cli.output import table as output_table
 
 app = typer.Typer(help="Publish and browse knowledge packets.", no_args_is_help=True)
 
@@ -35,12 +36,21 @@ def publish(
     supersedes: Annotated[str | None, typer.Option(help="Id of the version this replaces.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Sign a packet with this node's key and store it in the ledger (one per file for several)."""
+    """Sign a packet with this node's key and store it in the ledger (one per file for several).
+
+    When the node runs, the body goes to it over the control socket and the node signs it with the
+    key it unlocked at start: no passphrase here, no key derivation per publish.
+    """
+    from ark_lattice.cli.livenode import node_running
     from ark_lattice.errors import UsageError
 
     application: Application = ctx.obj
     if len(sources) > 1 or (sources[0] != "-" and Path(sources[0]).is_dir()):
-        _publish_many(application, _files(sources), topic, kind, depends, supersedes, json_)
+        files = _files(sources)
+        if node_running(application):
+            _publish_many_through_node(application, files, topic, kind, depends, supersedes, json_)
+        else:
+            _publish_many(application, files, topic, kind, depends, supersedes, json_)
         return
     source = sources[0]
     if source == "-":
@@ -50,6 +60,22 @@ def publish(
             body = Path(source).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    if node_running(application):
+        from ark_lattice.cli.livenode import request
+        from ark_lattice.errors import NodeNotRunning
+        from ark_lattice.runtime.publishing import encode_request
+
+        try:
+            result = request(
+                application,
+                "publish",
+                encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes),
+            )
+        except NodeNotRunning:
+            pass  # it stopped just now: sign here instead
+        else:
+            _print_published(application, result["id"], topic, len(body), "node", json_)
+            return
 
     async def go() -> Any:
         async with await open_node(application, unlock=True) as node:
@@ -63,10 +89,62 @@ def publish(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "packets_changed")
+    _print_published(application, packet.hex_id, topic, len(body), "local", json_)
+
+
+def _print_published(
+    application: Application, packet_id: str, topic: str, size: int, delivered: str, json_: bool
+) -> None:
     if json_:
-        application.print_json({"id": packet.hex_id, "topic": topic, "size": len(body)})
+        application.print_json({"id": packet_id, "topic": topic, "size": size, "delivered": delivered})
     else:
-        application.console.print(packet.hex_id)
+        application.console.print(packet_id)
+
+
+def _publish_many_through_node(
+    application: Application,
+    files: list[Path],
+    topic: str,
+    kind: str,
+    depends: list[str] | None,
+    supersedes: str | None,
+    json_: bool,
+) -> None:
+    """Each file to the running node, which signs it; one bar over them all on a terminal."""
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.cli.progress import progress_bar
+    from ark_lattice.errors import ArkLatticeError, UsageError
+    from ark_lattice.runtime.publishing import encode_request
+
+    published: list[dict[str, Any]] = []
+    with progress_bar("publishing", total=len(files), quiet=json_) as bar:
+        for path in files:
+            bar.update(description=f"publishing {path.name}")
+            before = f"({len(published)} of {len(files)} file(s) published before it)"
+            try:
+                body = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror} {before}") from None
+            args = encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes)
+            try:
+                result = request(application, "publish", args)
+            except ArkLatticeError as exc:
+                exc.args = (f"{exc} {before}",)
+                raise
+            published.append(
+                {"id": result["id"], "topic": topic, "size": len(body), "path": str(path),
+                 "delivered": "node"}
+            )
+            bar.advance()
+    _print_many(application, published, json_)
+
+
+def _print_many(application: Application, published: list[dict[str, Any]], json_: bool) -> None:
+    if json_:
+        application.print_json(listing("published", published))
+        return
+    for doc in published:
+        application.console.print(f"{doc['id']}  {doc['path']}")
 
 
 def _publish_many(
@@ -103,7 +181,8 @@ def _publish_many(
                         topic=topic, kind=kind, body=body, depends=deps, supersedes=sup
                     )
                     published.append(
-                        {"id": packet.hex_id, "topic": topic, "size": len(body), "path": str(path)}
+                        {"id": packet.hex_id, "topic": topic, "size": len(body), "path": str(path),
+                         "delivered": "local"}
                     )
                     bar.advance()
 
@@ -114,11 +193,7 @@ def _publish_many(
             from ark_lattice.cli.livenode import nudge
 
             nudge(application, "packets_changed")
-    if json_:
-        application.print_json(published)
-        return
-    for doc in published:
-        application.console.print(f"{doc['id']}  {doc['path']}")
+    _print_many(application, published, json_)
 
 
 def _files(sources: list[str]) -> list[Path]:
@@ -166,24 +241,24 @@ def list_(
 
     rows = run(go())
     if json_:
-        application.print_json([r.to_json() for r in rows])
+        application.print_json(listing("packets", [packet_json(r) for r in rows]))
         return
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} packet(s)")
-    for col in ("id", "topic", "kind", "author", "created", "size", "state"):
-        table.add_column(col)
-    for r in rows:
-        h = r.packet.header
-        table.add_row(
-            r.packet.hex_id[:16],
-            h.topic,
-            h.kind,
-            h.author.short,
-            _hlc_time(h.created_at),
-            str(h.body_size),
-            "quarantined" if r.quarantined else "",
-        )
+    table = output_table(
+        ("id", "topic", "kind", "author", "created", "size", "state"),
+        (
+            (
+                r.packet.hex_id[:16],
+                r.packet.header.topic,
+                r.packet.header.kind,
+                r.packet.header.author.short,
+                _hlc_time(r.packet.header.created_at),
+                r.packet.header.body_size,
+                "quarantined" if r.quarantined else "",
+            )
+            for r in rows
+        ),
+        title=f"{len(rows)} packet(s)",
+    )
     application.console.print(table)
 
 
@@ -206,8 +281,7 @@ def show(
         sys.stdout.buffer.write(stored.packet.body)
         sys.stdout.flush()
         return
-    doc = stored.to_json()
-    application.print_record(doc, json_)
+    application.print_record(packet_json(stored), json_)
 
 
 @app.command("promote")
@@ -232,7 +306,12 @@ def _hlc_time(stamp: int) -> str:
     from ark_lattice.hlc import unpack
 
     ms, _ = unpack(stamp)
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return local_time(ms / 1000)
+
+
+def packet_json(stored: Any) -> dict[str, Any]:
+    """A stored packet as JSON data: RFC 3339 times, the raw HLC beside ``created_at``."""
+    return stamp(stored.to_json(), hlc=["created_at"], ms=["received_at"])
 
 
 @app.command("query")
@@ -250,9 +329,13 @@ def query(
     application: Application = ctx.obj
     result = request(application, "query", {"peer": peer, "topic": topic, "limit": limit, "save": save})
     if json_:
-        application.print_json(result)
+        packets = [stamp(dict(p), hlc=["created_at"]) for p in result["packets"]]
+        application.print_json(listing("query", packets, more=result["more"], saved=result["saved"]))
         return
+    from rich.text import Text
+
     for p in result["packets"]:
-        application.console.print(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {p['body'][:60]!r}")
+        preview = " ".join(p["body"].split())[:60]  # another node's words, on one line, never markup
+        application.console.print(Text(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {preview}"))
     note = " (saved)" if result["saved"] else ""
     application.console.print(f"{len(result['packets'])} packet(s){note}")

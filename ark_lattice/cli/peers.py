@@ -23,17 +23,24 @@ def list_(ctx: typer.Context, json_: JsonOption = False) -> None:
             return await node.store.list_peers()
 
     peers = run(go())
-    if json_:
-        application.print_json([p.to_json() for p in peers])
-        return
-    from rich.table import Table
+    from ark_lattice.cli.output import listing, table
 
-    table = Table(title=f"{len(peers)} peer(s)")
-    for col in ("id", "name", "tier", "endpoints", "strikes"):
-        table.add_column(col)
-    for p in peers:
-        table.add_row(p.id[:16], p.name, p.tier.value, " ".join(p.endpoints), str(p.strikes))
-    application.console.print(table)
+    if json_:
+        application.print_json(listing("peers", [peer_json(p) for p in peers]))
+        return
+    application.console.print(
+        table(
+            ("id", "name", "tier", "endpoints", "strikes"),
+            ((p.id[:16], p.name, p.tier.value, " ".join(p.endpoints), p.strikes) for p in peers),
+            title=f"{len(peers)} peer(s)",
+        )
+    )
+
+
+def peer_json(peer: Any) -> dict[str, Any]:
+    from ark_lattice.cli.output import stamp
+
+    return stamp(peer.to_json(), ms=["first_seen", "last_seen"])
 
 
 @app.command("show")
@@ -50,7 +57,7 @@ def show(
             return await node.store.get_peer(await node.store.resolve_peer(peer_id))
 
     peer = run(go())
-    doc = peer.to_json()
+    doc = peer_json(peer)
     from ark_lattice.cli.livenode import peer_session
 
     doc["session"] = peer_session(application, peer.id)

@@ -65,6 +65,9 @@ class NodeRuntime:
         self._stopping = asyncio.Event()
         self._server: Any = None
         self.metrics_server: Any = None  # runtime/exposition.py, with `start --metrics HOST:PORT`
+        from ark_lattice.runtime.publishing import Publisher
+
+        self.publisher = Publisher(node, self.federation)  # `packets publish` through the node
         if metrics is not None:
             from ark_lattice.runtime.exposition import MetricsServer
 
@@ -85,6 +88,7 @@ class NodeRuntime:
                 "raise_alert": self._raise_alert,
                 "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
+                "publish": self.publisher.publish,
             },
         )
 
@@ -237,6 +241,8 @@ class NodeRuntime:
             "denials": await self._denials.read(store),
             "alerts": [view.to_json() for view in await stored_alerts(store, limit=RECENT_ALERTS)],
             "ledger": await tail.summary(store),
+            "published": self.publisher.count,
+            "control": str(self._control.path),
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:

@@ -59,6 +59,7 @@ def test_a_missing_or_empty_ledger_is_never_recreated(home: Path) -> None:
     ledger = home / "ledger.db"
     kept = ledger.read_bytes()
     ledger.unlink()
+    args: tuple[str, ...]
     for args in (("packets", "list"), ("peers", "list"), ("federation", "start", "--port", "0")):
         assert "is missing" in one_line(run_cli(home, *args), ExitCode.NO_NODE)
         assert not ledger.exists()
@@ -98,7 +99,9 @@ def test_node_not_running_is_the_same_code_in_every_command(home: Path) -> None:
 
 @pytest.fixture
 def read_only_view(home: Path) -> Iterator[Path]:
-    """A read-only bind mount of ``home`` (root only; a write-protected USB stick behaves the same)."""
+    """A read-only bind mount of an initialised ``home`` (root only; a write-protected USB stick
+    behaves the same)."""
+    init(home)
     view = home.parent / "ro"
     view.mkdir()
     mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(home), str(view)], capture_output=True)
@@ -111,7 +114,6 @@ def read_only_view(home: Path) -> Iterator[Path]:
 
 
 def test_a_read_only_home_reads_and_refuses_writes(home: Path, read_only_view: Path) -> None:
-    init(home)
     assert run_cli(home, "packets", "publish", "--topic", "t", "-", input=b"kept").returncode == 0
     before = (home / "ledger.db").read_bytes()
     view = read_only_view
@@ -119,10 +121,11 @@ def test_a_read_only_home_reads_and_refuses_writes(home: Path, read_only_view: P
     for args in (("peers", "list"), ("ledger", "verify"), ("identity", "show"), ("ledger", "log")):
         result = run_cli(view, *args)
         assert result.returncode == 0, result.stderr
-    line = one_line(run_cli(view, "packets", "publish", "--topic", "t", "-", input=b"x"), ExitCode.HOME_UNUSABLE)
-    assert "read-only" in line
-    assert "read-only" in one_line(run_cli(view, "federation", "start", "--port", "0"), ExitCode.HOME_UNUSABLE)
-    assert "read-only" in one_line(run_cli(view / "sub", "init"), ExitCode.HOME_UNUSABLE)
+    refused = ExitCode.HOME_UNUSABLE
+    publish = run_cli(view, "packets", "publish", "--topic", "t", "-", input=b"x")
+    assert "read-only" in one_line(publish, refused)
+    assert "read-only" in one_line(run_cli(view, "federation", "start", "--port", "0"), refused)
+    assert "read-only" in one_line(run_cli(view / "sub", "init"), refused).lower()
     assert (home / "ledger.db").read_bytes() == before
     assert packet_count(home) == 1
 
@@ -194,10 +197,10 @@ def test_a_file_system_without_sockets_falls_back(home: Path, monkeypatch: pytes
     home.mkdir(parents=True)
     real = asyncio.start_unix_server
 
-    async def no_sockets_in_home(*args: Any, path: str, **kwargs: Any) -> Any:
-        if Path(path).parent == home:
+    async def no_sockets_in_home(callback: Any, **kwargs: Any) -> Any:
+        if Path(kwargs["path"]).parent == home:
             raise OSError(errno.EPERM, "Operation not permitted")
-        return await real(*args, path=path, **kwargs)
+        return await real(callback, **kwargs)
 
     monkeypatch.setattr(control.asyncio, "start_unix_server", no_sockets_in_home)
 

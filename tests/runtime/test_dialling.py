@@ -59,5 +59,5 @@ def test_a_node_of_another_federation_is_named_as_such_on_both_sides(homes, star
     assert seen["next_attempt"] - time.time() > 60  # not redialled every few seconds
     human = run_cli(a, "federation", "status").stdout.decode()
     assert "another federation" in human and node_b.url in human
-    errors = json.loads(run_cli(b, "ledger", "log", "--kind", "protocol.error", "--json").stdout)
+    errors = json.loads(run_cli(b, "ledger", "log", "--kind", "protocol.error", "--json").stdout)["items"]
     assert any(e["data"]["code"] == "foreign_federation" for e in errors), errors
