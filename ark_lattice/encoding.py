@@ -29,8 +29,9 @@ class Purpose:
     HANDSHAKE = "handshake"
     CHECKPOINT = "checkpoint"
     LEDGER_EVENT = "ledger-event"
+    BUNDLE = "bundle"  # a packet bundle carried by hand (bundle.py), signed by its exporter
 
-    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT})
+    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT, BUNDLE})
 
 
 def canonical(obj: Any) -> bytes:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ark_lattice.cli import bundles
 from ark_lattice.cli.context import Application, open_node, run
 from ark_lattice.cli.output import listing, local_time, stamp
 from ark_lattice.cli.output import table as output_table
@@ -339,3 +340,8 @@ def query(
         application.console.print(Text(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {preview}"))
     note = " (saved)" if result["saved"] else ""
     application.console.print(f"{len(result['packets'])} packet(s){note}")
+
+
+# Signed bundles for carrying packets by hand live in their own module (cli/bundles.py).
+app.command("export")(bundles.export)
+app.command("import")(bundles.import_)

@@ -89,6 +89,7 @@ class NodeRuntime:
                 "lift_quarantine": self._lift_quarantine,
                 "metrics": self._metrics,
                 "publish": self.publisher.publish,
+                "sign_bundle": self.publisher.sign_bundle,
             },
         )
 

@@ -58,3 +58,17 @@ class Publisher:
         log.info("signed packet %s (%s, %d bytes) for the CLI", packet.hex_id[:16], topic, len(body))
         await self.federation.local_packets_changed()
         return {"id": packet.hex_id, "topic": topic, "size": len(body), "signed_by": "node"}
+
+    async def sign_bundle(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Sign the SHA-256 of a bundle's payload (bundle.py) with purpose ``bundle``."""
+        from ark_lattice.encoding import Purpose
+
+        try:
+            digest = bytes.fromhex(str(args["digest"]))
+        except (KeyError, ValueError):
+            raise UsageError("a sign_bundle request needs the payload's SHA-256 in hex") from None
+        if len(digest) != 32:
+            raise UsageError("a sign_bundle request needs the payload's SHA-256 in hex")
+        signature = self.node.identity.sign(Purpose.BUNDLE, digest)
+        log.info("signed a packet bundle for the CLI")
+        return {"signature": signature.hex(), "exporter": self.node.config.node_id}
