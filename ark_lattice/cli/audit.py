@@ -65,7 +65,7 @@ def audit(
         table(
             ("time", "hook", "peer", "subject", "decision", "rules", "reason"),
             (
-                (local_time(r["ts"] / 1000), r["hook"], (r["peer"] or "")[:12] or "-",
+                (local_time(r["ts"] / 1000, offset=False), r["hook"], (r["peer"] or "")[:12] or "-",
                  str(r["subject"])[:16], "allow" if r["allowed"] else "deny", ", ".join(r["rules"]),
                  r["reason"])
                 for r in rows

@@ -44,7 +44,7 @@ def log(
         application.print_json(listing("events", [event_json(e) for e in events]))
         return
     rows = (
-        (e.seq, local_time(e.ts / 1000), e.kind, e.subject[:16],
+        (e.seq, local_time(e.ts / 1000, offset=False), e.kind, e.subject[:16],
          ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items()))
         for e in events
     )
@@ -177,6 +177,8 @@ def _follow(application: Application, limit: int, kind: str | None, json_: bool)
 
 
 def _short(value: Any) -> str:
+    from ark_lattice.cli.output import text
+
     if isinstance(value, bytes):
         return value.hex()[:16]
-    return str(value)
+    return text(value)

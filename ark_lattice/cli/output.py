@@ -30,6 +30,7 @@ __all__ = [
 
 SCHEMA_PREFIX = "ark-lattice."
 SCHEMA_VERSION = 1
+SHORT = 19  # a table cell this long or shorter is never wrapped (a local time without offset)
 # The one timestamp format of JSON output.
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -72,15 +73,17 @@ def stamp(
     return doc
 
 
-def local_time(value: float | str | None) -> str:
-    """A time for people: local ISO 8601 to the second, from Unix seconds or an RFC 3339 string."""
+def local_time(value: float | str | None, *, offset: bool = True) -> str:
+    """A time for people: local ISO 8601 to the second, from Unix seconds or an RFC 3339 string;
+    without the UTC offset (``offset=False``) where a table is short of room."""
     if value is None or value == "":
         return "-"
     if isinstance(value, str):
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:
         moment = datetime.fromtimestamp(value, tz=UTC)
-    return moment.astimezone().isoformat(timespec="seconds")
+    local = moment.astimezone()
+    return local.isoformat(timespec="seconds") if offset else local.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def text(value: Any) -> str:
@@ -114,19 +117,66 @@ def table(
     key: int = 0,
     title: str | None = None,
 ) -> Any:
-    """A rich table for an 80-column pipe: light rules, the ``key`` column (the one that identifies
-    a row, such as an id prefix) never wrapped or cut, long free text folded onto more lines."""
-    from rich import box
-    from rich.table import Table
+    """A table that fits the console (an 80-column pipe included): light rules, the ``key``
+    column (the one that identifies a row, such as an id prefix) never wrapped or cut, short values
+    (times, tiers, sizes) on one line, long free text folded. Where even that cannot fit, each row
+    becomes a small block of ``column: value`` lines instead, so nothing is ever cut."""
+    return _FittedTable(list(columns), [[text(v) for v in row] for row in rows], key, title)
 
-    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    cells = [[text(v) for v in row] for row in rows]
-    for index, name in enumerate(columns):
-        if index == key:
-            widest = max((len(r[index]) for r in cells), default=0)
-            out.add_column(name, no_wrap=True, min_width=max(widest, len(name)))
-        else:
-            out.add_column(name, overflow="fold")
-    for row in cells:
-        out.add_row(*row)
-    return out
+
+class _FittedTable:
+    MIN_FOLD = 12  # a folded column narrower than this is no longer readable
+
+    def __init__(self, columns: list[str], cells: list[list[str]], key: int, title: str | None) -> None:
+        self.columns, self.cells, self.key, self.title = columns, cells, key, title
+
+    def _widest(self, index: int) -> int:
+        return max([len(r[index]) for r in self.cells] + [len(self.columns[index])])
+
+    def _needed(self) -> int:
+        widths = [
+            w if i == self.key or w <= SHORT else min(w, self.MIN_FOLD)
+            for i, w in enumerate(map(self._widest, range(len(self.columns))))
+        ]
+        return sum(widths) + 2 * (len(widths) - 1)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        if self._needed() <= options.max_width:
+            yield self._table()
+            return
+        if self.title:
+            yield Text(self.title)
+        label = max(map(len, self.columns)) + 2
+        for row in self.cells:
+            yield Text(row[self.key])
+            for index, name in enumerate(self.columns):
+                if index != self.key:
+                    yield Text(f"  {name + ':':<{label}}{row[index]}")
+
+    def _table(self) -> Any:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        out = Table(
+            title=self.title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            collapse_padding=True,
+            pad_edge=False,
+            show_edge=False,
+        )
+        for index, name in enumerate(self.columns):
+            widest = self._widest(index)
+            if index == self.key:
+                out.add_column(name, no_wrap=True, min_width=widest)
+            elif widest <= SHORT:
+                out.add_column(name, no_wrap=True, min_width=widest)
+            else:
+                out.add_column(name, overflow="fold", min_width=self.MIN_FOLD)
+        for row in self.cells:
+            out.add_row(*(Text(cell) for cell in row))  # data, never console markup
+        return out

@@ -307,7 +307,7 @@ def _hlc_time(stamp: int) -> str:
     from ark_lattice.hlc import unpack
 
     ms, _ = unpack(stamp)
-    return local_time(ms / 1000)
+    return local_time(ms / 1000, offset=False)
 
 
 def packet_json(stored: Any) -> dict[str, Any]:
