@@ -169,6 +169,7 @@ def init_command(
         str | None,
         typer.Option(help="Join an existing federation: its 32-byte key file (default: a new one)."),
     ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create this node's identity, config and ledger."""
     from ark_lattice.node import LocalNode
@@ -185,6 +186,12 @@ def init_command(
         return node
 
     node = run(go())
+    if json_:
+        application.print_json(
+            {"node_id": node.config.node_id, "name": node.config.name, "home": str(application.home.root),
+             "sealed": seal}
+        )
+        return
     application.console.print(
         f"created node [bold]{node.config.name}[/] {node.node_id.grouped}\nhome: {application.home.root}"
     )

@@ -229,6 +229,7 @@ def export(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(metavar="ID", help="Model packet id or unique prefix.")],
     out: Annotated[Path, typer.Argument(metavar="OUT.npz", help="Where to write the arrays.")],
+    json_: JsonOption = False,
 ) -> None:
     """Write a published model's arrays to an .npz file (no pickle)."""
     import zipfile
@@ -247,6 +248,9 @@ def export(
                     np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+    if json_:
+        application.print_json({"path": str(out), "arrays": len(arrays)})
+        return
     _plain(application, f"wrote {len(arrays)} array(s) to {out}")
 
 

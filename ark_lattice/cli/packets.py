@@ -289,6 +289,7 @@ def show(
 def promote(
     ctx: typer.Context,
     packet_id: Annotated[str, typer.Argument(metavar="ID", help="Packet id or unique prefix.")],
+    json_: JsonOption = False,
 ) -> None:
     """Move a quarantined packet (from a sandbox peer) into the shared set."""
     application: Application = ctx.obj
@@ -300,6 +301,9 @@ def promote(
             return pid
 
     pid = run(go())
+    if json_:
+        application.print_json({"id": pid.hex(), "quarantined": False})
+        return
     application.console.print(f"promoted {pid.hex()}")
 
 

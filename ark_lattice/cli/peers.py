@@ -103,6 +103,7 @@ def trust_tier(
     ctx: typer.Context,
     peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
     tier: Annotated[str, typer.Argument(metavar="TIER", help="core|sandbox|external|unknown|blocked")],
+    json_: JsonOption = False,
 ) -> None:
     """Set a peer's trust tier (recorded in the ledger)."""
     from ark_lattice.tiers import TrustTier
@@ -119,6 +120,9 @@ def trust_tier(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "peers_changed")
+    if json_:
+        application.print_json({"id": pid, "old_tier": old.value, "tier": level.value})
+        return
     application.console.print(f"peer {pid[:16]}: {old.value} -> {level.value}")
 
 
@@ -126,6 +130,7 @@ def trust_tier(
 def remove(
     ctx: typer.Context,
     peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    json_: JsonOption = False,
 ) -> None:
     """Forget a peer (its packets stay; the removal is recorded in the ledger)."""
     application: Application = ctx.obj
@@ -140,6 +145,9 @@ def remove(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "peers_changed")
+    if json_:
+        application.print_json({"id": pid, "removed": True})
+        return
     application.console.print(f"removed peer {pid[:16]}")
 
 

@@ -119,3 +119,40 @@ def test_tables_fit_80_columns_and_keep_the_ids_whole(cli: Any) -> None:
     assert max(len(line) for line in out.splitlines()) <= 80
     for packet_id in ids:
         assert packet_id in out
+
+
+def test_action_commands_print_one_json_object(cli: Any, tmp_path: Path) -> None:
+    created = cli.json("init", "--name", "alpha")
+    assert created["name"] == "alpha" and created["sealed"] is False and len(created["node_id"]) == 52
+    peer = str(Identity.generate().node_id)
+    cli("peers", "add", peer)
+    assert cli.json("peers", "trust-tier", peer[:8], "sandbox") == {
+        "id": peer, "old_tier": "unknown", "tier": "sandbox"}
+    assert cli.json("peers", "remove", peer[:8]) == {"id": peer, "removed": True}
+    policy = tmp_path / "policy.toml"
+    policy.write_text(_default_policy())
+    assert cli.json("policy", "set", str(policy))["reloaded"] is False
+
+    # A quarantined packet to promote: carried in from a stranger's bundle.
+    other = Path(tempfile.mkdtemp(prefix="ark-"))
+    try:
+        from typer.testing import CliRunner
+
+        runner = CliRunner()
+        home = ["--home", str(other / "n")]
+        assert runner.invoke(app, [*home, "init"]).exit_code == 0
+        published = runner.invoke(app, [*home, "packets", "publish", "--topic", "t", "-"], input=b"x")
+        assert published.exit_code == 0
+        assert runner.invoke(app, [*home, "packets", "export", str(tmp_path / "b.bundle")]).exit_code == 0
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    imported = cli.json("packets", "import", str(tmp_path / "b.bundle"))
+    assert imported["new"] == 1 and imported["quarantined"] is True
+    [held] = cli.json("packets", "list")
+    assert cli.json("packets", "promote", held["id"][:12]) == {"id": held["id"], "quarantined": False}
+
+
+def _default_policy() -> str:
+    from ark_lattice.policy import DEFAULT_POLICY_TEXT
+
+    return str(DEFAULT_POLICY_TEXT)
