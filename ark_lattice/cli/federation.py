@@ -137,7 +137,9 @@ def status(
         return
     doc["running"] = True
     if json_:
-        application.print_json(doc)
+        from ark_lattice.cli.output import status_json
+
+        application.print_json(status_json(doc))
         return
     application.console.print(render(doc, now=time.time()))
 

@@ -180,3 +180,33 @@ class _FittedTable:
         for row in self.cells:
             out.add_row(*(Text(cell) for cell in row))  # data, never console markup
         return out
+
+
+def status_json(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``federation status --json``: the node's live snapshot with every time in RFC 3339.
+
+    The control socket answers in Unix seconds (the renderers do arithmetic on them); this is the
+    one place they become the documented JSON format, on a copy.
+    """
+    import copy
+
+    out: dict[str, Any] = copy.deepcopy(dict(doc))
+    stamp(out, seconds=["now"])
+    for conn in out.get("connections") or []:
+        stamp(conn, seconds=["last_sync", "last_error_at"])
+    for target in out.get("dialling") or []:
+        stamp(target, seconds=["next_attempt"])
+    for row in out.get("isolated") or []:
+        stamp(row, seconds=["at"])
+    for row in out.get("quarantines") or []:
+        stamp(row, seconds=["until"])
+    for row in out.get("denials") or []:
+        stamp(row, ms=["ts"])
+    for row in out.get("alerts") or []:
+        stamp(row, hlc=["created_at"], ms=["received_at"])
+        if "created_at" in row:
+            row["time"] = row["created_at"]
+    checkpoint = (out.get("ledger") or {}).get("checkpoint")
+    if isinstance(checkpoint, dict):
+        stamp(checkpoint, seconds=["at"])
+    return out

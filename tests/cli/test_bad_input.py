@@ -164,7 +164,9 @@ def test_status_while_a_connection_sits_in_the_handshake(home: Path) -> None:
             # --watch runs until Ctrl-C; in a pipe it prints one plain line per refresh.
             from ark_lattice.cli.watch import plain_line
 
-            assert "None" not in plain_line({**doc}, now=doc["now"])
+            raw = node.current_status() or {}
+            assert "None" not in plain_line(raw, now=raw["now"])
+            assert doc["now"].endswith("Z")  # JSON times are RFC 3339 UTC
         finally:
             silent_ws.close()
             silent_tcp.close()
