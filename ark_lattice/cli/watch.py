@@ -117,8 +117,8 @@ def watch(application: Application, interval: float, *, json_: bool = False) -> 
                 if json_:
                     from ark_lattice.cli.output import status_json
 
-                    live = {"running": False} if doc is None else status_json({**doc, "running": True})
-                    emit(json.dumps(live))
+                    shown = {"running": False} if doc is None else status_json({**doc, "running": True})
+                    emit(json.dumps(shown))
                 else:
                     emit(plain_line(doc, now=time.time(), previous=previous))
                 previous = doc
