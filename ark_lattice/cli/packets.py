@@ -61,6 +61,7 @@ def publish(
             body = Path(source).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    _check_size(body, source)
     if node_running(application):
         from ark_lattice.cli.livenode import request
         from ark_lattice.errors import NodeNotRunning
@@ -73,7 +74,9 @@ def publish(
                 encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes),
             )
         except NodeNotRunning:
-            pass  # it stopped just now: sign here instead
+            if node_running(application):
+                raise  # it runs but did not answer: signing here too could publish twice
+            # it stopped just now: sign here instead
         else:
             _print_published(application, result["id"], topic, len(body), "node", json_)
             return
@@ -91,6 +94,15 @@ def publish(
 
     nudge(application, "packets_changed")
     _print_published(application, packet.hex_id, topic, len(body), "local", json_)
+
+
+def _check_size(body: bytes, source: str | Path) -> None:
+    """Refuse an oversize body before it goes anywhere (and before a passphrase is asked)."""
+    from ark_lattice.errors import UsageError
+    from ark_lattice.packet import MAX_BODY
+
+    if len(body) > MAX_BODY:
+        raise UsageError(f"{source} is {len(body):,} bytes, over the packet limit of {MAX_BODY:,}")
 
 
 def _print_published(
@@ -126,6 +138,7 @@ def _publish_many_through_node(
                 body = path.read_bytes()
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror} {before}") from None
+            _check_size(body, path)
             args = encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes)
             try:
                 result = request(application, "publish", args)

@@ -60,13 +60,18 @@ def test_publish_through_a_node_with_a_sealed_key(
         assert {i["delivered"] for i in many["items"]} == {"node"}
         plain = run_cli(home, "packets", "publish", "--topic", "notes", "-", input=b"plain")
         assert plain.returncode == 0 and len(plain.stdout.strip()) == 64
+        publish_big = ("packets", "publish", "--topic", "big", "--json", "-")
+        largest = ok(run_cli(home, *publish_big, input=b"x" * (1 << 20)))
+        assert largest["delivered"] == "node" and largest["size"] == 1 << 20
+        over = run_cli(home, "packets", "publish", "--topic", "big", "-", input=b"x" * ((1 << 20) + 1))
+        assert "over the packet limit" in one_line(over, ExitCode.USAGE)
 
         # The node did the signing: its own count and its log say so, and the packets are its own.
         status = node.current_status()
-        assert status is not None and status["published"] == 5
-        assert node.output().count("for the CLI") >= 5
+        assert status is not None and status["published"] == 6
+        assert node.output().count("for the CLI") >= 6
         listed = ok(run_cli(home, "packets", "list", "--json"))["items"]
-        assert len(listed) == 5 and {p["author"] for p in listed} == {status["node_id"]}
+        assert len(listed) == 6 and {p["author"] for p in listed} == {status["node_id"]}
         assert all(p["depends"] == [one["id"]] for p in listed if p["topic"] == "docs")
 
         # The node's refusals keep their exit code and stay one line.
@@ -79,7 +84,7 @@ def test_publish_through_a_node_with_a_sealed_key(
         bundle = tmp_path / "out.bundle"
         exported = ok(run_cli(home, "packets", "export", str(bundle), "--topic", "docs", "--json"))
         assert exported["packets"] == 3 and exported["signed_by"] == "node"
-    assert ok(run_cli(home, "ledger", "verify", "--json"))["packets"] == 5
+    assert ok(run_cli(home, "ledger", "verify", "--json"))["packets"] == 6
 
 
 def test_export_import_round_trip_between_two_homes(homes: Callable[[str], Path], tmp_path: Path) -> None:
