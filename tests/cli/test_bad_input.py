@@ -11,6 +11,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -222,3 +223,10 @@ def test_a_file_system_without_sockets_falls_back(home: Path, monkeypatch: pytes
     digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
     assert reply == "pong" and path.name == f"{digest}.sock" and path.parent != home
     assert not path.exists()
+
+
+def test_the_exit_code_table_in_the_docs_is_the_one_in_the_code() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "operator.md").read_text()
+    section = docs.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
+    assert documented == {int(code) for code in ExitCode}
