@@ -104,7 +104,12 @@ def test(
             }
         )
     if json_:
-        application.print_json(results if isinstance(doc, list) else results[0])
+        if isinstance(doc, list):
+            from ark_lattice.cli.output import listing
+
+            application.print_json(listing("policy-tests", results))
+        else:
+            application.print_json(results[0])
         return
     for r in results:
         verdict = "[green]allow[/]" if r["allowed"] else "[red]deny[/]"
