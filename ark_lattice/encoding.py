@@ -31,8 +31,9 @@ class Purpose:
     CHECKPOINT = "checkpoint"
     LEDGER_EVENT = "ledger-event"
     LEDGER_HEAD = "ledger-head"  # store/head.py: the head each write transaction ends with
+    BUNDLE = "bundle"  # a packet bundle carried by hand (bundle.py), signed by its exporter
 
-    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT, LEDGER_HEAD})
+    ALL = frozenset({PACKET, MANIFEST, BEACON, HANDSHAKE, CHECKPOINT, LEDGER_EVENT, LEDGER_HEAD, BUNDLE})
 
 
 def canonical(obj: Any) -> bytes:

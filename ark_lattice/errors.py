@@ -13,7 +13,7 @@ misbehaviour (a peer sent something it must not), as h11 does::
     ├── ConfigError                     a config or policy file that cannot be used
     │   └── PolicyError                 a policy that does not load; names its ``file`` and ``line``
     ├── IdentityError                   the node identity cannot be loaded
-    │   ├── NotInitialised              no identity in this home yet
+    │   ├── NotInitialised              no identity in this home yet (exit 5)
     │   └── BadPassphrase               the sealed key did not open
     ├── VerificationError               a signed object failed a check
     │   ├── Malformed                   not decodable, wrong shape, or over a size limit
@@ -21,8 +21,10 @@ misbehaviour (a peer sent something it must not), as h11 does::
     │   ├── Expired
     │   └── Rollback                    an older sequence number than the one already held
     ├── LedgerError                     the store refused or failed an operation
-    │   └── LedgerCorrupt               ``ledger verify`` found a bad entry (names it)
-    ├── NodeNotRunning                  a live-node command with no node running
+    │   ├── LedgerCorrupt               ``ledger verify`` found a bad entry (names it)
+    │   └── LedgerMissing               the home has a node but its ledger is gone or empty (exit 5)
+    ├── NodeNotRunning                  a live-node command with no node running (exit 3)
+    ├── HomeUnusable                    --home is a file, cannot be created or is read-only (exit 4)
     └── ProtocolError                   a session could not go on
         ├── LocalProtocolError          our node misused a session or the protocol core (a bug)
         └── RemoteProtocolError         the peer misbehaved; carries a wire ``ErrorCode``
@@ -30,6 +32,9 @@ misbehaviour (a peer sent something it must not), as h11 does::
 :class:`ErrorCode` is the vocabulary of those wire codes: the code of an error frame, of a
 ``RemoteProtocolError``, of a session's close reason and of an audit event about a peer. It lives
 here, beside the exceptions that carry it, so no module spells a code as a raw string.
+
+:class:`ExitCode` is the one table of process exit codes (docs/operator.md, "Exit codes"): every
+exception class names its code from it, and the CLI uses it for the few exits that are not errors.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import enum
 
 __all__ = [
     "ErrorCode",
+    "ExitCode",
     "ArkLatticeError",
     "UsageError",
     "NotFound",
@@ -56,6 +62,8 @@ __all__ = [
     "LedgerError",
     "LedgerCorrupt",
     "NodeNotRunning",
+    "HomeUnusable",
+    "LedgerMissing",
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -99,14 +107,28 @@ class ErrorCode(enum.StrEnum):
     OVER_BUDGET = "over_budget"
 
 
+class ExitCode(enum.IntEnum):
+    """How a command ends, for scripts: the same condition gives the same code in every command."""
+
+    OK = 0
+    FAILED = 1  # the command ran and the answer is no: a check failed, a key did not open, …
+    USAGE = 2  # bad arguments or input from the operator
+    NODE_NOT_RUNNING = 3  # the command needs the running node and none answers
+    HOME_UNUSABLE = 4  # --home is a file, cannot be created, or is read-only for a command that writes
+    NO_NODE = 5  # no node in this home (not initialised), or its ledger is missing or empty
+    INTERNAL = 70  # a bug (EX_SOFTWARE); ARK_LATTICE_DEBUG=1 shows the traceback
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE), as `| head` does
+
+
 class ArkLatticeError(Exception):
     """Root of every error ark-lattice raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class UsageError(ArkLatticeError):
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class NotFound(UsageError):
@@ -141,7 +163,7 @@ class IdentityError(ArkLatticeError):
 
 
 class NotInitialised(IdentityError):
-    pass
+    exit_code = ExitCode.NO_NODE
 
 
 class BadPassphrase(IdentityError):
@@ -182,7 +204,19 @@ class LedgerCorrupt(LedgerError):
 
 
 class NodeNotRunning(ArkLatticeError):
-    pass
+    exit_code = ExitCode.NODE_NOT_RUNNING
+
+
+class HomeUnusable(ArkLatticeError):
+    """The home directory cannot be used: a file, not creatable, or read-only for a writing command."""
+
+    exit_code = ExitCode.HOME_UNUSABLE
+
+
+class LedgerMissing(LedgerError):
+    """The home holds a node but not its ledger (gone, or zero bytes): only ``init`` creates one."""
+
+    exit_code = ExitCode.NO_NODE
 
 
 class ProtocolError(ArkLatticeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ark_lattice.errors import ConfigError, NotInitialised
+from ark_lattice.errors import ConfigError, HomeUnusable, NotInitialised
 
 __all__ = ["Home", "Config", "FederationConfig", "DEFAULT_PORT", "HOME_ENV"]
 
@@ -123,4 +123,23 @@ class Home:
 
     def create(self) -> None:
         """Make the home directory, private to its owner."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.check()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise HomeUnusable(f"cannot create the home {self.root}: {exc.strerror}") from None
+        if not self.writable():
+            raise HomeUnusable(f"the home {self.root} is read-only; a node cannot be created in it")
+
+    def check(self) -> None:
+        """Refuse a home that is a file, or lies under one, in one sentence."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = "is a file" if path == self.root else f"lies under {path}, a file"
+                    raise HomeUnusable(f"the home {self.root} {what}, not a directory; choose another --home")
+                return
+
+    def writable(self) -> bool:
+        """Whether this process can create files in the home (false on a read-only mount)."""
+        return os.access(self.root, os.W_OK)

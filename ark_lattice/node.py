@@ -12,7 +12,7 @@ from typing import Any
 
 import nacl.utils
 
-from ark_lattice.errors import AlreadyExists, ConfigError, LedgerError, NotInitialised
+from ark_lattice.errors import AlreadyExists, ConfigError, LedgerMissing, NotInitialised
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import Packet
@@ -22,7 +22,7 @@ from ark_lattice.store.head import HEADS_FLAG
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
-__all__ = ["LocalNode", "FEDERATION_KEY_SIZE"]
+__all__ = ["LocalNode", "FEDERATION_KEY_SIZE", "check_ledger"]
 
 FEDERATION_KEY_SIZE = 32
 
@@ -58,17 +58,21 @@ class LocalNode:
     ) -> LocalNode:
         """Open an existing node; ``unlock`` loads the signing key (needed only to sign).
 
+        Never creates a ledger (only :meth:`init` does): a home whose ledger is gone or empty is
+        refused, so a node cannot silently start over with an empty history. A read-only home
+        opens its ledger read-only: reading commands work, writing ones fail in one sentence.
+
         Without ``unlock`` the key is loaded at the first write, to sign the ledger head;
         ``passphrase_source`` gives the passphrase of a sealed key then.
         """
         config = home.load_config()
         if not home.key_path.exists():
             raise NotInitialised(f"no node identity in {home.root}; run `ark-lattice init`")
+        check_ledger(home)
         identity = Identity.load(home.key_path, passphrase) if unlock else None
         if identity is not None and str(identity.node_id) != config.node_id:
             raise ConfigError(f"{home.config_path} names another node than {home.key_path} holds")
-        _require_ledger(home)
-        store = await Store.open(home.ledger_path, clock=clock)
+        store = await Store.open(home.ledger_path, clock=clock, read_only=not home.writable())
         if identity is not None:
             store.set_signer(identity)
         else:
@@ -227,14 +231,20 @@ class LocalNode:
         return packet
 
 
-def _require_ledger(home: Home) -> None:
-    """Only `init` creates a ledger: opening a node whose ledger is gone must not start a new one
-    (it would hold none of the node's history, and no initialisation of it)."""
+def check_ledger(home: Home) -> None:
+    """Raise :class:`LedgerMissing` unless the home's ledger exists and holds something (a
+    database whose pages are all still in its write-ahead log counts)."""
     path = home.ledger_path
     wal = path.with_name(path.name + "-wal")
-    if not path.exists() or (path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)):
-        raise LedgerError(
-            f"the ledger {path} is missing or empty; only `ark-lattice init` creates one "
-            "(restore it from a `ledger backup` copy)"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise LedgerMissing(
+            f"the ledger {path} is missing; restore it from a backup (`ledger backup`) — "
+            "only `init` creates a ledger, in an empty home"
+        ) from None
+    if size == 0 and (not wal.exists() or wal.stat().st_size == 0):
+        raise LedgerMissing(
+            f"the ledger {path} is empty (0 bytes); restore it from a backup (`ledger backup`) — "
+            "only `init` creates a ledger, in an empty home"
         )
-

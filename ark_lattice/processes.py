@@ -142,10 +142,10 @@ class NodeProcess:
         at once with its output; a request the node refuses raises as in the CLI.
         """
         from ark_lattice.errors import NodeNotRunning
-        from ark_lattice.runtime.control import call
+        from ark_lattice.runtime.control import call, is_running
 
         self._check_running()
-        if not self.control_path.exists():
+        if not is_running(self.control_path):
             return None
         try:
             return call(self.control_path, cmd, args, timeout=timeout)

@@ -8,6 +8,7 @@ Starting node processes, running the CLI in a subprocess and waiting for a condi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ __all__ = [
     "fill",
     "packet_ids",
     "quarantined_ids",
+    "items",
 ]
 
 
@@ -64,7 +66,17 @@ class Cli:
         return result
 
     def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
+        """The command's JSON; a listing's items, once its schema name has been checked."""
+        return items(json.loads(self(*args, "--json").stdout))
+
+
+def items(doc: Any) -> Any:
+    """The items of a ``--json`` listing (docs/operator.md, "Output"), after checking its schema;
+    any other document as it is."""
+    if isinstance(doc, dict) and "schema" in doc and "items" in doc:
+        assert re.fullmatch(r"ark-lattice\.[a-z-]+/1", doc["schema"]), doc["schema"]
+        return doc["items"]
+    return doc
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -90,7 +90,9 @@ def raise_(
 
     packet_id: str | None = None
     delivered = "node"
-    if application.home.control_path.exists():
+    from ark_lattice.cli.livenode import node_running
+
+    if node_running(application):
         args = {
             "severity": severity,
             "message": message,
@@ -159,7 +161,9 @@ def list_(
 
     views = run(go())
     if json_:
-        application.print_json([v.to_json() for v in views])
+        from ark_lattice.cli.output import listing
+
+        application.print_json(listing("alerts", [alert_json(v) for v in views]))
         return
     from rich import box
     from rich.table import Table
@@ -185,7 +189,7 @@ def _follow(
     from ark_lattice.cli.stream import emit, streaming
 
     def show(view: AlertView) -> None:
-        emit(json.dumps(view.to_json(), sort_keys=True) if json_ else view.line())
+        emit(json.dumps(alert_json(view), sort_keys=True) if json_ else view.line())
 
     async def go() -> None:
         async with await open_node(application) as node:
@@ -232,7 +236,7 @@ def show(
             return view, names
 
     view, names = run(go())
-    doc = view.to_json(evidence=True)
+    doc = alert_json(view, evidence=True)
     if json_:
         application.print_json(doc)
         return
@@ -289,3 +293,10 @@ def _check_severity(severity: str, option: str = "--severity") -> None:
         raise UsageError(f"{option} is info, warning or critical, not {severity!r}")
 
 
+def alert_json(view: AlertView, *, evidence: bool = False) -> dict[str, Any]:
+    """An alert as JSON data: ``time`` and ``created_at`` in RFC 3339 (the raw HLC beside it)."""
+    from ark_lattice.cli.output import stamp
+
+    doc = stamp(view.to_json(evidence=evidence), hlc=["created_at"], ms=["received_at"])
+    doc["time"] = doc["created_at"]
+    return doc

@@ -56,21 +56,23 @@ def audit(
             )
 
     rows = run(go())
-    if json_:
-        application.print_json(rows)
-        return
-    from rich.table import Table
+    from ark_lattice.cli.output import listing, local_time, stamp, table
 
-    table = Table(title=f"{len(rows)} decision(s)")
-    for col in ("time", "hook", "peer", "subject", "decision", "rules", "reason"):
-        table.add_column(col)
-    for r in rows:
-        when = datetime.fromtimestamp(r["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(
-            when, r["hook"], r["peer"][:12], str(r["subject"])[:16],
-            "allow" if r["allowed"] else "[red]deny[/]", ", ".join(r["rules"]), r["reason"],
+    if json_:
+        application.print_json(listing("decisions", [stamp(dict(r), ms=["ts"]) for r in rows]))
+        return
+    application.console.print(
+        table(
+            ("time", "hook", "peer", "subject", "decision", "rules", "reason"),
+            (
+                (local_time(r["ts"] / 1000, offset=False), r["hook"], (r["peer"] or "")[:12] or "-",
+                 str(r["subject"])[:16], "allow" if r["allowed"] else "deny", ", ".join(r["rules"]),
+                 r["reason"])
+                for r in rows
+            ),
+            title=f"{len(rows)} decision(s)",
         )
-    application.console.print(table)
+    )
 
 
 def _follow(
@@ -90,7 +92,9 @@ def _follow(
     from ark_lattice.cli.stream import emit, streaming
 
     def show(row: dict[str, Any]) -> None:
-        emit(json.dumps(row, sort_keys=True) if json_ else _line(row))
+        from ark_lattice.cli.output import stamp
+
+        emit(json.dumps(stamp(dict(row), ms=["ts"]), sort_keys=True) if json_ else _line(row))
 
     async def go() -> None:
         async with await open_node(application) as node:
@@ -115,7 +119,9 @@ def _follow(
 
 
 def _line(r: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(r["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    from ark_lattice.cli.output import local_time
+
+    when = local_time(r["ts"] / 1000)
     verdict = "allow" if r.get("allowed") else "deny "
     rules = ",".join(str(x) for x in r.get("rules") or []) or "-"
     return (

@@ -75,6 +75,22 @@ def sync(
     report(ctx.obj, rows, json_)
 
 
+@app.command("publish")
+def publish(
+    ctx: typer.Context,
+    packets: Annotated[int, typer.Option(min=10, help="Packets to publish through the node.")] = 500,
+    body_size: Annotated[int, typer.Option(min=1, max=1 << 19, help="Body bytes per packet.")] = 1024,
+    json_: JsonOption = False,
+) -> None:
+    """Packets/s published through a running node with a sealed key, against bare sign + insert."""
+    from ark_lattice.bench import publish as bench_publish
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench publish", quiet=json_) as bar:
+        rows = bench_publish.run(packets, body_size, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
 @app.command("reconcile")
 def reconcile(
     ctx: typer.Context,

@@ -25,6 +25,7 @@ T = TypeVar("T")
 class Application:
     def __init__(self, home: str | None, passphrase_file: str | None) -> None:
         self.home = Home.resolve(home)
+        self.home.check()  # a file given as --home is one clear sentence, before any command runs
         self._passphrase_file = passphrase_file
         self.console = Console(highlight=False, soft_wrap=True)
 
@@ -66,9 +67,12 @@ class Application:
         if json_:
             self.print_json(doc)
             return
-        width = max(map(len, doc), default=0) + 2
-        for key, value in doc.items():
-            self.console.print(f"{key:<{width}}{value}")
+        from rich.text import Text
+
+        from ark_lattice.cli.output import record_lines
+
+        for line in record_lines(doc):
+            self.console.print(Text(line))  # values are data, never console markup
 
     def print_json(self, value: Any) -> None:
         # Plain stdout, not rich: JSON output is for machines and must not be re-wrapped.

@@ -8,6 +8,7 @@ import typer
 
 from ark_lattice.cli.context import Application, run
 from ark_lattice.discovery import DEFAULT_BEACON_PORT, DEFAULT_GROUP
+from ark_lattice.errors import ExitCode
 from ark_lattice.logfile import LogFormat
 
 app = typer.Typer(help="Run this node and watch its federation.", no_args_is_help=True)
@@ -19,7 +20,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def start(
     ctx: typer.Context,
     bind: Annotated[str | None, typer.Option(help="Address to listen on (default: all).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port to listen on (0 picks a free one).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Node name, on first run only.")] = None,
     anchor_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between signed ledger checkpoints.")
@@ -32,7 +35,9 @@ def start(
         bool, typer.Option("--multicast/--no-multicast", help="Send and hear the signed UDP beacon.")
     ] = True,
     beacon_group: Annotated[str, typer.Option(help="Multicast group of the beacon.")] = DEFAULT_GROUP,
-    beacon_port: Annotated[int, typer.Option(help="UDP port of the beacon.")] = DEFAULT_BEACON_PORT,
+    beacon_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="UDP port of the beacon.")
+    ] = DEFAULT_BEACON_PORT,
     idle_timeout: Annotated[
         float, typer.Option(min=3.0, help="Seconds of a peer's silence before its session is stale.")
     ] = 45.0,
@@ -69,6 +74,7 @@ def start(
 
     async def go() -> None:
         if home.is_initialised():
+            _check_writable(home)
             node = await LocalNode.open(home, unlock=True, passphrase=application.unlock_passphrase())
         else:
             node = await LocalNode.init(home, name=name)
@@ -90,6 +96,13 @@ def start(
             await node.close()
 
     run(go())
+
+
+def _check_writable(home: Any) -> None:
+    from ark_lattice.errors import HomeUnusable
+
+    if not home.writable():
+        raise HomeUnusable(f"the home {home.root} is read-only; a node cannot run from it")
 
 
 @app.command("status")
@@ -118,13 +131,15 @@ def status(
             application.print_json({"running": False, "home": str(application.home.root)})
         else:
             application.console.print(f"the node in {application.home.root} is not running")
-        raise typer.Exit(3) from None
+        raise typer.Exit(ExitCode.NODE_NOT_RUNNING) from None
     if watch:
         watch_node(application, interval, json_=json_)
         return
     doc["running"] = True
     if json_:
-        application.print_json(doc)
+        from ark_lattice.cli.output import status_json
+
+        application.print_json(status_json(doc))
         return
     application.console.print(render(doc, now=time.time()))
 
@@ -136,7 +151,9 @@ def discover(
         float, typer.Option(min=0.2, max=300.0, help="Seconds to listen when no node runs.")
     ] = 3.0,
     beacon_group: Annotated[str, typer.Option(help="Multicast group of the beacon.")] = DEFAULT_GROUP,
-    beacon_port: Annotated[int, typer.Option(help="UDP port of the beacon.")] = DEFAULT_BEACON_PORT,
+    beacon_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="UDP port of the beacon.")
+    ] = DEFAULT_BEACON_PORT,
     json_: JsonOption = False,
 ) -> None:
     """List the nodes announcing themselves on the LAN, and announcements that were dropped.

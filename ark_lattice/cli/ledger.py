@@ -41,19 +41,26 @@ def log(
             return await node.store.events(limit=limit, kind=kind)
 
     events = run(go())
-    if json_:
-        application.print_json([e.to_json() for e in events])
-        return
-    from rich.table import Table
+    from ark_lattice.cli.output import listing, local_time, table
 
-    table = Table(title=f"newest {len(events)} event(s)")
-    for col in ("seq", "time", "kind", "subject", "data"):
-        table.add_column(col)
-    for e in events:
-        when = datetime.fromtimestamp(e.ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        data = ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items())
-        table.add_row(str(e.seq), when, e.kind, e.subject[:16], data)
-    application.console.print(table)
+    if json_:
+        application.print_json(listing("events", [event_json(e) for e in events]))
+        return
+    rows = (
+        (e.seq, local_time(e.ts / 1000, offset=False), e.kind, e.subject[:16],
+         ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items()))
+        for e in events
+    )
+    application.console.print(
+        table(("seq", "time", "kind", "subject", "data"), rows, title=f"newest {len(events)} event(s)")
+    )
+
+
+def event_json(event: Any) -> dict[str, Any]:
+    """A ledger event as JSON data: ``ts`` in RFC 3339."""
+    from ark_lattice.cli.output import stamp
+
+    return stamp(event.to_json(), ms=["ts"])
 
 
 @app.command("verify")
@@ -258,9 +265,11 @@ def _follow(application: Application, limit: int, kind: str | None, json_: bool)
 
     def show(e: Event) -> None:
         if json_:
-            emit(json.dumps(e.to_json(), sort_keys=True))
+            emit(json.dumps(event_json(e), sort_keys=True))
             return
-        when = datetime.fromtimestamp(e.ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        from ark_lattice.cli.output import local_time
+
+        when = local_time(e.ts / 1000)
         data = ", ".join(f"{k}={_short(v)}" for k, v in e.fields.items())
         emit(f"{e.seq:>6}  {when}  {e.kind:<18} {e.subject[:16]:<16}  {data}")
 
@@ -303,6 +312,8 @@ def _expected(note: str, node_id: Any, path: str) -> Any:
 
 
 def _short(value: Any) -> str:
+    from ark_lattice.cli.output import text
+
     if isinstance(value, bytes):
         return value.hex()[:16]
-    return str(value)
+    return text(value)

@@ -7,7 +7,7 @@ from typing import Any
 from ark_lattice.cli.context import Application
 from ark_lattice.errors import ArkLatticeError
 
-__all__ = ["request", "nudge", "peer_session"]
+__all__ = ["request", "nudge", "peer_session", "node_running"]
 
 
 def request(application: Application, cmd: str, args: dict[str, Any] | None = None) -> Any:
@@ -16,9 +16,16 @@ def request(application: Application, cmd: str, args: dict[str, Any] | None = No
     return call(application.home.control_path, cmd, args)
 
 
+def node_running(application: Application) -> bool:
+    """Whether a node serves this home's control socket (in the home, or its fallback)."""
+    from ark_lattice.runtime.control import is_running
+
+    return is_running(application.home.control_path)
+
+
 def nudge(application: Application, cmd: str) -> None:
     """Tell a running node that local state changed; nothing to do when no node runs."""
-    if not application.home.control_path.exists():
+    if not node_running(application):
         return
     try:
         request(application, cmd)
@@ -28,7 +35,7 @@ def nudge(application: Application, cmd: str) -> None:
 
 def peer_session(application: Application, peer_id: str) -> dict[str, Any] | None:
     """The live session with ``peer_id`` as the running node sees it, or None."""
-    if not application.home.control_path.exists():
+    if not node_running(application):
         return None
     try:
         status = request(application, "status")

@@ -178,7 +178,10 @@ def list_(
 
     docs = run(go())
     if json_:
-        application.print_json([d.to_json(shapes=False) for d in docs])
+        from ark_lattice.cli.output import listing, stamp
+
+        items = [stamp(d.to_json(shapes=False), hlc=["created_at"]) for d in docs]
+        application.print_json(listing("models", items))
         return
     for d in docs:
         state = "  [quarantined]" if d.stored.quarantined else ""
@@ -226,6 +229,7 @@ def export(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(metavar="ID", help="Model packet id or unique prefix.")],
     out: Annotated[Path, typer.Argument(metavar="OUT.npz", help="Where to write the arrays.")],
+    json_: JsonOption = False,
 ) -> None:
     """Write a published model's arrays to an .npz file (no pickle)."""
     import zipfile
@@ -244,6 +248,9 @@ def export(
                     np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+    if json_:
+        application.print_json({"path": str(out), "arrays": len(arrays)})
+        return
     _plain(application, f"wrote {len(arrays)} array(s) to {out}")
 
 

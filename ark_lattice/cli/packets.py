@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ark_lattice.cli import bundles
 from ark_lattice.cli.context import Application, open_node, run
+from ark_lattice.cli.output import listing, local_time, stamp
+from ark_lattice.cli.output import table as output_table
 
 app = typer.Typer(help="Publish and browse knowledge packets.", no_args_is_help=True)
 
@@ -35,12 +37,21 @@ def publish(
     supersedes: Annotated[str | None, typer.Option(help="Id of the version this replaces.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Sign a packet with this node's key and store it in the ledger (one per file for several)."""
+    """Sign a packet with this node's key and store it in the ledger (one per file for several).
+
+    When the node runs, the body goes to it over the control socket and the node signs it with the
+    key it unlocked at start: no passphrase here, no key derivation per publish.
+    """
+    from ark_lattice.cli.livenode import node_running
     from ark_lattice.errors import UsageError
 
     application: Application = ctx.obj
     if len(sources) > 1 or (sources[0] != "-" and Path(sources[0]).is_dir()):
-        _publish_many(application, _files(sources), topic, kind, depends, supersedes, json_)
+        files = _files(sources)
+        if node_running(application):
+            _publish_many_through_node(application, files, topic, kind, depends, supersedes, json_)
+        else:
+            _publish_many(application, files, topic, kind, depends, supersedes, json_)
         return
     source = sources[0]
     if source == "-":
@@ -50,6 +61,25 @@ def publish(
             body = Path(source).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    _check_size(body, source)
+    if node_running(application):
+        from ark_lattice.cli.livenode import request
+        from ark_lattice.errors import NodeNotRunning
+        from ark_lattice.runtime.publishing import encode_request
+
+        try:
+            result = request(
+                application,
+                "publish",
+                encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes),
+            )
+        except NodeNotRunning:
+            if node_running(application):
+                raise  # it runs but did not answer: signing here too could publish twice
+            # it stopped just now: sign here instead
+        else:
+            _print_published(application, result["id"], topic, len(body), "node", json_)
+            return
 
     async def go() -> Any:
         async with await open_node(application, unlock=True) as node:
@@ -63,10 +93,72 @@ def publish(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "packets_changed")
+    _print_published(application, packet.hex_id, topic, len(body), "local", json_)
+
+
+def _check_size(body: bytes, source: str | Path) -> None:
+    """Refuse an oversize body before it goes anywhere (and before a passphrase is asked)."""
+    from ark_lattice.errors import UsageError
+    from ark_lattice.packet import MAX_BODY
+
+    if len(body) > MAX_BODY:
+        raise UsageError(f"{source} is {len(body):,} bytes, over the packet limit of {MAX_BODY:,}")
+
+
+def _print_published(
+    application: Application, packet_id: str, topic: str, size: int, delivered: str, json_: bool
+) -> None:
     if json_:
-        application.print_json({"id": packet.hex_id, "topic": topic, "size": len(body)})
+        application.print_json({"id": packet_id, "topic": topic, "size": size, "delivered": delivered})
     else:
-        application.console.print(packet.hex_id)
+        application.console.print(packet_id)
+
+
+def _publish_many_through_node(
+    application: Application,
+    files: list[Path],
+    topic: str,
+    kind: str,
+    depends: list[str] | None,
+    supersedes: str | None,
+    json_: bool,
+) -> None:
+    """Each file to the running node, which signs it; one bar over them all on a terminal."""
+    from ark_lattice.cli.livenode import request
+    from ark_lattice.cli.progress import progress_bar
+    from ark_lattice.errors import ArkLatticeError, UsageError
+    from ark_lattice.runtime.publishing import encode_request
+
+    published: list[dict[str, Any]] = []
+    with progress_bar("publishing", total=len(files), quiet=json_) as bar:
+        for path in files:
+            bar.update(description=f"publishing {path.name}")
+            before = f"({len(published)} of {len(files)} file(s) published before it)"
+            try:
+                body = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror} {before}") from None
+            _check_size(body, path)
+            args = encode_request(topic=topic, kind=kind, body=body, depends=depends, supersedes=supersedes)
+            try:
+                result = request(application, "publish", args)
+            except ArkLatticeError as exc:
+                exc.args = (f"{exc} {before}",)
+                raise
+            published.append(
+                {"id": result["id"], "topic": topic, "size": len(body), "path": str(path),
+                 "delivered": "node"}
+            )
+            bar.advance()
+    _print_many(application, published, json_)
+
+
+def _print_many(application: Application, published: list[dict[str, Any]], json_: bool) -> None:
+    if json_:
+        application.print_json(listing("published", published))
+        return
+    for doc in published:
+        application.console.print(f"{doc['id']}  {doc['path']}")
 
 
 def _publish_many(
@@ -97,7 +189,8 @@ def _publish_many(
 
                 def stored(item: Published) -> None:
                     published.append(
-                        {"id": item.packet.hex_id, "topic": topic, "size": item.size, "path": str(item.path)}
+                        {"id": item.packet.hex_id, "topic": topic, "size": item.size, "path": str(item.path),
+                         "delivered": "local"}
                     )
                     bar.advance()
 
@@ -114,11 +207,7 @@ def _publish_many(
             from ark_lattice.cli.livenode import nudge
 
             nudge(application, "packets_changed")
-    if json_:
-        application.print_json(published)
-        return
-    for doc in published:
-        application.console.print(f"{doc['id']}  {doc['path']}")
+    _print_many(application, published, json_)
 
 
 def _files(sources: list[str]) -> list[Path]:
@@ -166,24 +255,24 @@ def list_(
 
     rows = run(go())
     if json_:
-        application.print_json([r.to_json() for r in rows])
+        application.print_json(listing("packets", [packet_json(r) for r in rows]))
         return
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} packet(s)")
-    for col in ("id", "topic", "kind", "author", "created", "size", "state"):
-        table.add_column(col)
-    for r in rows:
-        h = r.packet.header
-        table.add_row(
-            r.packet.hex_id[:16],
-            h.topic,
-            h.kind,
-            h.author.short,
-            _hlc_time(h.created_at),
-            str(h.body_size),
-            "quarantined" if r.quarantined else "",
-        )
+    table = output_table(
+        ("id", "topic", "kind", "author", "created", "size", "state"),
+        (
+            (
+                r.packet.hex_id[:16],
+                r.packet.header.topic,
+                r.packet.header.kind,
+                r.packet.header.author.short,
+                _hlc_time(r.packet.header.created_at),
+                r.packet.header.body_size,
+                "quarantined" if r.quarantined else "",
+            )
+            for r in rows
+        ),
+        title=f"{len(rows)} packet(s)",
+    )
     application.console.print(table)
 
 
@@ -206,14 +295,14 @@ def show(
         sys.stdout.buffer.write(stored.packet.body)
         sys.stdout.flush()
         return
-    doc = stored.to_json()
-    application.print_record(doc, json_)
+    application.print_record(packet_json(stored), json_)
 
 
 @app.command("promote")
 def promote(
     ctx: typer.Context,
     packet_id: Annotated[str, typer.Argument(metavar="ID", help="Packet id or unique prefix.")],
+    json_: JsonOption = False,
 ) -> None:
     """Move a quarantined packet (from a sandbox peer) into the shared set."""
     application: Application = ctx.obj
@@ -225,6 +314,9 @@ def promote(
             return pid
 
     pid = run(go())
+    if json_:
+        application.print_json({"id": pid.hex(), "quarantined": False})
+        return
     application.console.print(f"promoted {pid.hex()}")
 
 
@@ -232,7 +324,12 @@ def _hlc_time(stamp: int) -> str:
     from ark_lattice.hlc import unpack
 
     ms, _ = unpack(stamp)
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return local_time(ms / 1000, offset=False)
+
+
+def packet_json(stored: Any) -> dict[str, Any]:
+    """A stored packet as JSON data: RFC 3339 times, the raw HLC beside ``created_at``."""
+    return stamp(stored.to_json(), hlc=["created_at"], ms=["received_at"])
 
 
 @app.command("query")
@@ -250,9 +347,18 @@ def query(
     application: Application = ctx.obj
     result = request(application, "query", {"peer": peer, "topic": topic, "limit": limit, "save": save})
     if json_:
-        application.print_json(result)
+        packets = [stamp(dict(p), hlc=["created_at"]) for p in result["packets"]]
+        application.print_json(listing("query", packets, more=result["more"], saved=result["saved"]))
         return
+    from rich.text import Text
+
     for p in result["packets"]:
-        application.console.print(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {p['body'][:60]!r}")
+        preview = " ".join(p["body"].split())[:60]  # another node's words, on one line, never markup
+        application.console.print(Text(f"{p['id'][:16]}  {p['topic']}  {p['size']} bytes  {preview}"))
     note = " (saved)" if result["saved"] else ""
     application.console.print(f"{len(result['packets'])} packet(s){note}")
+
+
+# Signed bundles for carrying packets by hand live in their own module (cli/bundles.py).
+app.command("export")(bundles.export)
+app.command("import")(bundles.import_)

@@ -23,17 +23,24 @@ def list_(ctx: typer.Context, json_: JsonOption = False) -> None:
             return await node.store.list_peers()
 
     peers = run(go())
-    if json_:
-        application.print_json([p.to_json() for p in peers])
-        return
-    from rich.table import Table
+    from ark_lattice.cli.output import listing, table
 
-    table = Table(title=f"{len(peers)} peer(s)")
-    for col in ("id", "name", "tier", "endpoints", "strikes"):
-        table.add_column(col)
-    for p in peers:
-        table.add_row(p.id[:16], p.name, p.tier.value, " ".join(p.endpoints), str(p.strikes))
-    application.console.print(table)
+    if json_:
+        application.print_json(listing("peers", [peer_json(p) for p in peers]))
+        return
+    application.console.print(
+        table(
+            ("id", "name", "tier", "endpoints", "strikes"),
+            ((p.id[:16], p.name, p.tier.value, " ".join(p.endpoints), p.strikes) for p in peers),
+            title=f"{len(peers)} peer(s)",
+        )
+    )
+
+
+def peer_json(peer: Any) -> dict[str, Any]:
+    from ark_lattice.cli.output import stamp
+
+    return stamp(peer.to_json(), ms=["first_seen", "last_seen"])
 
 
 @app.command("show")
@@ -50,7 +57,7 @@ def show(
             return await node.store.get_peer(await node.store.resolve_peer(peer_id))
 
     peer = run(go())
-    doc = peer.to_json()
+    doc = peer_json(peer)
     from ark_lattice.cli.livenode import peer_session
 
     doc["session"] = peer_session(application, peer.id)
@@ -100,6 +107,7 @@ def trust_tier(
     ctx: typer.Context,
     peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
     tier: Annotated[str, typer.Argument(metavar="TIER", help="core|sandbox|external|unknown|blocked")],
+    json_: JsonOption = False,
 ) -> None:
     """Set a peer's trust tier (recorded in the ledger)."""
     from ark_lattice.tiers import TrustTier
@@ -116,6 +124,9 @@ def trust_tier(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "peers_changed")
+    if json_:
+        application.print_json({"id": pid, "old_tier": old.value, "tier": level.value})
+        return
     application.console.print(f"peer {pid[:16]}: {old.value} -> {level.value}")
 
 
@@ -123,6 +134,7 @@ def trust_tier(
 def remove(
     ctx: typer.Context,
     peer_id: Annotated[str, typer.Argument(metavar="ID", help="Node id or unique prefix.")],
+    json_: JsonOption = False,
 ) -> None:
     """Forget a peer (its packets stay; the removal is recorded in the ledger)."""
     application: Application = ctx.obj
@@ -137,6 +149,9 @@ def remove(
     from ark_lattice.cli.livenode import nudge
 
     nudge(application, "peers_changed")
+    if json_:
+        application.print_json({"id": pid, "removed": True})
+        return
     application.console.print(f"removed peer {pid[:16]}")
 
 

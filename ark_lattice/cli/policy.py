@@ -107,7 +107,12 @@ def test(
             }
         )
     if json_:
-        application.print_json(results if isinstance(doc, list) else results[0])
+        if isinstance(doc, list):
+            from ark_lattice.cli.output import listing
+
+            application.print_json(listing("policy-tests", results))
+        else:
+            application.print_json(results[0])
         return
     for r in results:
         verdict = "[green]allow[/]" if r["allowed"] else "[red]deny[/]"
@@ -116,7 +121,9 @@ def test(
 
 
 @app.command("set")
-def set_(ctx: typer.Context, file: Annotated[str, typer.Argument(metavar="FILE")]) -> None:
+def set_(
+    ctx: typer.Context, file: Annotated[str, typer.Argument(metavar="FILE")], json_: JsonOption = False
+) -> None:
     """Validate FILE and make it this node's policy; a running node reloads it at once."""
     from ark_lattice.cli.livenode import request
     from ark_lattice.errors import NodeNotRunning
@@ -131,7 +138,10 @@ def set_(ctx: typer.Context, file: Annotated[str, typer.Argument(metavar="FILE")
     policy = run(go())
     try:
         request(application, "policy_reload")
-        where = "the running node reloaded it"
+        where, reloaded = "the running node reloaded it", True
     except NodeNotRunning:
-        where = "the node uses it when it starts"
+        where, reloaded = "the node uses it when it starts", False
+    if json_:
+        application.print_json({"digest": policy.digest, "source": file, "reloaded": reloaded})
+        return
     application.console.print(f"policy {policy.digest[:16]} set; {where}")

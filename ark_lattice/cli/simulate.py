@@ -163,7 +163,9 @@ def _list(application: Application, json_: bool, scenarios: list[Any]) -> None:
         for s in scenarios
     ]
     if json_:
-        application.print_json(rows)
+        from ark_lattice.cli.output import listing
+
+        application.print_json(listing("scenarios", rows))
         return
     from rich.table import Table
 

@@ -117,7 +117,10 @@ def watch(application: Application, interval: float, *, json_: bool = False) -> 
             while True:
                 doc = snapshot()
                 if json_:
-                    emit(json.dumps({"running": False} if doc is None else {**doc, "running": True}))
+                    from ark_lattice.cli.output import status_json
+
+                    shown = {"running": False} if doc is None else status_json({**doc, "running": True})
+                    emit(json.dumps(shown))
                 else:
                     emit(plain_line(doc, now=time.time(), previous=previous))
                 previous = doc

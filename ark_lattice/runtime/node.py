@@ -72,6 +72,9 @@ class NodeRuntime:
         self._federation_started = asyncio.Event()
         self._server: Any = None
         self.metrics_server: Any = None  # runtime/exposition.py, with `start --metrics HOST:PORT`
+        from ark_lattice.runtime.publishing import Publisher
+
+        self.publisher = Publisher(node, self.federation)  # `packets publish` through the node
         if metrics is not None:
             from ark_lattice.runtime.exposition import MetricsServer
 
@@ -100,6 +103,8 @@ class NodeRuntime:
                 "revoke_invite": self._revoke_invite,
                 "checkpoint_made": self._checkpoint_made,
                 "publish_governance": self._publish_governance,
+                "publish": self.publisher.publish,
+                "sign_bundle": self.publisher.sign_bundle,
             },
         )
 
@@ -330,6 +335,8 @@ class NodeRuntime:
             "ledger": await tail.summary(store),
             "store_access": store.access.to_json(),  # lock retries so far (store/access.py)
             "policy": self.federation.gate.policy.digest if self.federation.gate is not None else None,
+            "published": self.publisher.count,
+            "control": str(self._control.path),
         }
 
     async def _packets_changed(self, _args: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -147,12 +148,16 @@ class Store:
         clock: Callable[[], float] = time.time,
         connect: Callable[..., Awaitable[Any]] | None = None,
         retry: RetryPolicy | None = None,
+        read_only: bool = False,
     ) -> Store:
         """Open (and migrate) the ledger at ``path``.
 
         ``connect`` replaces ``aiosqlite.connect``: the simulator passes ``store.inline.connect``
         and ``Path(":memory:")``, so each simulated node has a real ledger run on the loop's thread.
+        ``read_only`` opens it for reading on a home that cannot be written (see :func:`_open_read_only`).
         """
+        if read_only:
+            return await _open_read_only(cls, path, clock)
         connect = connect or aiosqlite.connect
         try:
             conn = await connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -180,10 +185,18 @@ class Store:
 
     @classmethod
     async def open_readonly(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
-        """Open an existing ledger read-only (``ledger verify``): never created, never migrated."""
+        """Open an existing ledger read-only (``ledger verify``, a read-only home): never created,
+        never migrated, never written.
+
+        SQLite needs its -wal and -shm files beside a WAL database; where they are not there (the
+        ledger was closed cleanly) and cannot be created (a write-protected stick, a read-only
+        mount), ``immutable=1`` says nobody can write it, which is then true.
+        """
         if not path.exists():
             raise LedgerError(f"there is no ledger at {path}; only `ark-lattice init` creates one")
-        uri = f"{path.absolute().as_uri()}?mode=ro"
+        wal = path.with_name(path.name + "-wal").exists() and path.with_name(path.name + "-shm").exists()
+        immutable = not wal and not os.access(path.parent, os.W_OK)
+        uri = f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
         try:
             conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
@@ -1013,3 +1026,14 @@ def _peer_record(row: Sequence[Any]) -> PeerRecord:
     return PeerRecord(
         pid, TrustTier(tier), name, tuple(json.loads(endpoints)), manifest, mseq, first, last, strikes
     )
+
+
+async def _open_read_only(cls: type[Store], path: Path, clock: Callable[[], float]) -> Store:
+    """The ledger of a read-only home, for reading; a file SQLite cannot read is refused here."""
+    store = await cls.open_readonly(path, clock=clock)
+    try:
+        await store._reader.execute("SELECT count(*) FROM sqlite_master")
+    except sqlite3.Error as exc:
+        await store.close()
+        raise LedgerError(f"cannot read the ledger {path} on a read-only home: {exc}") from None
+    return store

@@ -273,9 +273,9 @@ def test_errors_are_one_sentence(node: Any, tmp_path: Path) -> None:
 
 
 def test_alerts_before_init_say_so(cli: Any) -> None:
-    assert "ark-lattice init" in one_line_error(cli("alerts", "list", ok=False), 1)
+    assert "ark-lattice init" in one_line_error(cli("alerts", "list", ok=False), 5)
     assert "ark-lattice init" in one_line_error(
-        cli("alerts", "raise", "--severity", "info", "x", ok=False), 1
+        cli("alerts", "raise", "--severity", "info", "x", ok=False), 5
     )
 
 

@@ -35,7 +35,7 @@ def test_identity_show(cli):
 
 
 def test_commands_before_init_say_so(cli):
-    line = one_line_error(cli("packets", "list", ok=False), 1)
+    line = one_line_error(cli("packets", "list", ok=False), 5)
     assert "ark-lattice init" in line
 
 

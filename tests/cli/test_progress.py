@@ -88,7 +88,7 @@ def test_json_output_has_no_progress_through_the_runner(cli: Cli, tmp_path: Path
     docs = published(tmp_path)
     result = cli("packets", "publish", "--topic", "docs", str(docs), "--json")
     assert result.stderr == ""
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["items"]
     assert [Path(r["path"]).relative_to(docs).as_posix() for r in rows] == ["a.txt", "b.txt", "sub/c.md"]
     result = cli("ledger", "verify", "--json")
     assert result.stderr == "" and json.loads(result.stdout)["ok"]
@@ -103,7 +103,8 @@ def test_json_output_has_no_progress_even_on_a_terminal(
 ) -> None:
     cli("init")
     docs = published(tmp_path)
-    assert len(json.loads(cli("packets", "publish", "--topic", "docs", str(docs), "--json").stdout)) == 3
+    result = cli("packets", "publish", "--topic", "docs", str(docs), "--json")
+    assert len(json.loads(result.stdout)["items"]) == 3
     assert json.loads(cli("ledger", "verify", "--json").stdout)["events"] == 4
     bench = cli("bench", "reconcile", "--size", "100", "--json").stdout.splitlines()
     assert len(bench) == 16 and all(json.loads(line) for line in bench)
@@ -138,7 +139,7 @@ def test_one_file_or_stdin_publishes_as_before(cli: Cli, tmp_path: Path) -> None
     src.write_bytes(b"hello")
     out = cli("packets", "publish", "--topic", "t", str(src)).stdout
     assert len(out.strip()) == 64 and out.count("\n") == 1
-    assert set(cli.json("packets", "publish", "--topic", "t", "-")) == {"id", "topic", "size"}
+    assert set(cli.json("packets", "publish", "--topic", "t", "-")) == {"id", "topic", "size", "delivered"}
 
 
 def test_several_files_share_the_options_and_each_is_one_packet(cli: Cli, tmp_path: Path) -> None:

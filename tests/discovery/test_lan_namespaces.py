@@ -66,7 +66,7 @@ class LanNode(NodeProcess):
     def peers(self) -> dict[str, dict]:
         result = run_cli(self.home, "peers", "list", "--json")
         assert result.returncode == 0, result.stderr
-        return {p["id"]: p for p in json.loads(result.stdout)}
+        return {p["id"]: p for p in json.loads(result.stdout)["items"]}
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def alert_view(home: Path, alert_id: str) -> dict[str, Any]:
 def ledger_events(home: Path, kind: str) -> list[dict[str, Any]]:
     result = run_cli(home, "ledger", "log", "--limit", "500", "--kind", kind, "--json")
     assert result.returncode == 0, result.stderr
-    events: list[dict[str, Any]] = json.loads(result.stdout)
+    events: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return events
 
 
@@ -194,7 +194,7 @@ def test_five_core_nodes_all_hold_an_alert_raised_at_one_end(
     wait_for(lambda: all(raised in packet_ids(homes(n)) for n in names), timeout=15,
              what=f"the alert on every node of the {shape}")
     far = "e" if shape == "line" else "c"
-    [listed] = [v for v in json.loads(run_cli(homes(far), "alerts", "list", "--json").stdout)
+    [listed] = [v for v in json.loads(run_cli(homes(far), "alerts", "list", "--json").stdout)["items"]
                 if v["id"] == raised]
     assert (listed["author"], listed["severity"], listed["quarantined"]) == (ids["a"], "warning", False)
     if shape == "line":
@@ -283,11 +283,13 @@ def test_a_non_core_authors_alert_goes_nowhere(homes: Homes, start_node: Start) 
     status = nodes["b"].current_status()
     assert status is not None and status["quarantines"] == []  # C is not held on D's word
     assert ids["c"] in open_sessions(nodes["b"])
-    [listed] = [v for v in json.loads(run_cli(b, "alerts", "list", "--json").stdout) if v["id"] == raised]
+    alerts = json.loads(run_cli(b, "alerts", "list", "--json").stdout)["items"]
+    [listed] = [v for v in alerts if v["id"] == raised]
     assert listed["quarantined"] is True and listed["source"] == ids["d"]
 
     def audited() -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = json.loads(run_cli(b, "audit", "--hook", "alert", "--json").stdout)
+        result = run_cli(b, "audit", "--hook", "alert", "--json")
+        rows: list[dict[str, Any]] = json.loads(result.stdout)["items"]
         return [r for r in rows if r["subject"] == raised]
 
     wait_for(lambda: any("not a core peer" in r["reason"] for r in audited()), what="B's audit of D's alert")
@@ -405,7 +407,8 @@ def test_a_replayed_alert_is_stored_once_and_not_flooded_again(homes: Homes, sta
     rounds = asyncio.run(go())
     for raised, sent in rounds:
         assert sent == 2  # the marker, to G and C; the replays went nowhere
-        [stored] = [a for a in json.loads(run_cli(h, "alerts", "list", "--json").stdout) if a["id"] == raised]
+        alerts = json.loads(run_cli(h, "alerts", "list", "--json").stdout)["items"]
+        [stored] = [a for a in alerts if a["id"] == raised]
         assert stored["source"] == ids["g"]  # stored once, from G
 
 

@@ -79,7 +79,7 @@ def _now() -> float:
 def protocol_errors(home):
     events = json.loads(
         run_cli(home, "ledger", "log", "--limit", "500", "--kind", "protocol.error", "--json").stdout
-    )
+    )["items"]
     return [e["data"]["code"] for e in events]
 
 
@@ -204,9 +204,9 @@ def test_a_bad_signature_is_refused_and_repeat_offenders_are_isolated(hub):
     peer_id, good_id, events, code = asyncio.run(go())
     assert any(isinstance(e, PeerReportedError) and e.code == "bad_signature" for e in events)
     wait_for(lambda: good_id in packet_ids(h), what="the good packet of the frame to be kept")
-    peers = {p["id"]: p for p in json.loads(run_cli(h, "peers", "list", "--json").stdout)}
+    peers = {p["id"]: p for p in json.loads(run_cli(h, "peers", "list", "--json").stdout)["items"]}
     assert peers[peer_id]["tier"] == "blocked"
-    log = json.loads(run_cli(h, "ledger", "log", "--limit", "50", "--json").stdout)
+    log = json.loads(run_cli(h, "ledger", "log", "--limit", "50", "--json").stdout)["items"]
     change = next(e for e in log if e["kind"] == "peer.tier_changed" and e["subject"] == peer_id)
     assert change["data"]["new"] == "blocked" and "strikes" in change["data"]["reason"]
     assert sum(1 for e in log if e["kind"] == "peer.strike" and e["subject"] == peer_id) >= 5

@@ -55,7 +55,8 @@ def test_three_core_nodes_submit_one_aggregates_the_others_verify(
         verified = run_cli(homes(name), "models", "verify", model_id)
         assert verified.returncode == 0, verified.stderr
         assert b"verified" in verified.stdout
-        listed = json.loads(run_cli(homes(name), "models", "list", "--model", "demo", "--json").stdout)
+        result = run_cli(homes(name), "models", "list", "--model", "demo", "--json")
+        listed = json.loads(result.stdout)["items"]
         assert [m["id"] for m in listed] == [model_id]
         # Every core node computes the same bytes from the same inputs.
         again = run_cli(homes(name), "models", "aggregate", "--model", "demo", "--round", "1",

@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 from ark_lattice.processes import cli_command, run_cli, wait_for
 
@@ -71,7 +72,7 @@ def test_kill_9_during_publishes_loses_nothing_acknowledged(homes):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-    listed = json.loads(run_cli(home, "packets", "list", "--json").stdout)
+    listed = json.loads(run_cli(home, "packets", "list", "--json").stdout)["items"]
     held = {p["id"] for p in listed}
     assert set(acknowledged) <= held
     verify = run_cli(home, "ledger", "verify", "--json")
@@ -91,8 +92,10 @@ def test_cli_and_running_node_writing_together_never_fork_the_chain(homes, start
         assert w.stdout is not None  # stdout=PIPE
         for _ in range(150):
             assert w.stdout.readline()
-    wait_for(lambda: any(e["kind"] == "checkpoint" for e in
-                         json.loads(run_cli(home, "ledger", "log", "--limit", "50", "--json").stdout)),
+    def events() -> list[dict[str, Any]]:
+        return list(json.loads(run_cli(home, "ledger", "log", "--limit", "50", "--json").stdout)["items"])
+
+    wait_for(lambda: any(e["kind"] == "checkpoint" for e in events()),
              what="the node to anchor while writers run")
     for w in writers:
         w.kill()

@@ -22,7 +22,7 @@ condition = 'topic.startsWith("secret/")'
 
 
 def audit(home, *args):
-    return json.loads(run_cli(home, "audit", "--limit", "100000", "--json", *args).stdout)
+    return json.loads(run_cli(home, "audit", "--limit", "100000", "--json", *args).stdout)["items"]
 
 
 def set_policy(home, text, tmp):

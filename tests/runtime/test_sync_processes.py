@@ -88,7 +88,7 @@ def test_tiers_decide_what_flows_in_both_directions(homes, start_node):
     for tier in ("external", "unknown", "blocked"):
         assert not (spoke_packets[tier] & held), tier
     # the unknown spoke was recorded as unknown, with its endpoint-less manifest
-    peers = {p["id"]: p for p in json.loads(run_cli(hub, "peers", "list", "--json").stdout)}
+    peers = {p["id"]: p for p in json.loads(run_cli(hub, "peers", "list", "--json").stdout)["items"]}
     assert peers[ids["unknown"]]["tier"] == "unknown"
     # external: read-only queries on public topics only; answers are not stored unless saved
     ext = homes("external")
@@ -96,11 +96,11 @@ def test_tiers_decide_what_flows_in_both_directions(homes, start_node):
     run_cli(ext, "peers", "trust-tier", ids["h"][:12], "external")
     answer = run_cli(ext, "packets", "query", "--peer", ids["h"][:12], "--topic", "public/news", "--json")
     assert answer.returncode == 0, answer.stderr
-    got = {p["id"] for p in json.loads(answer.stdout)["packets"]}
+    got = {p["id"] for p in json.loads(answer.stdout)["items"]}
     assert got == hub_public
     assert not (got & packet_ids(ext))
     refused = run_cli(ext, "packets", "query", "--peer", ids["h"][:12], "--topic", "hub/notes", "--json")
-    assert refused.returncode == 0 and json.loads(refused.stdout)["packets"] == []
+    assert refused.returncode == 0 and json.loads(refused.stdout)["items"] == []
     saved = run_cli(ext, "packets", "query", "--peer", ids["h"][:12], "--topic", "public/news", "--save")
     assert saved.returncode == 0
     assert got <= packet_ids(ext)

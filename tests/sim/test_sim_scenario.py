@@ -117,7 +117,9 @@ def test_a_bad_scenario_names_the_field(doc, field):
 def test_the_cli_lists_built_ins_and_refuses_bad_files_in_one_line(tmp_path):
     listed = runner.invoke(app, ["simulate", "--list", "--json"])
     assert listed.exit_code == 0
-    assert [s["name"] for s in json.loads(listed.stdout)] == builtin_names()
+    doc = json.loads(listed.stdout)
+    assert doc["schema"] == "ark-lattice.scenarios/1"
+    assert [s["name"] for s in doc["items"]] == builtin_names()
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(
