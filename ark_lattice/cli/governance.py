@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ark_lattice.cli.context import Application, open_node, run
+from ark_lattice.cli.output import listing, local_time, stamp, text
 
 app = typer.Typer(
     help="Membership, proposals and approvals: federation-wide decisions, k-of-n, with no leader.",
@@ -160,7 +161,8 @@ def list_(ctx: typer.Context, json_: JsonOption = False) -> None:
 
     rows, membership = run(go())
     if json_:
-        application.print_json(rows)
+        times = ("created", "not_before", "expires")
+        application.print_json(listing("proposals", [stamp(dict(r), seconds=times) for r in rows]))
         return
     if not rows:
         application.console.print("no proposals")
@@ -168,7 +170,7 @@ def list_(ctx: typer.Context, json_: JsonOption = False) -> None:
     for r in rows:
         application.console.print(
             f"{r['id'][:16]}  {r['kind']:<8} v{r['base']}→v{r['new']}  {r['status']:<8} "
-            f"{r['approvals']}/{r['k']} approvals  expires {r['expires']}"
+            f"{r['approvals']}/{r['k']} approvals  expires {local_time(r['expires'])}"
         )
 
 
@@ -190,8 +192,10 @@ def show(
     if json_:
         application.print_json(doc)
         return
-    for key in ("id", "kind", "author", "base", "new", "status", "k", "not_before", "expires"):
-        application.console.print(f"{key:<12}{doc[key]}")
+    for key in ("id", "kind", "author", "base", "new", "status", "k"):
+        application.console.print(f"{key:<12}{text(doc[key])}")
+    for key in ("not_before", "expires"):
+        application.console.print(f"{key:<12}{local_time(doc[key])}")
     application.console.print(f"{'approvals':<12}{doc['approvals']} distinct eligible keys")
     for a in doc["approval_packets"]:
         mark = "counted" if a["counted"] else "not counted"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,8 +79,9 @@ def verify(
     ledger). Read-only: the ledger is never created, migrated or written."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
-    from ark_lattice.errors import ArkLatticeError, LedgerError
+    from ark_lattice.errors import ArkLatticeError, LedgerError, LedgerMissing
     from ark_lattice.identity import NodeId
+    from ark_lattice.node import check_ledger
     from ark_lattice.store.store import Store
 
     application: Application = ctx.obj
@@ -92,6 +92,7 @@ def verify(
         if not home.is_initialised():
             raise NotInitialised(f"no node in {home.root}; run `ark-lattice init`")
         node_id = NodeId.parse(home.load_config().node_id)
+        check_ledger(home)  # gone or zero bytes: the exit code of a missing ledger, as everywhere
         async with await Store.open_readonly(home.ledger_path) as store:
             if bar.shown:  # counting costs a scan: only for a bar someone sees
                 try:
@@ -110,14 +111,15 @@ def verify(
             report = run(go(bar))
     except ArkLatticeError as exc:
         failure: ArkLatticeError = exc
-        if isinstance(exc, LedgerError) and not isinstance(exc, LedgerCorrupt):
+        if isinstance(exc, LedgerError) and not isinstance(exc, (LedgerCorrupt, LedgerMissing)):
             failure = LedgerCorrupt("the ledger file", str(exc))
         if json_:
-            entry, reason = (
-                (failure.entry, failure.reason)
-                if isinstance(failure, LedgerCorrupt)
-                else ("the node's home", str(failure))
-            )
+            if isinstance(failure, LedgerCorrupt):
+                entry, reason = failure.entry, failure.reason
+            elif isinstance(failure, LedgerMissing):
+                entry, reason = "the ledger file", str(failure)
+            else:
+                entry, reason = "the node's home", str(failure)
             application.print_json({"ok": False, "entry": entry, "reason": reason})
         raise failure from None  # one line on stderr and the error's exit code (cli/app.py)
     if json_:
@@ -135,6 +137,7 @@ def verify(
 def witnesses(ctx: typer.Context, json_: JsonOption = False) -> None:
     """List the cosignatures core peers made on our checkpoints (C2SP tlog-cosignature)."""
     from ark_lattice import witness
+    from ark_lattice.cli.output import listing, local_time, stamp
 
     application: Application = ctx.obj
 
@@ -151,7 +154,8 @@ def witnesses(ctx: typer.Context, json_: JsonOption = False) -> None:
         for r in rows
     ]
     if json_:
-        application.print_json(docs)
+        times = ("timestamp", "received_at")
+        application.print_json(listing("witnesses", [stamp(dict(d), seconds=times) for d in docs]))
         return
     if not docs:
         application.console.print("no cosignatures yet: core peers cosign each checkpoint they can check")
@@ -162,8 +166,7 @@ def witnesses(ctx: typer.Context, json_: JsonOption = False) -> None:
     for col in ("witness", "size", "root", "cosigned at"):
         table.add_column(col)
     for d in docs:
-        when = datetime.fromtimestamp(d["timestamp"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(d["witness"][:16], str(d["size"]), d["root"][:16], when)
+        table.add_row(d["witness"][:16], str(d["size"]), d["root"][:16], local_time(d["timestamp"]))
     application.console.print(table)
 
 

@@ -30,7 +30,7 @@ import aiosqlite
 import cbor2
 
 from ark_lattice.encoding import canonical, sha256
-from ark_lattice.errors import AmbiguousId, LedgerError, NotFound, UsageError
+from ark_lattice.errors import AmbiguousId, ArkLatticeError, HomeUnusable, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
 from ark_lattice.store import head as heads
@@ -285,7 +285,7 @@ class Store:
                 except sqlite3.Error:
                     pass  # keep the original error; SQLite may have rolled back already
                 if isinstance(exc, sqlite3.Error):  # one sentence for the operator, not a traceback
-                    raise LedgerError(f"the ledger refused a write: {exc}; nothing was written") from None
+                    raise self._write_refused(exc) from None
                 raise
             else:
                 await self._execute_write("COMMIT")
@@ -867,7 +867,16 @@ class Store:
                 raise
             if "full" in str(exc).lower():
                 raise LedgerError("the disk is full; nothing was written") from None
-            raise LedgerError(f"the ledger refused a write: {exc}") from None
+            raise self._write_refused(exc) from None
+
+    def _write_refused(self, exc: sqlite3.Error) -> ArkLatticeError:
+        """One sentence for a write SQLite refused; a read-only ledger is the home's fault."""
+        if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+            return HomeUnusable(
+                f"the ledger in {self.path.parent} is read-only (a read-only file system or "
+                "directory); commands that change it cannot run"
+            )
+        return LedgerError(f"the ledger refused a write: {exc}; nothing was written")
 
     async def _open_reader(self) -> Any:
         """A connection for reads only; the in-memory ledger (simulator) has just the one."""

@@ -15,10 +15,10 @@ def test_an_invite_made_offline_names_the_configured_port_and_can_be_revoked(cli
     human = cli("federation", "invite", "--qr", "--endpoint", "ws://192.0.2.1:7467").stdout
     assert "the node is not running" in human and "ARK-INVITE:" in human and "█" in human
     listing = cli.json("federation", "invites")
-    assert [i["state"] for i in listing["items"]] == ["open", "open"]
+    assert [i["state"] for i in listing] == ["open", "open"]
     assert "psk" not in json.dumps(listing)
     cli("federation", "invites", "revoke", doc["id"][:10])
-    assert len(cli.json("federation", "invites")["items"]) == 1
+    assert len(cli.json("federation", "invites")) == 1
     private = (cli.home / "invites.json").stat().st_mode & 0o777
     assert private == 0o600
 

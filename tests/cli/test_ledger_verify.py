@@ -16,6 +16,7 @@ import pytest
 
 from ark_lattice import ledger
 from ark_lattice.encoding import canonical
+from ark_lattice.errors import ExitCode
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
 from ark_lattice.processes import run_cli
@@ -105,18 +106,22 @@ def rechain(conn: sqlite3.Connection) -> None:
         prev = h
 
 
-def fails(home: Path, entry: str, *words: str) -> dict:
-    """Run `ledger verify --json`: exit 1, one sentence, the JSON failure object; returns it."""
+def fails(home: Path, entry: str, *words: str, code: int = 1) -> dict:
+    """Run `ledger verify --json`: exit ``code`` (1: the ledger does not verify), one sentence, the
+    JSON failure object; returns it."""
     result = run_cli(home, "ledger", "verify", "--json")
     stderr = result.stderr.decode()
-    assert result.returncode == 1, (result.returncode, stderr)
+    assert result.returncode == code, (result.returncode, stderr)
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] is False, doc
     assert doc["entry"].startswith(entry), doc
-    assert lines[0] == f"error: ledger verification failed at {doc['entry']}: {doc['reason']}", lines
+    if code == 1:
+        assert lines[0] == f"error: ledger verification failed at {doc['entry']}: {doc['reason']}", lines
+    else:
+        assert lines[0] == f"error: {doc['reason']}", lines
     for word in words:
         assert word in doc["reason"], doc
     return doc
@@ -165,10 +170,10 @@ def test_a_scribbled_page(populated):
 def test_a_missing_ledger_file(populated):
     for suffix in ("", "-wal", "-shm"):
         Path(str(db(populated)) + suffix).unlink(missing_ok=True)
-    fails(populated, "the ledger file", "no ledger", "init")
+    fails(populated, "the ledger file", "missing", "init", code=ExitCode.NO_NODE)
     assert not db(populated).exists()  # verify never creates one
     listed = run_cli(populated, "peers", "list")  # nor does any other command
-    assert listed.returncode == 1 and "only `ark-lattice init` creates one" in listed.stderr.decode()
+    assert listed.returncode == ExitCode.NO_NODE and "only `init` creates a ledger" in listed.stderr.decode()
     assert not db(populated).exists()
 
 
@@ -176,7 +181,7 @@ def test_a_zero_byte_ledger_file(populated):
     for suffix in ("-wal", "-shm"):
         Path(str(db(populated)) + suffix).unlink(missing_ok=True)
     db(populated).write_bytes(b"")
-    fails(populated, "the ledger file", "empty")
+    fails(populated, "the ledger file", "empty", code=ExitCode.NO_NODE)
     assert db(populated).stat().st_size == 0  # never migrated
 
 
@@ -282,7 +287,7 @@ def test_a_deleted_head(populated):
 def test_a_missing_home_is_one_line_and_a_json_failure(home):
     result = run_cli(home, "ledger", "verify", "--json")
     stderr = result.stderr.decode()
-    assert result.returncode == 1 and "Traceback" not in stderr
+    assert result.returncode == ExitCode.NO_NODE and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "init" in stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["entry"] == "the node's home" and "init" in doc["reason"]

@@ -38,7 +38,7 @@ from ark_lattice.policy import DEFAULT_POLICY_TEXT, Policy
 from ark_lattice.processes import NodeProcess, run_cli, wait_for
 from ark_lattice.protocol.governance import Governance
 
-from conftest import init_federation
+from conftest import init_federation, items
 
 NAMES = ("a", "b", "c", "d")
 PAIRS = [(x, y) for i, x in enumerate(NAMES) for y in NAMES[i + 1:]]
@@ -273,7 +273,8 @@ def test_an_equivocating_approver_is_caught_on_every_node(fed: Federation, tmp_p
     def alerted(name: str) -> list[dict[str, Any]]:
         result = run_cli(fed.homes(name), "alerts", "list", "--about", str(d.node_id), "--json")
         assert result.returncode == 0, result.stderr
-        return [a for a in json.loads(result.stdout) if a["self_proving"] and a["severity"] == "critical"]
+        listed = items(json.loads(result.stdout))
+        return [a for a in listed if a["self_proving"] and a["severity"] == "critical"]
 
     for name in NAMES:
         if name != "d":  # the accused is never shown an alert about it (DESIGN §10)

@@ -8,7 +8,7 @@ import time
 from ark_lattice.identity import Identity
 from ark_lattice.processes import run_cli, wait_for
 
-from conftest import packet_ids
+from conftest import items, packet_ids
 
 QUIET = ("--no-mdns", "--no-multicast")  # no discovery: only the links a test makes
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -21,7 +21,8 @@ def ok(home, *args):
 
 
 def as_json(home, *args):
-    return json.loads(ok(home, *args, "--json"))
+    """The command's JSON; a listing's items (conftest.items checks its schema name)."""
+    return items(json.loads(ok(home, *args, "--json")))
 
 
 def node_id(home):
@@ -105,9 +106,8 @@ def test_an_expired_invite_is_refused_with_one_sentence(homes, start_node):
     ok(a, "federation", "invites", "revoke", second["id"][:6])
     one_sentence(run_cli(b, "federation", "join", second["invite"]), "no such invite")
     listing = as_json(a, "federation", "invites")
-    assert listing["schema"] == "ark-lattice.invites/1"
-    assert [(i["id"], i["state"]) for i in listing["items"]] == [(doc["id"], "expired")]
-    for item in listing["items"]:
+    assert [(i["id"], i["state"]) for i in listing] == [(doc["id"], "expired")]
+    for item in listing:
         assert TIMESTAMP.match(item["expires_at"]) and TIMESTAMP.match(item["created_at"])
     assert "psk" not in json.dumps(listing) and "expired" in ok(a, "federation", "invites")
     assert events(a, "invite.revoked")[0]["subject"] == second["id"]
@@ -124,8 +124,7 @@ def test_a_stopped_newcomer_joins_then_connects_when_it_starts(homes, start_node
     assert "start the node" in human and "left its old federation: 1 peer(s)" in human
     assert list(b.glob("federation.key.before-join-*"))
     listing = as_json(b, "federation", "endpoints")
-    assert listing["schema"] == "ark-lattice.endpoints/1"
-    (item,) = listing["items"]
+    (item,) = listing
     assert item["source"] == "invite" and item["peer"] == node_id(a) and item["dialled"]
     assert item["last_result"] == "the node is not running"
     start_node(b, *QUIET)
@@ -156,7 +155,7 @@ def test_nodes_of_two_federations_each_show_the_other_as_foreign(homes, start_no
         log = node.output()
         assert f"peer at {other.url} is in another federation" in log
         assert "dialled us from another federation" in log
-        endpoints = as_json(home, "federation", "endpoints")["items"]
+        endpoints = as_json(home, "federation", "endpoints")
         assert [e["last_result"] for e in endpoints if e["url"] == other.url] == ["in another federation"]
 
 
@@ -172,8 +171,8 @@ def test_first_contact_is_pending_until_accepted_or_denied(homes, start_node):
     wait_for(lambda: node_a.current_status()["pending"] == 2, timeout=30, what="two first contacts")
     listing = as_json(a, "peers", "pending")
     assert listing["schema"] == "ark-lattice.pending/1"
-    assert {i["id"] for i in listing["items"]} == {ids["b"], ids["c"]}
-    for item in listing["items"]:
+    assert {i["id"] for i in listing} == {ids["b"], ids["c"]}
+    for item in listing:
         assert TIMESTAMP.match(item["first_seen"]) and item["name"] in ("b", "c") and item["endpoints"]
     human = ok(a, "peers", "pending")
     assert ids["b"][:16] in human and "peers accept" in human
@@ -181,7 +180,7 @@ def test_first_contact_is_pending_until_accepted_or_denied(homes, start_node):
 
     ok(a, "peers", "accept", ids["b"][:8], "--tier", "core")
     ok(a, "peers", "deny", ids["c"][:8])
-    assert as_json(a, "peers", "pending")["items"] == []
+    assert as_json(a, "peers", "pending") == []
     tiers = {p["id"]: p["tier"] for p in as_json(a, "peers", "list")}
     assert tiers[ids["b"]] == "core" and tiers[ids["c"]] == "blocked"
     wait_for(lambda: node_a.current_status()["pending"] == 0, timeout=10, what="the count to drop")
@@ -200,7 +199,7 @@ def test_endpoints_are_listed_with_their_source_and_can_be_removed(homes, start_
     start_node(a, *QUIET)
 
     def items():
-        return {i["url"]: i for i in as_json(a, "federation", "endpoints")["items"]}
+        return {i["url"]: i for i in as_json(a, "federation", "endpoints")}
 
     seen = wait_for(lambda: (got := items()) and all(i["dials"] for i in got.values()) and got,
                     timeout=30, what="both addresses to be dialled")

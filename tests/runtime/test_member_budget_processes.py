@@ -5,11 +5,12 @@ grows the ledger by a bounded amount."""
 import asyncio
 import json
 import struct
+from datetime import datetime
 
 from ark_lattice.processes import run_cli, wait_for
 from ark_lattice.protocol.frames import ReconFrame
 
-from conftest import fill, init_federation, packet_ids, set_tier
+from conftest import fill, init_federation, items, packet_ids, set_tier
 from test_hostile_peers import RoguePeer
 
 
@@ -27,9 +28,9 @@ HOSTILE = [
 
 
 def _protocol_errors(home, subject):
-    events = json.loads(
+    events = items(json.loads(
         run_cli(home, "ledger", "log", "--limit", "500", "--kind", "protocol.error", "--json").stdout
-    )
+    ))
     return [e["data"]["code"] for e in events if e["subject"] == subject]
 
 
@@ -61,9 +62,9 @@ def test_a_member_throwing_hostile_frames_is_struck_for_each_and_isolated(homes,
 
 
 def _decision_events(home):
-    return json.loads(
+    return items(json.loads(
         run_cli(home, "ledger", "log", "--limit", "100000", "--kind", "policy.decision", "--json").stdout
-    )
+    ))
 
 
 def _link_from(home, peer_id):
@@ -73,7 +74,10 @@ def _link_from(home, peer_id):
     links = [c for c in status["connections"] if c["peer"] == peer_id and c["state"] == "open"]
     if not links:
         return 0, 0.0
-    return int(links[0].get("packets_in") or 0), float(links[0].get("last_sync") or 0.0)
+    last_sync = links[0].get("last_sync")  # RFC 3339 (docs/operator.md, "Output")
+    return int(links[0].get("packets_in") or 0), (
+        datetime.fromisoformat(last_sync).timestamp() if last_sync else 0.0
+    )
 
 
 def test_a_sandboxed_peer_syncing_repeatedly_grows_the_ledger_by_a_bounded_amount(homes, start_node):

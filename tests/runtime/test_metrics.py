@@ -70,7 +70,10 @@ class _Recorder(Driver):
 
     def __init__(self) -> None:
         self.metrics = Counters()
-        self.effects = cast(Effects, SimpleNamespace(decisions=[]))
+        decisions: list[object] = []
+        self.effects = cast(Effects, SimpleNamespace(
+            decisions=decisions, queue_decisions=lambda records, now: decisions.extend(records)
+        ))
         self.clock = lambda: 0.0
         self.dialled: list[str] = []
 

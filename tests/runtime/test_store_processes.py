@@ -17,7 +17,7 @@ from ark_lattice.processes import NodeProcess, run_cli, wait_for
 from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
 
-from conftest import fill, init_federation, packet_ids, set_tier
+from conftest import fill, init_federation, items, packet_ids, set_tier
 
 PROBLEMS = ("Traceback", "LedgerError", "stayed locked", "internal error", "audit event kept",
             "could not write the audit trail", "failed")
@@ -86,7 +86,7 @@ def test_cli_writers_looping_beside_a_busy_node_lose_nothing(homes, start_node):
                     if result.returncode != 0 or err:
                         failures.append(f"{' '.join(args[:2])}: exit {result.returncode}: {err}")
                     elif args[1] == "publish" and "--json" in args:
-                        published.update(doc["id"] for doc in json.loads(result.stdout))
+                        published.update(doc["id"] for doc in items(json.loads(result.stdout)))
                     elif args[1] == "publish":
                         published.add(result.stdout.decode().strip())
                     else:
@@ -135,7 +135,7 @@ def test_cli_writers_looping_beside_a_busy_node_lose_nothing(homes, start_node):
         assert stored <= allowed, f"{len(stored - allowed)} stored packet(s) without their audit record"
         verify = run_cli(home, "ledger", "verify")
         assert verify.returncode == 0, verify.stderr
-    peers_at_b = {p["id"] for p in json.loads(run_cli(b, "peers", "list", "--json").stdout)}
+    peers_at_b = {p["id"] for p in items(json.loads(run_cli(b, "peers", "list", "--json").stdout))}
     assert added <= peers_at_b  # no CLI write was lost either
     print(f"\n{sum(rounds)} rounds, {writes[0]} CLI writes ({len(published)} packets, {len(added)} peers) "
           f"by two loops beside the sync of "

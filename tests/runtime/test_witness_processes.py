@@ -20,7 +20,7 @@ from ark_lattice.home import Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.processes import NodeProcess, run_cli, wait_for
 
-from conftest import init_federation
+from conftest import init_federation, items
 
 QUIET = ("--no-mdns", "--no-multicast", "--sync-interval", "3600", "--anchor-interval", "3600")
 
@@ -44,7 +44,7 @@ def anchor(home: Path) -> int:
 def cosignatures(home: Path) -> list[dict[str, Any]]:
     result = run_cli(home, "ledger", "witnesses", "--json")
     assert result.returncode == 0, result.stderr
-    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    rows: list[dict[str, Any]] = items(json.loads(result.stdout))
     return rows
 
 
@@ -104,7 +104,8 @@ def test_a_truncated_ledger_is_caught_by_its_peers_cosignatures(homes: Homes) ->
         wait_for(lambda: cosigned_by(homes("a"), newest) == {ids["b"], ids["c"]},
                  timeout=30, what="b and c to hand back the checkpoint they cosigned")
         nodes["a"].stop()
-        held = json.loads(run_cli(homes("a"), "ledger", "log", "--limit", "1", "--json").stdout)[0]["seq"]
+        log = run_cli(homes("a"), "ledger", "log", "--limit", "1", "--json")
+        held = items(json.loads(log.stdout))[0]["seq"]
         assert held < newest
         result = run_cli(homes("a"), "ledger", "verify")
         assert result.returncode == 1, result.stdout
@@ -153,7 +154,8 @@ def test_a_node_that_signs_two_roots_for_one_size_is_isolated_everywhere(homes: 
         for name in ("b", "c", "d"):
             listed = run_cli(homes(name), "alerts", "list", "--json")
             assert listed.returncode == 0, listed.stderr
-            forks = [x for x in json.loads(listed.stdout) if x["about"] == ids["a"] and x["self_proving"]]
+            alerts = items(json.loads(listed.stdout))
+            forks = [x for x in alerts if x["about"] == ids["a"] and x["self_proving"]]
             assert forks, (name, listed.stdout)
         assert NodeId.parse(ids["a"]) == who.node_id
     finally:
