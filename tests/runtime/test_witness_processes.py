@@ -19,6 +19,7 @@ from ark_lattice.checkpoint import Checkpoint, sign_checkpoint
 from ark_lattice.home import Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.processes import NodeProcess, run_cli, wait_for
+from ark_lattice.store import head as heads
 
 from conftest import init_federation, items
 
@@ -89,12 +90,18 @@ def test_a_truncated_ledger_is_caught_by_its_peers_cosignatures(homes: Homes) ->
         newest = int(kept.read_text().split("\n")[1])
         nodes["a"].stop()
 
-        # Someone deletes a's newest events and checkpoint, and the cosignatures it held too.
+        # Someone with a's key deletes its newest events and checkpoint, and the cosignatures it
+        # held too, and re-signs the ledger's head (without the key, the head alone catches it).
         keep = early + 3
-        conn = sqlite3.connect(Home(homes("a")).ledger_path)
+        home = Home(homes("a"))
+        conn = sqlite3.connect(home.ledger_path)
         conn.execute("DELETE FROM events WHERE seq > ?", (keep,))
         conn.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
         conn.execute("DELETE FROM cosignatures")
+        [(tip,)] = conn.execute("SELECT hash FROM events WHERE seq = ?", (keep,))
+        seq = conn.execute("SELECT value FROM meta WHERE key = 'manifest_seq'").fetchone()
+        head = heads.Head("", keep, tip, int(seq[0]) if seq else 0).signed(Identity.load(home.key_path))
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (head.to_bytes(), heads.HEAD_KEY))
         conn.commit()
         conn.close()
 
