@@ -60,10 +60,18 @@ class Application:
         return None
 
     def read_federation_key(self, path: str) -> bytes:
+        from ark_lattice.federationkey import is_sealed
+
         try:
-            return Path(path).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read the federation key file {path}: {exc.strerror}") from None
+        if is_sealed(data):
+            raise UsageError(
+                f"{path} is sealed to the node whose home holds it (a stick that keeps no file "
+                "permissions): copy federation.key from another node of the federation"
+            )
+        return data
 
     def print_record(self, doc: dict[str, Any], json_: bool) -> None:
         """One object: JSON, or aligned ``key  value`` lines for people."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ark_lattice.federationkey import SEALED_MAGIC
+
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("ARK_LATTICE_BINARY") or ROOT / "dist" / "ark-lattice" / "ark-lattice")
 MAKE_STICK = ROOT / "packaging" / "usb" / "make-stick.sh"
@@ -85,7 +87,7 @@ def test_a_node_runs_from_the_stick_under_a_read_only_home_and_writes_nothing_ou
     assert (stick / "home" / "ledger.db").exists() and (stick / "home" / "logs").is_dir()
 
 
-def test_an_exfat_stick_refuses_a_key_in_one_line(scratch: Path) -> None:
+def test_an_exfat_stick_refuses_a_key_in_the_clear_in_one_line_and_takes_a_sealed_one(scratch: Path) -> None:
     tools = ("mkfs.exfat", "mount.exfat-fuse", "losetup", "umount")
     if os.geteuid() != 0 or not all(shutil.which(t) for t in tools) or not Path("/dev/fuse").exists():
         pytest.skip("no FUSE exFAT here (root, exfat-fuse, exfatprogs, /dev/fuse)")
@@ -105,15 +107,25 @@ def test_an_exfat_stick_refuses_a_key_in_one_line(scratch: Path) -> None:
         try:
             made = make_stick(mount / "stick")
             assert "keeps no file permissions" in made.stderr
-            done = subprocess.run(
-                [str(mount / "stick" / "start.sh"), "init", "--seal"], capture_output=True, text=True,
-                timeout=120, env={"PATH": "/usr/bin:/bin", "ARK_LATTICE_PASSPHRASE": "pw",
-                                  "HOME": str(scratch)},
-            )
+            env = {"PATH": "/usr/bin:/bin", "ARK_LATTICE_PASSPHRASE": "pw", "HOME": str(scratch)}
+
+            def start(*args: str) -> subprocess.CompletedProcess[str]:
+                launcher = str(mount / "stick" / "start.sh")
+                return subprocess.run(
+                    [launcher, *args], input="x", capture_output=True, text=True, timeout=120, env=env
+                )
+
+            done = start("init")  # a key in the clear: refused, in one line, nothing left behind
             assert done.returncode == 1
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and "cannot keep a key private" in lines[0], done.stderr
-            assert not list((mount / "stick" / "home").glob("*.key"))
+            assert not list((mount / "stick" / "home").glob("*"))
+            # Sealed: the identity is encrypted, the federation key sealed to it.
+            assert start("init", "--seal").returncode == 0
+            assert (mount / "stick" / "home" / "federation.key").read_bytes().startswith(SEALED_MAGIC)
+            assert start("packets", "publish", "--topic", "t", "-").returncode == 0
+            verified = start("ledger", "verify")
+            assert verified.returncode == 0, verified.stderr
         finally:
             subprocess.run(["umount", str(mount)], check=False)
     finally:
