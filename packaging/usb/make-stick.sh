@@ -56,6 +56,6 @@ chmod 600 "$probe" 2>/dev/null || true
 mode=$(stat -c %a "$probe")
 rm -f "$probe"
 if [ "$mode" != 600 ]; then
-    echo "make-stick: $target keeps no file permissions (mode $mode): the node refuses key files there; put home/ on an ext4 partition (see README.md)" >&2
+    echo "make-stick: $target keeps no file permissions (mode $mode): the node takes only a sealed key there (init --seal; see README.md)" >&2
 fi
 echo "stick ready: $target/start.sh init --seal, then $target/start.sh"
