@@ -74,6 +74,7 @@ cat >config/hooks/live/0500-ark-lattice.hook.chroot <<'EOF'
 set -e
 useradd --system --home-dir /var/lib/ark-lattice --shell /usr/sbin/nologin ark-lattice
 systemctl enable ark-lattice.service systemd-networkd.service
+ln -s /opt/ark-lattice/ark-lattice /usr/local/bin/ark-lattice
 # Nothing else may listen: mask what a Debian system could bring along.
 for unit in ssh.service ssh.socket avahi-daemon.service avahi-daemon.socket cups.service \
         rpcbind.service rpcbind.socket systemd-resolved.service; do
