@@ -23,18 +23,22 @@ if [ "${1:-}" = --config-only ]; then config_only=yes; shift; fi
 out=${1:-$root/dist}
 bindir=${BINARY_DIR:-$root/dist/ark-lattice}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 work=$root/build/live
 
 [ "$(id -u)" -eq 0 ] || { echo "make-image: run as root (live-build needs chroot and mounts)" >&2; exit 1; }
 command -v lb >/dev/null || { echo "make-image: no live-build: apt-get install live-build" >&2; exit 1; }
 [ -x "$bindir/ark-lattice" ] || { echo "make-image: no binary in $bindir: run packaging/build-binary.sh" >&2; exit 1; }
 
-rm -rf "$work"
 mkdir -p "$work" "$out"
 cd "$work"
+# A rebuild keeps live-build's package cache (cache/), nothing else.
+[ -d config ] && lb clean >/dev/null
+rm -rf config
 lb config \
     --distribution bookworm --architectures amd64 \
-    --mirror-bootstrap "$mirror" --mirror-binary "$mirror" \
+    --mirror-bootstrap "$mirror" --mirror-chroot "$mirror" --mirror-binary "$mirror" \
+    --mirror-chroot-security "$security" --mirror-binary-security "$security" \
     --archive-areas main --apt-recommends false \
     --binary-images iso-hybrid --bootloaders "grub-efi,syslinux" --uefi-secure-boot enable \
     --debian-installer none --memtest none --firmware-binary false --firmware-chroot false \
