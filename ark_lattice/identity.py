@@ -155,7 +155,8 @@ class Identity:
                 "salt": _b64(salt),
                 "box": _b64(bytes(box)),
             }
-        write_private(path, (json.dumps(doc, indent=2) + "\n").encode())
+        # A sealed key is encrypted: it may live where modes are not kept (a FAT stick).
+        write_private(path, (json.dumps(doc, indent=2) + "\n").encode(), secret=passphrase is None)
 
     @staticmethod
     def is_sealed(path: Path) -> bool:

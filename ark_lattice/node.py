@@ -13,18 +13,16 @@ from typing import Any
 import nacl.utils
 
 from ark_lattice.errors import AlreadyExists, ConfigError, LedgerMissing, NotInitialised
+from ark_lattice.federationkey import FEDERATION_KEY_SIZE, read_federation_key, write_federation_key
 from ark_lattice.home import Config, Home
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import Packet
-from ark_lattice.privatefile import write_private
 from ark_lattice.store.events import EventKind
 from ark_lattice.store.head import HEADS_FLAG
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
 __all__ = ["LocalNode", "FEDERATION_KEY_SIZE", "check_ledger"]
-
-FEDERATION_KEY_SIZE = 32
 
 
 class LocalNode:
@@ -119,7 +117,12 @@ class LocalNode:
         try:
             identity = Identity.generate()
             identity.save(home.key_path, passphrase)
-            write_private(home.federation_key_path, federation_key or nacl.utils.random(32))
+            write_federation_key(  # sealed to the identity where modes are not kept (FAT sticks)
+                home.federation_key_path,
+                federation_key or nacl.utils.random(FEDERATION_KEY_SIZE),
+                identity,
+                identity_sealed=passphrase is not None,
+            )
             config = Config(
                 node_id=str(identity.node_id),
                 name=name or f"node-{identity.node_id.short}",
@@ -158,13 +161,7 @@ class LocalNode:
         await self.close()
 
     def federation_key(self) -> bytes:
-        try:
-            key = self.home.federation_key_path.read_bytes()
-        except FileNotFoundError:
-            raise NotInitialised(f"no federation key in {self.home.root}") from None
-        if len(key) != FEDERATION_KEY_SIZE:
-            raise ConfigError(f"{self.home.federation_key_path} is not a 32-byte federation key")
-        return key
+        return read_federation_key(self.home.federation_key_path, self._identity)
 
     def load_policy(self) -> Any:
         """The policy in force: the home's policy.toml, or the shipped default if there is none."""

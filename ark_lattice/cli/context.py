@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from ark_lattice.credentials import PASSPHRASE_CREDENTIAL, systemd_credential
 from ark_lattice.errors import UsageError
 from ark_lattice.home import Home
 
@@ -30,7 +31,8 @@ class Application:
         self.console = Console(highlight=False, soft_wrap=True)
 
     def passphrase(self, *, confirm: bool = False) -> str:
-        """The key passphrase: --passphrase-file, then the environment, then a prompt."""
+        """The key passphrase: --passphrase-file, then the environment, then systemd's credential
+        ``passphrase`` ($CREDENTIALS_DIRECTORY), then a prompt."""
         if self._passphrase_file:
             try:
                 text = Path(self._passphrase_file).read_text().rstrip("\r\n")
@@ -38,6 +40,8 @@ class Application:
                 raise UsageError(f"cannot read the passphrase file: {exc.strerror}") from None
         elif (env := os.environ.get(PASSPHRASE_ENV)) is not None:
             text = env
+        elif (credential := systemd_credential(PASSPHRASE_CREDENTIAL)) is not None:
+            text = credential  # the unit's LoadCredential[Encrypted]=passphrase:…
         elif sys.stdin.isatty():
             text = typer.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm)
         else:
@@ -57,10 +61,18 @@ class Application:
         return None
 
     def read_federation_key(self, path: str) -> bytes:
+        from ark_lattice.federationkey import is_sealed
+
         try:
-            return Path(path).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read the federation key file {path}: {exc.strerror}") from None
+        if is_sealed(data):
+            raise UsageError(
+                f"{path} is sealed to the node whose home holds it (a stick that keeps no file "
+                "permissions): copy federation.key from another node of the federation"
+            )
+        return data
 
     def print_record(self, doc: dict[str, Any], json_: bool) -> None:
         """One object: JSON, or aligned ``key  value`` lines for people."""

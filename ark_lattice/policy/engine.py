@@ -29,9 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-import cel
-
 from ark_lattice.errors import PolicyError, UsageError
+from ark_lattice.policy.celcore import cel
 from ark_lattice.protocol.budget import DEFAULT_BUDGET, MemberBudget
 
 __all__ = [

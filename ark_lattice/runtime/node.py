@@ -17,6 +17,7 @@ from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.runtime.control import ControlServer
+from ark_lattice.runtime.sdnotify import Notifier
 
 __all__ = ["NodeRuntime"]
 
@@ -71,6 +72,7 @@ class NodeRuntime:
         # node on this home); a status asked in between waits the moment until it is up.
         self._federation_started = asyncio.Event()
         self._server: Any = None
+        self._systemd = Notifier()  # READY=1, WATCHDOG=1, STOPPING=1 under systemd; else no-ops
         self.metrics_server: Any = None  # runtime/exposition.py, with `start --metrics HOST:PORT`
         from ark_lattice.runtime.publishing import Publisher
 
@@ -159,9 +161,12 @@ class NodeRuntime:
         await self._start_discovery()
         self._tasks.append(asyncio.create_task(self._anchor_periodically(), name="anchor"))
         log.info("node %s listening on %s", self.node.node_id.short, self.listen_url)
+        self._tasks.append(asyncio.create_task(self._systemd.keep_alive(), name="watchdog"))
+        self._systemd.ready(f"listening on {self.listen_url}")
 
     async def stop(self) -> None:
         log.info("stopping")
+        self._systemd.stopping()
         if self._server is not None:
             self._server.close(close_connections=False)  # no new connections from here on
         if self.discovery is not None:
