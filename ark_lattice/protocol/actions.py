@@ -51,6 +51,7 @@ __all__ = [
     "SendAlertIds",
     "RaiseAlert",
     "RecordQuarantine",
+    "AuditStrangers",
 ]
 
 LinkId = int  # the coordinator's name for one connection, never reused
@@ -290,6 +291,14 @@ class RecordQuarantine:
     reason: str
 
 
+@dataclass(frozen=True)
+class AuditStrangers:
+    """Write these summaries of pre-handshake failures (protocol/strangers.py), one
+    ``protocol.error`` event each, about ``record["subject"]`` (an address, or ``*``)."""
+
+    records: tuple[Mapping[str, Any], ...]
+
+
 Action = (
     Dial
     | WakeAt
@@ -319,4 +328,5 @@ Action = (
     | SendAlertIds
     | RaiseAlert
     | RecordQuarantine
+    | AuditStrangers
 )

@@ -15,7 +15,7 @@ from ark_lattice import __version__, tail
 from ark_lattice.alertlog import stored_alerts
 from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
-from ark_lattice.protocol.channel import MAX_FRAME
+from ark_lattice.protocol.handshake import MSG1_SIZE
 from ark_lattice.runtime.control import ControlServer
 
 __all__ = ["NodeRuntime"]
@@ -114,14 +114,22 @@ class NodeRuntime:
         if self.metrics_server is not None:
             await self.metrics_server.start()  # first: an address it cannot bind stops us before peers see us
 
+        from ark_lattice.runtime.guard import raise_open_file_limit
+
+        if (raised := raise_open_file_limit()) is not None:
+            log.info("open file limit raised from %d to %d", *raised)
         try:
             self._server = await serve(
                 self.federation.accept,
                 self.bind,
                 self.port,
-                max_size=MAX_FRAME,  # one encrypted frame; websockets closes with 1009 past it
+                # msg1 until the session says more (Session.receive_limit); then one encrypted
+                # frame (MAX_FRAME). websockets closes with 1009 past it, unread.
+                max_size=MSG1_SIZE,
                 ping_interval=None,  # heartbeats are the session's own (protocol/session.py)
                 compression=None,  # frames are ciphertext: nothing to gain
+                # Strangers' caps, bounded write buffers, pipelined requests (runtime/guard.py).
+                create_connection=self.federation.server_connection_class(),
             )
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc.strerror}") from None
