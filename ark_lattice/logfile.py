@@ -293,7 +293,7 @@ class _Tame(logging.Filter):
         verdict = getattr(record, "_ark_tame", None)
         if verdict is None:
             verdict = self._judge(record)
-            record._ark_tame = verdict  # type: ignore[attr-defined]
+            record._ark_tame = verdict
         return bool(verdict)
 
     def _judge(self, record: logging.LogRecord) -> bool:
