@@ -691,7 +691,10 @@ class Coordinator:
     def _closed(self, link: _Link, event: ev.Closed, now: float) -> list[Action]:
         was_open, link.closed, link.open = link.open, True, False
         who = link.peer[:8] if link.peer else link.remote
-        log.info("session with %s closed: %s (%s)", who, event.code, event.reason)
+        # A stranger's close is counted in its summary (strangers.py): one line each would let it
+        # write our log as fast as it connects.
+        level = logging.INFO if link.peer else logging.DEBUG
+        log.log(level, "session with %s closed: %s (%s)", who, event.code, event.reason)
         target = self._targets.get(link.url) if link.url else None
         if target is None or not target.dialling:
             return []

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ark_lattice.errors import ErrorCode
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.protocol.strangers import Strangers, source_of
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WRITE_BUFFER",
     "STRANGER_WRITE_BUFFER",
+    "STRANGER_READ_BUDGET",
     "server_connection_class",
     "client_connection_class",
     "raise_open_file_limit",
@@ -52,17 +54,38 @@ log = logging.getLogger("ark_lattice.guard")
 WRITE_BUFFER = 2 * MAX_FRAME
 #: The same before the handshake: all a stranger gets from us is one handshake message and pongs.
 STRANGER_WRITE_BUFFER = 64 * 1024
+#: WebSocket pings a peer may send: a burst, then one a second. Our peers never send any (the
+#: session has its own heartbeat), and websockets answers each one it reads, so a flood of them
+#: costs us a pong each however fast it comes; past the budget the connection is dropped.
+PING_BURST = 16
+#: Bytes a connection may send before its peer is authenticated: the HTTP upgrade request, msg1,
+#: msg3 and the manifest frame behind it come to about 5 KiB. Past this a stranger is dropped
+#: before websockets parses any of it, so a flood costs us one read, not a parse of every frame.
+STRANGER_READ_BUDGET = 32 * 1024
+PINGS_PER_SECOND = 1.0
 
 
 def server_connection_class(strangers: Strangers, clock: Callable[[], float]) -> type[ServerConnection]:
     """A ``ServerConnection`` that counts itself against ``strangers`` and bounds its writes;
     ``clock`` is the coordinator's (the time refusals are counted at)."""
     from websockets.asyncio.server import ServerConnection
+    from websockets.frames import Opcode
     from websockets.protocol import State
 
     class GuardedServerConnection(ServerConnection):
+        pings = _PingBudget()
+        stranger_bytes = 0
+
+        def process_event(self, event: Any) -> None:
+            super().process_event(event)
+            # Events are HTTP requests before the upgrade, frames after.
+            if getattr(event, "opcode", None) is Opcode.PING and not self.pings.allow(self.loop.time()):
+                self.failed(ErrorCode.RATE_LIMITED, "WebSocket pings past the budget")
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
+            self.pings = _PingBudget()
+            self.stranger_bytes = 0
             source = source_of(_address(transport.get_extra_info("peername")))
             refused = strangers.arrive(self, source, clock())
             if refused is not None:
@@ -70,13 +93,45 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
                 self.transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if strangers.holds(self) and not self.request_rcvd.done() and self.transport is not None:
+                # A silent socket: websockets gave up waiting for its HTTP request (open_timeout).
+                source = source_of(_address(self.transport.get_extra_info("peername")))
+                strangers.failed(source, ErrorCode.TIMEOUT, "no HTTP request", clock())
             strangers.left(self)
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            stranger = strangers.holds(self)
+            if stranger:
+                self.stranger_bytes += len(data)
+                if self.stranger_bytes > STRANGER_READ_BUDGET:
+                    # What fits the budget is parsed (an oversized message is refused by its header
+                    # with close code 1009, which then goes out); the rest never is.
+                    left = STRANGER_READ_BUDGET - (self.stranger_bytes - len(data))
+                    if left > 0:
+                        super().data_received(data[:left])
+                    why = f"over {STRANGER_READ_BUDGET} bytes before the handshake"
+                    self.failed(ErrorCode.TOO_LARGE, why, graceful=True)
+                    return
             super().data_received(data)
-            bound = STRANGER_WRITE_BUFFER if strangers.holds(self) else WRITE_BUFFER
-            _check_write_buffer(self, bound)
+            if stranger and self.protocol.state in (State.CLOSING, State.CLOSED):
+                # We closed it (a message over the limit, a failed handshake): websockets would
+                # read and discard whatever it keeps sending for close_timeout. A stranger gets
+                # no closing handshake.
+                _drop(self, "it sends on after we closed", quiet=True)
+                return
+            waiting = _write_buffer(self)
+            if waiting > (STRANGER_WRITE_BUFFER if stranger else WRITE_BUFFER):
+                self.failed(ErrorCode.RATE_LIMITED, f"{waiting} bytes wait to be written (it does not read)")
+
+        def failed(self, code: ErrorCode, why: str, *, graceful: bool = False) -> None:
+            """Drop the connection; a stranger's failure is counted in its address's summary.
+            ``graceful``: what we wrote still goes out (a close frame), nothing more is read."""
+            stranger = strangers.holds(self)
+            if stranger and not self.transport.is_closing():
+                source = source_of(_address(self.transport.get_extra_info("peername")))
+                strangers.failed(source, code, why, clock())
+            _drop(self, why, quiet=stranger, graceful=graceful)
 
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             await asyncio.wait(
@@ -96,11 +151,24 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
 def client_connection_class() -> type[ClientConnection]:
     """A ``ClientConnection`` (our dials) that bounds its writes as the server side does."""
     from websockets.asyncio.client import ClientConnection
+    from websockets.frames import Opcode
 
     class GuardedClientConnection(ClientConnection):
+        pings = _PingBudget()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.pings = _PingBudget()
+
+        def process_event(self, event: Any) -> None:
+            super().process_event(event)
+            if getattr(event, "opcode", None) is Opcode.PING and not self.pings.allow(self.loop.time()):
+                _drop(self, "it sends WebSocket pings past the budget", quiet=False)
+
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            _check_write_buffer(self, WRITE_BUFFER)
+            if _write_buffer(self) > WRITE_BUFFER:
+                _drop(self, f"{_write_buffer(self)} bytes wait to be written (it does not read)", quiet=False)
 
     return GuardedClientConnection
 
@@ -138,16 +206,41 @@ def raise_open_file_limit() -> tuple[int, int] | None:
 # -- private ------------------------------------------------------------------------------------
 
 
-def _check_write_buffer(conn: Any, bound: int) -> None:
+class _PingBudget:
+    """A token bucket of WebSocket pings (PING_BURST, refilled at PINGS_PER_SECOND)."""
+
+    def __init__(self) -> None:
+        self.tokens = float(PING_BURST)
+        self.at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(float(PING_BURST), self.tokens + (now - self.at) * PINGS_PER_SECOND)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def _write_buffer(conn: Any) -> int:
+    transport = conn.transport
+    if transport is None or transport.is_closing():
+        return 0
+    return int(transport.get_write_buffer_size())
+
+
+def _drop(conn: Any, why: str, *, quiet: bool, graceful: bool = False) -> None:
+    """Abort the connection (or close it, flushing what we wrote, when ``graceful``); a stranger's
+    is a debug line (they are counted), a member's is news."""
     transport = conn.transport
     if transport is None or transport.is_closing():
         return
-    size = transport.get_write_buffer_size()
-    if size > bound:
-        log.info(
-            "closed the connection with %s: %d bytes waiting to be written, over %d (it does not read)",
-            _address(transport.get_extra_info("peername")), size, bound,
-        )
+    log.log(logging.DEBUG if quiet else logging.INFO, "dropped the connection with %s: %s",
+            _address(transport.get_extra_info("peername")), why)
+    if graceful:
+        transport.close()
+    else:
         transport.abort()
 
 

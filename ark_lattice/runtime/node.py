@@ -221,7 +221,9 @@ class NodeRuntime:
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
         store = self.node.store
         connections = self.federation.connections()
-        errors = await tail.last_errors(store, (c["peer"] or c["remote"] for c in connections))
+        # Authenticated peers only: a stranger's failures are summarised per address, and a
+        # crowd of strangers must not cost a query each.
+        errors = await tail.last_errors(store, (c["peer"] for c in connections if c["peer"]))
         for conn in connections:
             last = errors.get(conn["peer"] or conn["remote"], {})
             conn["last_error"], conn["last_error_at"] = last.get("error"), last.get("at")
@@ -237,6 +239,7 @@ class NodeRuntime:
             "peers": await store.peer_count(),
             "events": await store.event_count(),
             "connections": connections,
+            "strangers": self.federation.strangers.connected,  # unauthenticated connections now
             "auto_sync": self.federation.auto_sync,
             "sync_interval": self.federation.sync_interval,
             "isolated": self.federation.isolated,

@@ -52,6 +52,9 @@ OFFLOAD_BYTES = 64 * 1024  # frames this big are verified on a worker thread
 READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: back-pressure
 INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops the readers
 INGEST_BATCH = 16  # batches the writer stores in one transaction
+# ... and at most about this many packets: a transaction holds the store (a status read waits for
+# it), so it stays short enough for the node to answer within a second while it syncs.
+INGEST_PACKETS = 2048
 AUDIT_FLUSH_SECONDS = 0.25
 STOP_GRACE = 5.0  # seconds the links get to say goodbye at shutdown
 
@@ -542,7 +545,10 @@ class Federation(Driver):
         """The ingest writer: store received packets in batches, then carry out what follows."""
         while True:
             batch = [await self._ingest.get()]
-            while not self._ingest.empty() and len(batch) < INGEST_BATCH:
+            while (
+                not self._ingest.empty() and len(batch) < INGEST_BATCH
+                and sum(len(item.packets) for item in batch) < INGEST_PACKETS
+            ):
                 batch.append(self._ingest.get_nowait())
             try:
                 follow = await self.effects.ingest(batch, self.clock())
