@@ -75,6 +75,7 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
     class GuardedServerConnection(ServerConnection):
         pings = _PingBudget()
         stranger_bytes = 0
+        failure_counted = False
 
         def process_event(self, event: Any) -> None:
             super().process_event(event)
@@ -131,6 +132,7 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
             if stranger and not self.transport.is_closing():
                 source = source_of(_address(self.transport.get_extra_info("peername")))
                 strangers.failed(source, code, why, clock())
+                self.failure_counted = True  # the link's reader reports a plain loss (peering.py)
             _drop(self, why, quiet=stranger, graceful=graceful)
 
         async def handshake(self, *args: Any, **kwargs: Any) -> None:

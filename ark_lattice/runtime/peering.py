@@ -490,7 +490,9 @@ class Federation(Driver):
                 link.messages.append(message)
                 link.ready.set()
         except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == 1009:  # websockets enforced max_size
+            if getattr(link.ws, "failure_counted", False):
+                pass  # runtime/guard.py dropped it and counted why: a plain end here
+            elif exc.sent is not None and exc.sent.code == 1009:  # websockets enforced max_size
                 end = _End(too_large=True)
             elif exc.rcvd is not None:
                 end = _End(peer_code=exc.rcvd.reason)

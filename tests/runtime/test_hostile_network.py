@@ -7,6 +7,7 @@ loopback addresses where the host has them. Bounded: the attack runs until the h
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sqlite3
 import time
@@ -183,3 +184,12 @@ def _summary_codes(home: Path) -> dict | None:
         if kind == "protocol.error" and data.get("summary"):
             codes.update(data["codes"])
     return codes or None
+
+
+def test_bench_sync_under_attack_reports_the_attacked_over_clean_ratio():
+    result = run_cli(None, "bench", "sync", "--under-attack", "--packets", "300", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["name"] == "sync.under_attack" and row["unit"] == "packets/s"
+    assert row["bound"] > 0 and row["value"] > 0 and row["ratio"] == round(row["value"] / row["bound"], 4)
+    assert b"Traceback" not in result.stderr
