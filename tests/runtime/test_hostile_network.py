@@ -186,8 +186,9 @@ def _summary_codes(home: Path) -> dict | None:
     return codes or None
 
 
-def test_bench_sync_under_attack_reports_the_attacked_over_clean_ratio():
-    result = run_cli(None, "bench", "sync", "--under-attack", "--packets", "300", "--json", timeout=300)
+def test_bench_sync_under_attack_reports_the_attacked_over_clean_ratio(homes):
+    args = ("bench", "sync", "--under-attack", "--packets", "300", "--json")
+    result = run_cli(homes("bench"), *args, timeout=300)
     assert result.returncode == 0, result.stderr
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["name"] == "sync.under_attack" and row["unit"] == "packets/s"
