@@ -171,10 +171,11 @@ class SessionConfig:
 
 
 #: Before a session is authenticated, the largest WebSocket message it accepts is the handshake
-#: message it waits for (handshake.py: msg1 48, msg2 197, msg3 165 bytes), so a stranger without the federation
-#: key never makes us buffer more than that. A responder that accepted msg1 (proof of the key) may
-#: also get the initiator's manifest frame right behind msg3, before it has processed msg3: room
-#: for that one frame (a signed manifest at its largest, its CBOR framing and the AEAD tag).
+#: message it waits for (handshake.py: msg1 48, msg2 197, msg3 165 bytes), so a stranger without
+#: the federation key never makes us buffer more than that. A responder that accepted msg1 (proof
+#: of the key) may also get the initiator's manifest frame right behind msg3, before it has
+#: processed msg3: room for that one frame (a signed manifest at its largest, its CBOR framing and
+#: the AEAD tag).
 SETUP_FRAME_LIMIT = MAX_SIGNED_MANIFEST + 64 + TAG_SIZE
 
 
