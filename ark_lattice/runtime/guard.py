@@ -43,6 +43,7 @@ __all__ = [
     "server_connection_class",
     "client_connection_class",
     "raise_open_file_limit",
+    "install_exception_handler",
     "set_receive_limit",
 ]
 
@@ -173,6 +174,32 @@ def client_connection_class() -> type[ClientConnection]:
                 _drop(self, f"{_write_buffer(self)} bytes wait to be written (it does not read)", quiet=False)
 
     return GuardedClientConnection
+
+
+OUT_OF_FILES_EVERY = 60.0  # seconds between two log lines about running out of descriptors
+
+
+def install_exception_handler(loop: asyncio.AbstractEventLoop, clock: Callable[[], float]) -> None:
+    """Say "out of file descriptors" in one line a minute at most (asyncio's accept loop already
+    waits a second before it accepts again); anything else goes to asyncio's own handler, whose
+    log logfile.py tames."""
+    last: list[float] = [float("-inf"), 0]  # when we last said it, failures since
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if context.get("message") == "socket.accept() out of system resource" and isinstance(exc, OSError):
+            now = clock()
+            last[1] += 1
+            if now - last[0] >= OUT_OF_FILES_EVERY:
+                log.warning(
+                    "cannot accept connections: %s (%d times since the last report); "
+                    "trying again each second", exc.strerror or exc, last[1],
+                )
+                last[0], last[1] = now, 0
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 def set_receive_limit(ws: Any, limit: int) -> None:

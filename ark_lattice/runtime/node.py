@@ -114,8 +114,9 @@ class NodeRuntime:
         if self.metrics_server is not None:
             await self.metrics_server.start()  # first: an address it cannot bind stops us before peers see us
 
-        from ark_lattice.runtime.guard import raise_open_file_limit
+        from ark_lattice.runtime.guard import install_exception_handler, raise_open_file_limit
 
+        install_exception_handler(asyncio.get_running_loop(), time.monotonic)
         if (raised := raise_open_file_limit()) is not None:
             log.info("open file limit raised from %d to %d", *raised)
         try:

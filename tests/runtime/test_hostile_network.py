@@ -17,7 +17,7 @@ import cbor2
 
 from ark_lattice.bench.attack import Attack, AttackPlan
 from ark_lattice.errors import NodeNotRunning
-from ark_lattice.processes import run_cli, wait_for
+from ark_lattice.processes import NodeProcess, run_cli, wait_for
 from ark_lattice.protocol.strangers import StrangerBudget
 from ark_lattice.runtime.control import call
 
@@ -194,3 +194,44 @@ def test_bench_sync_under_attack_reports_the_attacked_over_clean_ratio(homes):
     assert row["name"] == "sync.under_attack" and row["unit"] == "packets/s"
     assert row["bound"] > 0 and row["value"] > 0 and row["ratio"] == round(row["value"] / row["bound"], 4)
     assert b"Traceback" not in result.stderr
+
+
+def test_out_of_file_descriptors_the_node_backs_off_with_one_line_and_recovers(homes):
+    """Under a hard open-file limit it cannot raise, strangers from many addresses exhaust the
+    descriptors: accept() fails with EMFILE, which costs one log line (rate-limited), never a
+    traceback, and the node serves again once they leave."""
+    from ark_lattice.bench.attack import _usable_sources
+
+    sources = [s for s in _usable_sources(8) if s is not None]
+    if len(sources) < 6:
+        import pytest
+
+        pytest.skip("needs loopback addresses beyond 127.0.0.1")
+    init_federation(homes, "f")
+    home = homes("f")
+    node = NodeProcess(home, prefix=("prlimit", "--nofile=96:96"))
+    try:
+        port = _port(node.url)
+        held: list[socket.socket] = []
+        for source in sources:  # 16 per address (the cap), more than the 96 descriptors in all
+            for _ in range(StrangerBudget().per_source):
+                s = socket.socket()
+                s.bind((source, 0))
+                s.settimeout(5)
+                try:
+                    s.connect(("127.0.0.1", port))
+                except OSError:
+                    s.close()
+                    continue
+                held.append(s)
+        wait_for(lambda: "cannot accept connections" in node.output(), timeout=30, what="accept() to fail")
+        for s in held:
+            s.close()
+        wait_for(lambda: node.current_status() is not None, timeout=30, what="the node to answer again")
+        assert node.stop() == 0
+    finally:
+        node.close(grace=0)
+    output = node.output()
+    assert "Traceback" not in output, output[-2000:]
+    assert output.count("cannot accept connections: Too many open files") == 1, output[-2000:]
+    assert "out of system resource" not in output
