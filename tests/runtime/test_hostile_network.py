@@ -235,3 +235,51 @@ def test_out_of_file_descriptors_the_node_backs_off_with_one_line_and_recovers(h
     assert "Traceback" not in output, output[-2000:]
     assert output.count("cannot accept connections: Too many open files") == 1, output[-2000:]
     assert "out of system resource" not in output
+
+
+def test_a_peer_whose_connection_died_is_never_refused_as_a_duplicate(homes, start_node):
+    """The peer's old connection dies (never opened, or open) and it redials at once with the
+    same identity: the node replaces its half of the old session instead of refusing the new one."""
+    from ark_lattice.identity import Identity
+    from ark_lattice.protocol.events import PeerAuthenticated
+    from ark_lattice.protocol.session import Role, Session
+
+    from test_hostile_peers import RoguePeer
+
+    init_federation(homes, "d")
+    node = start_node(homes("d"))
+    key = (homes("d") / "federation.key").read_bytes()
+    identity = Identity.generate()
+
+    async def half_open() -> None:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(node.url, max_size=None, ping_interval=None)
+        now = time.time()
+        session = Session(identity, key, Role.INITIATOR, RoguePeer(key, identity).manifest, now=now)
+        for data in session.data_to_send():  # msg1
+            await ws.send(data)
+        reply = await asyncio.wait_for(ws.recv(), 10)  # msg2
+        assert isinstance(reply, bytes)
+        session.receive_data(reply, time.time())
+        assert any(isinstance(e, PeerAuthenticated) for e in session.events())
+        for data in session.data_to_send():  # msg3, and never our manifest: it never opens
+            await ws.send(data)
+        await asyncio.wait_for(ws.recv(), 10)  # the node's manifest: it holds the session now
+        ws.transport.abort()  # the connection dies without a word
+
+    async def go() -> list[str]:
+        opened = []
+        await half_open()
+        peer = await asyncio.wait_for(RoguePeer(key, identity).connect(node.url), 15)
+        opened.append(peer.session.state.value)
+        peer.ws.transport.abort()  # an open session's connection dies too
+        again = await asyncio.wait_for(RoguePeer(key, identity).connect(node.url), 15)
+        opened.append(again.session.state.value)
+        await again.ws.close()
+        return opened
+
+    assert asyncio.run(go()) == ["open", "open"]
+    assert node.stop() == 0
+    codes = [e[2].get("code") for e in _events(homes("d")) if e[0] == "protocol.error"]
+    assert "duplicate_session" not in codes
