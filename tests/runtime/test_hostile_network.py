@@ -283,3 +283,27 @@ def test_a_peer_whose_connection_died_is_never_refused_as_a_duplicate(homes, sta
     assert node.stop() == 0
     codes = [e[2].get("code") for e in _events(homes("d")) if e[0] == "protocol.error"]
     assert "duplicate_session" not in codes
+
+
+def test_before_the_handshake_a_message_over_the_size_of_msg1_is_refused_unread(homes, start_node):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from ark_lattice.protocol.handshake import MSG1_SIZE
+
+    init_federation(homes, "m")
+    node = start_node(homes("m"))
+
+    async def send(size: int) -> int | None:
+        async with connect(node.url, max_size=None, ping_interval=None) as ws:
+            await ws.send(bytes(size))
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+
+    # One byte over msg1 is refused by its length (1009); msg1's size is read (and fails its tag).
+    assert asyncio.run(send(MSG1_SIZE + 1)) == 1009
+    assert asyncio.run(send(MSG1_SIZE)) == 4000
+    assert node.stop() == 0
