@@ -28,6 +28,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Attack:
     """Runs an :class:`AttackPlan` against ``host:port`` until :meth:`stop`.
 
     :meth:`start` runs it in a child process (``python -m ark_lattice.bench.attack``), so the
-    attackers' CPU and GIL are not the measuring process's; :meth:`run_here` runs it in this one.
+    attackers' CPU and GIL are not the measuring process's (the child runs :meth:`run_here`).
     """
 
     def __init__(
@@ -63,22 +64,30 @@ class Attack:
         self.federation_key = federation_key
         self.counts: Counter[str] = Counter()
         self._child: subprocess.Popen[bytes] | None = None
+        self._stopped = False
         self._sources = _usable_sources(self.plan.sources)
 
     def start(self) -> Attack:
         """Start the attack in a child process; it reports its counts when :meth:`stop` asks."""
         doc = {"host": self.host, "port": self.port, "plan": dataclasses.asdict(self.plan),
                "key": self.federation_key.hex() if self.federation_key else None}
+        # stderr to a file, never a pipe nobody reads while it runs: a full pipe would stop it.
+        self._stderr = tempfile.TemporaryFile()
         child = subprocess.Popen(
             [sys.executable, "-m", "ark_lattice.bench.attack", json.dumps(doc)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
         )
         self._child = child
-        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout is not None
         if child.stdout.readline().strip() != b"started":
             child.kill()
-            raise RuntimeError(f"the attack did not start: {child.stderr.read().decode()[-2000:]}")
+            child.wait()
+            raise RuntimeError(f"the attack did not start: {self._stderr_text()[-2000:]}")
         return self
+
+    def _stderr_text(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
     def counts_now(self) -> Counter[str]:
         """The child's counts so far (asks it; only while started)."""
@@ -95,8 +104,13 @@ class Attack:
             assert child.stdin is not None and child.stdout is not None
             child.stdin.close()
             out = child.stdout.read()
-            child.wait(30)
-            err = child.stderr.read().decode(errors="replace") if child.stderr else ""
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            err = self._stderr_text()
+            self._stderr.close()
             self.counts = Counter(json.loads(out.splitlines()[-1])) if out.strip() else Counter()
             if err.strip():
                 self.counts["stderr " + err[-200:]] += 1
@@ -105,7 +119,8 @@ class Attack:
         return self.counts
 
     def run_here(self) -> None:
-        """Run the attack on this thread until stdin closes (the child's main)."""
+        """Run the attack on this thread until stdin closes, then print the counts and end the
+        process (the child's main)."""
         asyncio.run(self._main())
 
     def __enter__(self) -> Attack:
@@ -132,14 +147,21 @@ class Attack:
             if not line:
                 break
             print(json.dumps(dict(self.counts)), flush=True)
+        self._stopped = True
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bounded: on Python 3.11 a cancellation can be lost in asyncio.wait_for, and a loop that
+        # lost it goes round until _stopped is seen.
+        await asyncio.wait(tasks, timeout=5)
+        # The child's last word is its counts; then it ends at once, whatever an attacker still
+        # holds (a lost cancellation, the stdin thread): asyncio.run's shutdown would wait for it.
+        print(json.dumps(dict(self.counts)), flush=True)
+        os._exit(0)
 
     async def _forever(self, job: object, n: int) -> None:
         assert callable(job)
         source = self._sources[n % len(self._sources)]
-        while True:
+        while not self._stopped:
             try:
                 await job(source)
             except asyncio.CancelledError:
@@ -266,8 +288,7 @@ def main() -> None:
     doc = json.loads(sys.argv[1])
     key = bytes.fromhex(doc["key"]) if doc["key"] else None
     attack = Attack(doc["host"], int(doc["port"]), AttackPlan(**doc["plan"]), federation_key=key)
-    attack.run_here()
-    print(json.dumps(dict(attack.counts)), flush=True)
+    attack.run_here()  # ends the process when stdin closes
 
 
 def _frame(opcode: int, payload: bytes, *, announced: int | None = None) -> bytes:
