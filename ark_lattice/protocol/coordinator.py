@@ -631,7 +631,9 @@ class Coordinator:
         if isinstance(event, ev.Audited):
             return [Audit(event.records)]
         if isinstance(event, ev.Misbehaviour):
-            if link.peer is None:  # a stranger: counted and summarised, never one event each
+            if link.peer is None and link.role is Role.RESPONDER:
+                # A stranger that connected to us: counted and summarised, never one event each.
+                # (A node we dialled is audited as before: our dials are paced and backed off.)
                 self.strangers.failed(source_of(link.remote), event.code, event.reason, now)
                 return self._stranger_summaries(now)
             subject = link.peer or link.remote
@@ -649,7 +651,8 @@ class Coordinator:
                      link.peer and link.peer[:8], event.offered, event.wanted)
             return []
         if isinstance(event, ev.Closed):
-            if link.peer is None and event.code == ErrorCode.TIMEOUT:  # a silent or slow stranger
+            if link.peer is None and link.role is Role.RESPONDER and event.code == ErrorCode.TIMEOUT:
+                # A silent or slow stranger.
                 self.strangers.failed(source_of(link.remote), event.code, event.reason, now)
                 return self._closed(link, event, now) + self._stranger_summaries(now)
             return self._closed(link, event, now)

@@ -428,6 +428,11 @@ def test_misbehaviour_is_a_strike_against_a_peer_and_a_summary_about_a_stranger(
     core.session_events(slow, [Closed(ErrorCode.TIMEOUT, "session setup took too long", False)], T0 + 61)
     (final,) = of(core.stop(T0 + interval + 2), AuditStrangers)
     assert [r["codes"] for r in final.records] == [{"timeout": 1}]
+    # A node we dialled that fails before the handshake is audited as before, one event a dial.
+    dialled, _session = core.open_link(INITIATOR, "ws://10.9.9.8:4000", T0 + interval + 3, url="ws://10.9.9.8:4000")
+    assert core.session_events(dialled, [bad], T0 + interval + 3) == [
+        Strike(dialled, None, "ws://10.9.9.8:4000", ErrorCode.MALFORMED, "garbage", True)
+    ]
     link = session_with(core, PEERS[0], CORE)
     forged = Misbehaviour(ErrorCode.BAD_SIGNATURE, "packet 1", fatal=False)
     assert core.session_events(link, [forged], T0) == [
@@ -1510,7 +1515,8 @@ class Model:
         link = self.pick(self.where(lambda s: not s.closed))
         event = Closed(self.pick(CLOSE_CODES), "closed", self.draw(st.booleans()))
         actions = self.core.session_events(link, [event], self.now)
-        if self.links[link].peer is None and event.code == ErrorCode.TIMEOUT:
+        seen = self.links[link]
+        if seen.peer is None and seen.role is RESPONDER and event.code == ErrorCode.TIMEOUT:
             # A stranger's setup that timed out: counted, and summarised (strangers.py).
             assert all(isinstance(a, AuditStrangers | WakeAt) for a in actions)
         else:
@@ -1529,12 +1535,12 @@ class Model:
         link = self.pick(self.where(lambda s: True))
         seen = self.links[link]
         actions = self.core.session_events(link, [Misbehaviour(ErrorCode.MALFORMED, "x", False)], self.now)
-        if seen.peer is None:  # a stranger: summarised, never a strike (strangers.py)
+        if seen.peer is None and seen.role is RESPONDER:  # a stranger: summarised (strangers.py)
             assert all(isinstance(a, AuditStrangers | WakeAt) for a in actions)
             return
         (strike,) = actions
         assert isinstance(strike, Strike) and strike.peer == seen.peer
-        if seen.tier is None:
+        if seen.peer is None or seen.tier is None:
             return
         count = self.draw(st.integers(1, STRIKES_TO_BLOCK + 2))
         actions = self.check(self.core.struck(link, seen.peer, count, seen.tier, strike.code, "x", self.now))
