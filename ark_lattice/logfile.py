@@ -53,9 +53,13 @@ __all__ = [
     "last_entries",
     "follow",
     "FOLLOW_POLL",
+    "LIBRARY_LOGGERS",
 ]
 
 LOG_NAME = "node.log"
+LIBRARY_LOGGERS = ("websockets", "asyncio", "zeroconf")
+REPEATS = 5  # records of one library message per REPEAT_WINDOW before the rest are only counted
+REPEAT_WINDOW = 60.0
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 5
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -99,12 +103,22 @@ def setup(log_dir: Path, *, level: int = logging.INFO, fmt: LogFormat = LogForma
         log_dir / LOG_NAME, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
     )
     rotating.setFormatter(formatter)
+    tame = _Tame()
+    for handler in (console, rotating):
+        handler.addFilter(tame)
     root = logging.getLogger("ark_lattice")
     for old in root.handlers:
         old.close()
     root.handlers[:] = [console, rotating]
     root.setLevel(level)
     root.propagate = False
+    # The libraries' loggers write to the same places (not Python's last-resort stderr), at
+    # WARNING and above: what a peer makes them say is one line, and a repeat is rate-limited.
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers[:] = [console, rotating]
+        library.setLevel(max(level, logging.WARNING))
+        library.propagate = False
 
 
 def parse_level(name: str) -> int:
@@ -258,6 +272,53 @@ def _parse_line(line: str) -> LogEntry | None:
 
 def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class _Tame(logging.Filter):
+    """What the libraries log reaches the log as one line each, at a bounded rate.
+
+    A peer can make websockets, asyncio or zeroconf log as often as it can connect (a refused
+    handshake, a failed accept): their tracebacks are not ours to debug, so a record's exception
+    becomes ``(Type: message)`` at the end of its line, and past :data:`REPEATS` records of one
+    message (logger and format string) in :data:`REPEAT_WINDOW` seconds the rest are counted and
+    said in one line with the next that passes. The node's own records pass unchanged. A record
+    goes through both handlers: the verdict is taken once and kept on it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[tuple[str, str], tuple[float, int, int]] = {}  # (start, passed, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verdict = getattr(record, "_ark_tame", None)
+        if verdict is None:
+            verdict = self._judge(record)
+            record._ark_tame = verdict
+        return bool(verdict)
+
+    def _judge(self, record: logging.LogRecord) -> bool:
+        if record.name == "ark_lattice" or record.name.startswith("ark_lattice."):
+            return True
+        key = (record.name, str(record.msg))  # the format string: one message, whatever its args
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})".replace("\n", " ")
+            record.args = None
+            record.exc_info = record.exc_text = None
+        record.stack_info = None
+        start, passed, dropped = self._seen.get(key, (record.created, 0, 0))
+        if record.created - start >= REPEAT_WINDOW:
+            start, passed = record.created, 0
+        if passed >= REPEATS:
+            self._seen[key] = (start, passed, dropped + 1)
+            return False
+        if dropped:
+            record.msg = f"{record.getMessage()} [{dropped} more like it not logged]"
+            record.args = None
+        self._seen[key] = (start, passed + 1, 0)
+        if len(self._seen) > 1024:  # messages that vary (an address in the text): forget the oldest
+            del self._seen[next(iter(self._seen))]
+        return True
 
 
 class _TextFormatter(logging.Formatter):

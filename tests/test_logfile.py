@@ -132,3 +132,38 @@ def test_the_follower_goes_on_across_rotation_and_truncation(tmp_path):
     assert [e.message for e in logfile.parse_lines(follower.read())] == ["after truncation"]
     follower.close()
 
+
+
+def test_library_loggers_reach_the_log_as_one_line_each_at_a_bounded_rate(tmp_path) -> None:
+    import io
+    import logging
+
+    from ark_lattice import logfile
+
+    logfile.setup(tmp_path, level=logging.INFO)
+    console = io.StringIO()
+    library = logging.getLogger("websockets.server")
+    handlers = logging.getLogger("websockets").handlers
+    assert logging.getLogger("asyncio").handlers == handlers == logging.getLogger("ark_lattice").handlers
+    handlers[0].setStream(console)  # type: ignore[attr-defined]
+    try:
+        raise AssertionError("internal state")
+    except AssertionError:
+        for n in range(200):  # a peer makes the library say the same thing, fast
+            library.error("unexpected internal error %d", n, exc_info=True)
+    logging.getLogger("ark_lattice.node").warning("ours %d", 1)
+    for handler in handlers:
+        handler.flush()
+    out = console.getvalue()
+    assert "Traceback" not in out
+    lines = out.splitlines()
+    library_lines = [line for line in lines if "websockets.server" in line]
+    assert len(library_lines) == logfile.REPEATS
+    assert library_lines[0].endswith("unexpected internal error 0 (AssertionError: internal state)")
+    assert any("ours 1" in line for line in lines)
+    written = (tmp_path / logfile.LOG_NAME).read_text()
+    assert "Traceback" not in written and written.count("websockets.server") == logfile.REPEATS
+    for handler in handlers:
+        handler.close()
+    for name in ("ark_lattice", *logfile.LIBRARY_LOGGERS):
+        logging.getLogger(name).handlers[:] = []

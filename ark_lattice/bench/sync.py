@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ark_lattice.bench import SILENT, Measurement, Progress
+from ark_lattice.bench.attack import Attack, AttackPlan
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
 from ark_lattice.packet import Packet
@@ -125,6 +126,57 @@ def run(count: int = 20_000, body_size: int = 1024, *, progress: Progress = SILE
     ]
 
 
+ATTACK_ORDER = (False, True, True, False)  # clean, attacked, attacked, clean: the order favours neither
+
+
+def run_under_attack(
+    count: int = 20_000, body_size: int = 1024, *, progress: Progress = SILENT
+) -> list[Measurement]:
+    """``bench sync --under-attack``: the same sync, clean and while strangers and a keyed member
+    attack the node being synced from (bench/attack.py); the ratio attacked/clean (goal >= 0.7)."""
+    from ark_lattice.bench.attack import AttackPlan
+
+    with tempfile.TemporaryDirectory(prefix="ark-bench-") as tmp:
+        root = Path(tmp)
+        progress.update(total=1 + len(ATTACK_ORDER), description=f"signing and storing {count:,} packets")
+        a_home, b_home, _ = asyncio.run(_prepare(root, count, body_size))
+        progress.advance()
+        seconds: dict[bool, float] = {False: 0.0, True: 0.0}
+        attacks: list[dict[str, int]] = []
+        for i, attacked in enumerate(ATTACK_ORDER):
+            label = "sync under attack" if attacked else "sync"
+
+            def synced_so_far(held: int, label: str = label) -> None:
+                progress.update(description=f"{label}: {held:,}/{count:,} packets")
+
+            run_root = root / f"run{i}"
+            a_run, b_run = Home(run_root / "a"), Home(run_root / "b")
+            shutil.copytree(a_home.root, a_run.root)
+            shutil.copytree(b_home.root, b_run.root)
+            counts: dict[str, int] = {}
+            seconds[attacked] += _timed_sync(
+                a_run, b_run, count, synced_so_far, attack=AttackPlan() if attacked else None, counts=counts
+            )
+            if attacked:
+                attacks.append(counts)
+            shutil.rmtree(run_root)
+            progress.advance()
+    clean = count * ATTACK_ORDER.count(False) / seconds[False]
+    under = count * ATTACK_ORDER.count(True) / seconds[True]
+    connections = sum(a.get("connections", 0) for a in attacks) // max(1, len(attacks))
+    plan = AttackPlan()
+    return [
+        Measurement(
+            "sync.under_attack", under, "packets/s", bound=clean,
+            note=f"{count} packets of {body_size} B between two processes while {plan.parked} parked "
+            f"big frames, {plan.silent} silent sockets, {plan.pingers} ping floods, {plan.churners} "
+            f"keyless handshakes and {plan.members} keyed member sending tampered frames hit the node "
+            f"synced from (about {connections} connections per run); bound: the same sync without them "
+            "in the same run (clean, attacked, attacked, clean); goal ratio >= 0.7",
+        ),
+    ]
+
+
 def run_with_policy(
     policy_text: str,
     count: int = 20_000,
@@ -144,6 +196,8 @@ def _timed_sync(
     synced_so_far: Callable[[int], None] | None = None,
     *,
     metrics: bool = False,
+    attack: AttackPlan | None = None,
+    counts: dict[str, int] | None = None,
 ) -> float:
     """Seconds from B dialling A until B holds ``count`` packets.
 
@@ -159,6 +213,11 @@ def _timed_sync(
         a.wait_started()
         b.wait_started()
         endpoint = call(b_home.control_path, "metrics")["endpoint"] if metrics else None
+        attacker = None
+        if attack is not None:  # strangers and a keyed member on the node B syncs from
+            key = (a_home.root / "federation.key").read_bytes()
+            attacker = Attack("127.0.0.1", int(a.url.rsplit(":", 1)[1]), attack, federation_key=key).start()
+            wait_for(lambda: attacker.counts_now()["connections"] >= 50, timeout=60, what="the attack")
         scraped = [time.perf_counter()]
         started = time.perf_counter()
         call(b_home.control_path, "add_peer", {"url": a.url})
@@ -176,5 +235,11 @@ def _timed_sync(
             return bool(status["packets"] >= count)
 
         # Polled every 20 ms at most: the poll's granularity is part of the measured time.
-        wait_for(synced, timeout=900, what="the sync", max_interval=0.02)
-        return time.perf_counter() - started
+        try:
+            wait_for(synced, timeout=900, what="the sync", max_interval=0.02)
+            return time.perf_counter() - started
+        finally:
+            if attacker is not None:
+                final = attacker.stop()
+                if counts is not None:
+                    counts.update(final)

@@ -64,6 +64,13 @@ def sync(
     ctx: typer.Context,
     packets: Annotated[int, typer.Option(min=100, help="Packets to sync.")] = 20_000,
     body_size: Annotated[int, typer.Option(min=1, max=1 << 20, help="Body bytes per packet.")] = 1024,
+    under_attack: Annotated[
+        bool,
+        typer.Option(
+            "--under-attack",
+            help="Instead: the same sync while hostile clients hit the node, against it clean (ratio).",
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Two real nodes sync over loopback: packets/s against the raw ingest bound."""
@@ -71,7 +78,10 @@ def sync(
     from ark_lattice.cli.progress import progress_bar
 
     with progress_bar("bench sync", quiet=json_) as bar:
-        rows = bench_sync.run(packets, body_size, progress=bar)
+        if under_attack:
+            rows = bench_sync.run_under_attack(packets, body_size, progress=bar)
+        else:
+            rows = bench_sync.run(packets, body_size, progress=bar)
     report(ctx.obj, rows, json_)
 
 

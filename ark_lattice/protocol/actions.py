@@ -68,6 +68,7 @@ __all__ = [
     "RecordQuarantine",
     "LoadGovernance",
     "Adopt",
+    "AuditStrangers",
 ]
 
 LinkId = int  # the coordinator's name for one connection, never reused
@@ -327,6 +328,14 @@ class Adopt:
     reason: str
 
 
+@dataclass(frozen=True)
+class AuditStrangers:
+    """Write these summaries of pre-handshake failures (protocol/strangers.py), one
+    ``protocol.error`` event each, about ``record["subject"]`` (an address, or ``*``)."""
+
+    records: tuple[Mapping[str, Any], ...]
+
+
 Action = (
     Dial
     | WakeAt
@@ -363,5 +372,6 @@ Action = (
     | RecordCosignature
     | LoadGovernance
     | Adopt
+    | AuditStrangers
 )
 

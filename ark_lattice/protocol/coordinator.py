@@ -46,6 +46,7 @@ from ark_lattice.protocol.actions import (
     Adopt,
     AnswerQuery,
     Audit,
+    AuditStrangers,
     Close,
     Dial,
     Ingest,
@@ -90,6 +91,7 @@ from ark_lattice.protocol.governance import (
 )
 from ark_lattice.protocol.intake import Admission, Intake
 from ark_lattice.protocol.session import Role, Session, SessionConfig
+from ark_lattice.protocol.strangers import Strangers, source_of
 from ark_lattice.protocol.witnessing import (
     NOT_FOLLOWED,
     RecordCosignature,
@@ -145,15 +147,25 @@ class DialPolicy:
 
 
 def keep_existing_session(
-    my_id: NodeId, peer: NodeId, existing_role: Role, new_role: Role, *, existing_open: bool = True
+    my_id: NodeId,
+    peer: NodeId,
+    existing_role: Role,
+    new_role: Role,
+    *,
+    existing_open: bool = True,
+    existing_gone: bool = False,
 ) -> bool:
     """When two connections reach the same peer, which one both sides keep.
 
+    An existing session whose transport is gone (the reader saw the connection end before its
+    owner got to it) is never kept: it can carry nothing, and keeping it would refuse the peer.
     Both nodes dialled each other (different roles): keep the session the smaller node id
     initiated; both sides evaluate this with the same inputs mirrored, so they keep the same one.
     The peer dialled again (same role): keep the existing session only if it is open — one that
     never opened is one the peer has given up on, and keeping it would refuse every redial.
     """
+    if existing_gone:
+        return False
     if existing_role is new_role:
         return existing_open
     smaller_is_me = my_id.key < peer.key
@@ -175,6 +187,7 @@ class _Link:
     open: bool = False
     closed: bool = False
     sends: bool = False  # both sides' terms let packets (and alerts) flow from us to the peer
+    gone: bool = False  # the driver saw the transport end; the session may not know yet
     digested: set[bytes] = field(default_factory=set)  # recent alert ids this link was told of
 
 
@@ -220,6 +233,9 @@ class Coordinator:
     auto_sync: bool = True
     dial_policy: DialPolicy = field(default_factory=DialPolicy)
     alert_hops: int | None = None  # None: from the federation's size as we know it (hop_limit)
+    # Unauthenticated connections and their failures, summarised (protocol/strangers.py); the
+    # driver shares it, since it counts connections before a session exists.
+    strangers: Strangers = field(default_factory=Strangers)
 
     def __post_init__(self) -> None:
         self.node_id = self.identity.node_id
@@ -252,7 +268,11 @@ class Coordinator:
     def stop(self, now: float) -> list[Action]:
         """No more dials; every live session is told we are leaving."""
         self._closing = True
-        return [Close(link.id, ErrorCode.SHUTDOWN, "node shutting down") for link in self._live()]
+        actions: list[Action] = [
+            Close(link.id, ErrorCode.SHUTDOWN, "node shutting down") for link in self._live()
+        ]
+        summaries = self.strangers.flush(now)
+        return actions + ([AuditStrangers(tuple(summaries))] if summaries else [])
 
     def set_auto_sync(self, enabled: bool, interval: float | None, now: float) -> list[Action]:
         self.auto_sync = enabled
@@ -293,6 +313,15 @@ class Coordinator:
             target.last_error = reason
             self._backoff(target, now, blocked=False)
         return self.wake(now)
+
+    def transport_gone(self, link_id: LinkId) -> None:
+        """The driver saw the link's connection end (its session may not have been told yet).
+
+        From now on the link never blocks a new session with the same peer (keep_existing_session).
+        """
+        link = self._links.get(link_id)
+        if link is not None:
+            link.gone = True
 
     def link_ended(self, link_id: LinkId, now: float) -> list[Action]:
         """The driver let go of the link (its session closed and the transport is gone)."""
@@ -685,6 +714,9 @@ class Coordinator:
             actions += self.sync_now(now)
         for peer in self.quarantines.expired(now):
             actions += self.lift_quarantine(peer, now, reason="expired without proof")[:-1]
+        summaries = self.strangers.due(now)
+        if summaries:
+            actions.append(AuditStrangers(tuple(summaries)))
         if self._last_digest is None or now - self._last_digest >= ALERT_DIGEST_SECONDS:
             actions += self._digests(now)
         actions += self._next_wake(now)
@@ -773,6 +805,13 @@ class Coordinator:
         if isinstance(event, ev.Audited):
             return [Audit(event.records)]
         if isinstance(event, ev.Misbehaviour):
+            if link.peer is None and link.role is Role.RESPONDER:
+                # A stranger that connected to us: counted and summarised, never one event each.
+                # (A node we dialled is audited as before: our dials are paced and backed off.)
+                if event.code == ErrorCode.FOREIGN_FEDERATION:
+                    self._foreign_caller(link.remote, now)  # named in status, one log line per host
+                self.strangers.failed(source_of(link.remote), event.code, event.reason, now)
+                return self._stranger_summaries(now)
             subject = link.peer or link.remote
             if event.code == ErrorCode.FOREIGN_FEDERATION and link.role is Role.RESPONDER:
                 self._foreign_caller(link.remote, now)
@@ -791,6 +830,10 @@ class Coordinator:
                      link.peer and link.peer[:8], event.offered, event.wanted)
             return []
         if isinstance(event, ev.Closed):
+            if link.peer is None and link.role is Role.RESPONDER and event.code == ErrorCode.TIMEOUT:
+                # A silent or slow stranger.
+                self.strangers.failed(source_of(link.remote), event.code, event.reason, now)
+                return self._closed(link, event, now) + self._stranger_summaries(now)
             return self._closed(link, event, now)
         if isinstance(event, ev.AlertReceived):
             return self._alert_received(link, event, now)
@@ -805,6 +848,12 @@ class Coordinator:
             return [Want(link.id, tuple(missing))] if missing else []
         return []
 
+    def _stranger_summaries(self, now: float) -> list[Action]:
+        """Summaries due now, and the wake-up for the next (protocol/strangers.py)."""
+        summaries = self.strangers.due(now)
+        actions: list[Action] = [AuditStrangers(tuple(summaries))] if summaries else []
+        return actions + self._next_wake(now)
+
     def _authenticated(self, link: _Link, peer: NodeId) -> list[Action]:
         peer_id = str(peer)
         link.peer = peer_id
@@ -812,19 +861,27 @@ class Coordinator:
         for other in self._live():
             if other is link or other.peer != peer_id:
                 continue
-            if keep_existing_session(self.node_id, peer, other.role, link.role, existing_open=other.open):
+            if keep_existing_session(
+                self.node_id, peer, other.role, link.role, existing_open=other.open, existing_gone=other.gone
+            ):
                 link.closed = True
-                reason = "a session with this peer is already open"
+                reason = (
+                    "a session with this peer is already open" if other.open
+                    else "a session with this peer is being set up"  # both dialled: the tie-break
+                )
                 return [Close(link.id, ErrorCode.DUPLICATE_SESSION, reason)]
             other.closed = True
-            actions.append(Close(other.id, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session"))
+            actions.append(Close(other.id, ErrorCode.DUPLICATE_SESSION, _replaced_because(other, link)))
         actions.append(RecordPeer(link.id, peer_id, link.url))
         return actions
 
     def _closed(self, link: _Link, event: ev.Closed, now: float) -> list[Action]:
         was_open, link.closed, link.open = link.open, True, False
         who = link.peer[:8] if link.peer else link.remote
-        log.info("session with %s closed: %s (%s)", who, event.code, event.reason)
+        # A stranger's close is counted in its summary (strangers.py): one line each would let it
+        # write our log as fast as it connects.
+        level = logging.INFO if link.peer else logging.DEBUG
+        log.log(level, "session with %s closed: %s (%s)", who, event.code, event.reason)
         target = self._targets.get(link.url) if link.url else None
         if target is None or not target.dialling:
             return []
@@ -1130,6 +1187,9 @@ class Coordinator:
         expiry = self.quarantines.next_expiry()
         if expiry is not None:
             times.append(expiry)
+        summary = self.strangers.next_due()
+        if summary is not None:
+            times.append(max(summary, now + 1e-3))  # due now: the wake-up just after writes it
         future = [t for t in times if t > now]
         digest = self._digest_due(now)
         if digest is not None:
@@ -1140,6 +1200,17 @@ class Coordinator:
 
     def _live(self) -> list[_Link]:
         return [link for link in self._links.values() if not link.closed]
+
+
+def _replaced_because(old: _Link, new: _Link) -> str:
+    """The reason a replaced session is closed with: what happened to it, in words."""
+    if old.gone:
+        return "replaced by a newer session: the connection of this one is gone"
+    if old.role is new.role and not old.open:
+        return "replaced by a newer session: this one never opened"
+    if old.role is not new.role:
+        return "replaced by the session the node with the smaller id initiated"
+    return "replaced by a newer session"
 
 
 def _shareable(stored: Sequence[Any]) -> tuple[Packet, ...]:

@@ -55,11 +55,11 @@ from ark_lattice.errors import (
 from ark_lattice.governance.documents import GOVERNANCE_KINDS
 from ark_lattice.hlc import unpack
 from ark_lattice.identity import Identity, NodeId
-from ark_lattice.manifest import SignedManifest
+from ark_lattice.manifest import MAX_SIGNED_MANIFEST, SignedManifest
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import handshake, reconcile
 from ark_lattice.protocol.budget import DEFAULT_BUDGET, MemberBudget
-from ark_lattice.protocol.channel import SecureChannel
+from ark_lattice.protocol.channel import MAX_FRAME, TAG_SIZE, SecureChannel
 from ark_lattice.protocol.events import (
     AlertIdsReceived,
     AlertReceived,
@@ -117,6 +117,7 @@ __all__ = [
     "State",
     "Transition",
     "TRANSITIONS",
+    "SETUP_FRAME_LIMIT",
 ]
 
 
@@ -175,6 +176,15 @@ class SessionConfig:
         return dataclasses.replace(self, idle_timeout=seconds, heartbeat_interval=seconds / 3)
 
 
+#: Before a session is authenticated, the largest WebSocket message it accepts is the handshake
+#: message it waits for (handshake.py: msg1 48, msg2 197, msg3 165 bytes), so a stranger without
+#: the federation key never makes us buffer more than that. A responder that accepted msg1 (proof
+#: of the key) may also get the initiator's manifest frame right behind msg3, before it has
+#: processed msg3: room for that one frame (a signed manifest at its largest, its CBOR framing and
+#: the AEAD tag).
+SETUP_FRAME_LIMIT = MAX_SIGNED_MANIFEST + 64 + TAG_SIZE
+
+
 class Session:
     def __init__(
         self,
@@ -219,6 +229,7 @@ class Session:
         self._events: list[Event] = []
         self._channel: SecureChannel | None = None
         self._ping_nonce = 0
+        self._handshake_received = 0  # handshake messages the peer sent that we accepted
         self._recon = Reconciliation(
             initiator=role is Role.INITIATOR, frame_size_limit=config.recon_frame_limit
         )
@@ -270,6 +281,22 @@ class Session:
     def wanting(self) -> int:
         """Packets we asked this peer for that have not arrived yet (a catch-up's remainder)."""
         return self._transfer.pending
+
+    @property
+    def receive_limit(self) -> int:
+        """The largest message this session can accept next, in bytes (see SETUP_FRAME_LIMIT).
+
+        The driver holds its transport to it (a WebSocket ``max_size``), so a bigger message is
+        refused by its length, unread. It only grows: a driver that raises the transport's limit
+        before it sends what the session produced never refuses a message an honest peer sends.
+        """
+        if self.state is not State.HANDSHAKE:
+            return MAX_FRAME
+        if self.role is Role.INITIATOR:
+            return handshake.MSG2_SIZE
+        if self._handshake_received == 0:
+            return handshake.MSG1_SIZE
+        return max(handshake.MSG3_SIZE, SETUP_FRAME_LIMIT)
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed one WebSocket message from the peer."""
@@ -490,6 +517,7 @@ class Session:
     def _receive_handshake(self, data: bytes, now: float) -> None:
         assert self._hs is not None
         reply = self._hs.receive(data)
+        self._handshake_received += 1
         if reply:
             self._send_raw(reply, now)
         if not self._hs.complete:

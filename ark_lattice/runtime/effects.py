@@ -192,6 +192,12 @@ class Effects:
             return core.struck(
                 action.link, action.peer, strikes, record.tier, action.code, action.reason, now
             )
+        if isinstance(action, act.AuditStrangers):
+            async with store.transaction():  # one transaction for the interval's summaries
+                for summary in action.records:
+                    fields = {k: v for k, v in summary.items() if k != "subject"}
+                    await store.append_event(EventKind.PROTOCOL_ERROR, str(summary["subject"]), fields)
+            return []
         if isinstance(action, act.Isolate):
             async with store.transaction():
                 # An alert may name a peer we never met: remember it, blocked, with the reason.

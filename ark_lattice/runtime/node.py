@@ -15,7 +15,7 @@ from ark_lattice import __version__, tail
 from ark_lattice.alertlog import stored_alerts
 from ark_lattice.discovery import DiscoveryConfig
 from ark_lattice.node import LocalNode
-from ark_lattice.protocol.channel import MAX_FRAME
+from ark_lattice.protocol.handshake import MSG1_SIZE
 from ark_lattice.runtime.control import ControlServer
 from ark_lattice.runtime.sdnotify import Notifier
 
@@ -136,14 +136,23 @@ class NodeRuntime:
         if self.metrics_server is not None:
             await self.metrics_server.start()  # first: an address it cannot bind stops us before peers see us
 
+        from ark_lattice.runtime.guard import install_exception_handler, raise_open_file_limit
+
+        install_exception_handler(asyncio.get_running_loop(), time.monotonic)
+        if (raised := raise_open_file_limit()) is not None:
+            log.info("open file limit raised from %d to %d", *raised)
         try:
             self._server = await serve(
                 self._accept,
                 self.bind,
                 self.port,
-                max_size=MAX_FRAME,  # one encrypted frame; websockets closes with 1009 past it
+                # msg1 until the session says more (Session.receive_limit); then one encrypted
+                # frame (MAX_FRAME). websockets closes with 1009 past it, unread.
+                max_size=MSG1_SIZE,
                 ping_interval=None,  # heartbeats are the session's own (protocol/session.py)
                 compression=None,  # frames are ciphertext: nothing to gain
+                # Strangers' caps, bounded write buffers, pipelined requests (runtime/guard.py).
+                create_connection=self.federation.server_connection_class(),
             )
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc.strerror}") from None
@@ -312,7 +321,9 @@ class NodeRuntime:
         await self._federation_started.wait()
         store = self.node.store
         connections = self.federation.connections()
-        errors = await tail.last_errors(store, (c["peer"] or c["remote"] for c in connections))
+        # Authenticated peers only: a stranger's failures are summarised per address, and a
+        # crowd of strangers must not cost a query each.
+        errors = await tail.last_errors(store, (c["peer"] for c in connections if c["peer"]))
         for conn in connections:
             last = errors.get(conn["peer"] or conn["remote"], {})
             conn["last_error"], conn["last_error_at"] = last.get("error"), last.get("at")
@@ -328,6 +339,7 @@ class NodeRuntime:
             "peers": await store.peer_count(),
             "events": await store.event_count(),
             "connections": connections,
+            "strangers": self.federation.strangers.connected,  # unauthenticated connections now
             "auto_sync": self.federation.auto_sync,
             "sync_interval": self.federation.sync_interval,
             "isolated": self.federation.isolated,

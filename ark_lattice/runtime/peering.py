@@ -24,19 +24,20 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ark_lattice.errors import ArkLatticeError, ErrorCode, LocalProtocolError, Malformed, UsageError
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
 from ark_lattice.protocol import actions as act
 from ark_lattice.protocol import events as ev
-from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.protocol.coordinator import Coordinator
+from ark_lattice.protocol.handshake import MSG2_SIZE
 from ark_lattice.protocol.session import Role, Session, SessionConfig, State
+from ark_lattice.protocol.strangers import StrangerBudget, Strangers
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
 from ark_lattice.runtime.metrics import NO_TIER, Counters, Family, LinkView, StoreGauges, Traffic, families
 from ark_lattice.store.store import Store
@@ -51,6 +52,9 @@ OFFLOAD_BYTES = 64 * 1024  # frames this big are verified on a worker thread
 READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: back-pressure
 INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops the readers
 INGEST_BATCH = 16  # batches the writer stores in one transaction
+# ... and at most about this many packets: a transaction holds the store (a status read waits for
+# it), so it stays short enough for the node to answer within a second while it syncs.
+INGEST_PACKETS = 2048
 AUDIT_FLUSH_SECONDS = 0.25
 AUDIT_RETRY_MAX = 5.0  # seconds between attempts to write a kept audit trail, at most
 WAKE_RETRY = 1.0  # seconds before a wake-up the store failed is tried again
@@ -94,6 +98,7 @@ class Link:
     messages: deque[bytes | str | _End] = field(default_factory=deque)  # str: refused (text frame)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    limit: int | None = None  # the receive limit the transport holds the peer to now
 
     @property
     def peer_id(self) -> str | None:
@@ -154,6 +159,7 @@ class Federation(Driver):
         auto_sync: bool = True,
         connect: Connect | None = None,
         gate: Any = None,
+        stranger_budget: StrangerBudget | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -166,6 +172,8 @@ class Federation(Driver):
         self._federation_key = federation_key
         self.gate = gate  # policy/gate.py; None: the tier table alone decides
         self.policy_sink: Any = None  # governance/effects.PolicySink, set by the node runtime
+        # Counted from the TCP accept, before the coordinator exists (runtime/guard.py).
+        self.strangers = Strangers(stranger_budget)
         self.core: Coordinator | None = None
         self.links: dict[act.LinkId, Link] = {}
         self._owners: set[asyncio.Task[Any]] = set()
@@ -188,6 +196,7 @@ class Federation(Driver):
         self.core = Coordinator(
             self.identity, self._federation_key, manifest, self._rng,
             config=self._config, gate=self.gate, sync_interval=interval, auto_sync=auto,
+            strangers=self.strangers,
         )
         self.effects = Effects(self.store, self.core)
         self.effects.policy_sink = self.policy_sink
@@ -226,6 +235,12 @@ class Federation(Driver):
             await ws.close(code=1001, reason="shutdown")
             return
         await self._own(ws, Role.RESPONDER, _address(getattr(ws, "remote_address", None)), None)
+
+    def server_connection_class(self) -> Any:
+        """The ``create_connection`` of our WebSocket server (runtime/guard.py)."""
+        from ark_lattice.runtime.guard import server_connection_class
+
+        return server_connection_class(self.strangers, self.clock)
 
     async def add_peer(self, url: str) -> None:
         """Remember ``url`` and dial it now."""
@@ -397,6 +412,12 @@ class Federation(Driver):
         assert task is not None
         self._owners.add(task)
         reader = asyncio.create_task(self._read(link), name=f"read {remote}")
+        # The coordinator learns at once when the connection is gone, even while this task is busy:
+        # such a session never blocks the peer's next one (keep_existing_session).
+        closed: asyncio.Future[Any] | None = None
+        if hasattr(ws, "wait_closed"):
+            closed = asyncio.ensure_future(ws.wait_closed())
+            closed.add_done_callback(lambda _: self._core.transport_gone(link_id))
         try:
             await self._settle(link)  # the initiator's first handshake message
             while session.state is not State.CLOSED:
@@ -412,6 +433,8 @@ class Federation(Driver):
             await self._settle_quietly(link)
         finally:
             reader.cancel()
+            if closed is not None:
+                closed.cancel()
             self.links.pop(link_id, None)
             # In the same step as the pop: a snapshot sees the link's traffic live or folded, never neither.
             self.metrics.link_ended(link_id, link.tier_label, Traffic.of(session))
@@ -498,7 +521,9 @@ class Federation(Driver):
                 link.messages.append(message)
                 link.ready.set()
         except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == 1009:  # websockets enforced max_size
+            if getattr(link.ws, "failure_counted", False):
+                pass  # runtime/guard.py dropped it and counted why: a plain end here
+            elif exc.sent is not None and exc.sent.code == 1009:  # websockets enforced max_size
                 end = _End(too_large=True)
             elif exc.rcvd is not None:
                 end = _End(peer_code=exc.rcvd.reason)
@@ -517,6 +542,7 @@ class Federation(Driver):
     async def _settle(self, link: Link) -> None:
         """Carry out the session's events until it has nothing more to say, then send."""
         session = link.session
+        self._fit_limits(link)  # before anything goes out: the peer's answer may come at once
         while events := session.events():
             for event in events:
                 if isinstance(event, ev.SyncCompleted):
@@ -527,6 +553,18 @@ class Federation(Driver):
                 await link.ws.send(data)
             except Exception:
                 return  # the connection is gone; the reader sees it and the owner cleans up
+
+    def _fit_limits(self, link: Link) -> None:
+        """Hold the transport to the size the session accepts next (handshake messages at their
+        real size until the peer is known), and stop counting the link as a stranger's then."""
+        from ark_lattice.runtime.guard import set_receive_limit
+
+        limit = link.session.receive_limit
+        if limit != link.limit:
+            link.limit = limit
+            set_receive_limit(link.ws, limit)
+        if link.session.state is not State.HANDSHAKE:
+            self.strangers.known(cast(Hashable, link.ws))
 
     # -- background tasks -------------------------------------------------------------------
 
@@ -551,7 +589,10 @@ class Federation(Driver):
         """The ingest writer: store received packets in batches, then carry out what follows."""
         while True:
             batch = [await self._ingest.get()]
-            while not self._ingest.empty() and len(batch) < INGEST_BATCH:
+            while (
+                not self._ingest.empty() and len(batch) < INGEST_BATCH
+                and sum(len(item.packets) for item in batch) < INGEST_PACKETS
+            ):
                 batch.append(self._ingest.get_nowait())
             try:
                 follow = await self.effects.ingest(batch, self.clock())
@@ -608,7 +649,13 @@ class Federation(Driver):
 def _websocket_connect(url: str) -> AbstractAsyncContextManager[Transport]:
     from websockets.asyncio.client import connect
 
-    return connect(url, max_size=MAX_FRAME, open_timeout=10, ping_interval=None, compression=None)
+    from ark_lattice.runtime.guard import client_connection_class
+
+    # Until the responder is authenticated we accept msg2 only (Session.receive_limit).
+    return connect(
+        url, max_size=MSG2_SIZE, open_timeout=10, ping_interval=None, compression=None,
+        create_connection=client_connection_class(),
+    )
 
 
 def _address(remote: Any) -> str:

@@ -36,6 +36,7 @@ from ark_lattice.protocol.actions import (
     Admit,
     AnswerQuery,
     Audit,
+    AuditStrangers,
     Close,
     Dial,
     Ingest,
@@ -406,12 +407,34 @@ def test_a_dependant_waits_in_the_intake_until_its_dependency_is_stored() -> Non
 # -- 5. strikes and isolation ----------------------------------------------------------------------
 
 
-def test_misbehaviour_becomes_a_strike_against_the_peer_or_its_address() -> None:
+def test_misbehaviour_is_a_strike_against_a_peer_and_a_summary_about_a_stranger() -> None:
     core = coordinator()
+    interval = core.strangers.budget.summary_interval
     early, _session = core.open_link(RESPONDER, "10.9.9.9:5000", T0)
     bad = Misbehaviour(ErrorCode.MALFORMED, "garbage", fatal=True)
-    assert core.session_events(early, [bad], T0) == [
-        Strike(early, None, "10.9.9.9:5000", ErrorCode.MALFORMED, "garbage", True)
+    (first,) = of(core.session_events(early, [bad], T0), AuditStrangers)
+    assert [(r["subject"], r["count"], r["code"]) for r in first.records] == [("10.9.9.9", 1, "malformed")]
+    # More from the same address within the interval: counted, not written, until the interval ends.
+    for n in range(50):
+        again, _ = core.open_link(RESPONDER, f"10.9.9.9:{5001 + n}", T0 + 1)
+        actions = core.session_events(again, [Misbehaviour(ErrorCode.TOO_LARGE, f"big {n}", True)], T0 + 1)
+        assert of(actions, AuditStrangers) == [] and of(actions, Strike) == []
+        assert of(actions, WakeAt) == [WakeAt(T0 + interval)]
+    (later,) = of(core.wake(T0 + interval), AuditStrangers)
+    (record,) = later.records
+    assert record["subject"] == "10.9.9.9" and record["count"] == 50
+    assert record["codes"] == {"too_large": 50}
+    assert record["first"]["reason"] == "big 0" and record["last"]["reason"] == "big 49"
+    assert record["reason"] == "50 failures before the handshake; last: big 49"
+    # A setup that timed out is a stranger's failure too; a stop writes what is pending.
+    slow, _ = core.open_link(RESPONDER, "10.9.9.9:6000", T0 + interval + 1)
+    core.session_events(slow, [Closed(ErrorCode.TIMEOUT, "session setup took too long", False)], T0 + 61)
+    (final,) = of(core.stop(T0 + interval + 2), AuditStrangers)
+    assert [r["codes"] for r in final.records] == [{"timeout": 1}]
+    # A node we dialled that fails before the handshake is audited as before, one event a dial.
+    dialled, _session = core.open_link(INITIATOR, "ws://10.9.9.8:4000", T0 + interval + 3, url="ws://10.9.9.8:4000")
+    assert core.session_events(dialled, [bad], T0 + interval + 3) == [
+        Strike(dialled, None, "ws://10.9.9.8:4000", ErrorCode.MALFORMED, "garbage", True)
     ]
     link = session_with(core, PEERS[0], CORE)
     forged = Misbehaviour(ErrorCode.BAD_SIGNATURE, "packet 1", fatal=False)
@@ -614,13 +637,47 @@ def test_a_redial_replaces_a_session_that_never_opened(role: Role) -> None:
     core.peer_recorded(stale, CORE, None, 0, T0)  # admitted, but the peer never sent its manifest
     fresh, actions = authenticate(core, peer, role, now=T0 + 30)
     assert actions == [
-        Close(stale, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session"),
+        Close(stale, ErrorCode.DUPLICATE_SESSION, "replaced by a newer session: this one never opened"),
         RecordPeer(fresh, pid(peer), None),
     ]
     core.peer_recorded(fresh, CORE, None, 0, T0 + 30)
     core.session_events(fresh, [PeerIdentified(peer.node_id, make_manifest(peer))], T0 + 30)
     assert core.query(pid(peer), "t", 1) == [Query(fresh, pid(peer), "t", 1)]
     assert core.tiers_read({pid(peer): SANDBOX}, T0 + 31)[0] == SetTier(fresh, SANDBOX)
+
+
+def test_keep_existing_session_never_keeps_one_whose_transport_is_gone() -> None:
+    x, y = ME.node_id, PEERS[0].node_id
+    for existing, new in itertools.product(Role, Role):
+        for existing_open in (True, False):
+            assert not keep_existing_session(
+                x, y, existing, new, existing_open=existing_open, existing_gone=True
+            )
+            assert not keep_existing_session(
+                y, x, existing, new, existing_open=existing_open, existing_gone=True
+            )
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("opened", [False, True])
+def test_a_session_whose_transport_is_gone_never_blocks_a_redial(role: Role, opened: bool) -> None:
+    core = coordinator()
+    peer = PEERS[0]
+    if opened:
+        stale = session_with(core, peer, CORE, role)
+    else:
+        stale, _ = authenticate(core, peer, role)
+        core.peer_recorded(stale, CORE, None, 0, T0)
+    core.transport_gone(stale)  # the reader saw the close; the busy owner has not told the session
+    fresh, actions = authenticate(core, peer, role, now=T0 + 1)
+    reason = "replaced by a newer session: the connection of this one is gone"
+    assert actions == [Close(stale, ErrorCode.DUPLICATE_SESSION, reason), RecordPeer(fresh, pid(peer), None)]
+    # The stale link's late events change nothing; the fresh one is the peer's session.
+    assert core.peer_recorded(stale, CORE, None, 0, T0 + 1) == []
+    core.peer_recorded(fresh, CORE, None, 0, T0 + 1)
+    core.session_events(fresh, [PeerIdentified(peer.node_id, make_manifest(peer))], T0 + 1)
+    assert core.query(pid(peer), "t", 1) == [Query(fresh, pid(peer), "t", 1)]
+    core.transport_gone(LinkId(999))  # a link already forgotten: nothing to do
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -1460,7 +1517,13 @@ class Model:
     def close(self) -> None:
         link = self.pick(self.where(lambda s: not s.closed))
         event = Closed(self.pick(CLOSE_CODES), "closed", self.draw(st.booleans()))
-        assert self.core.session_events(link, [event], self.now) == []
+        actions = self.core.session_events(link, [event], self.now)
+        seen = self.links[link]
+        if seen.peer is None and seen.role is RESPONDER and event.code == ErrorCode.TIMEOUT:
+            # A stranger's setup that timed out: counted, and summarised (strangers.py).
+            assert all(isinstance(a, AuditStrangers | WakeAt) for a in actions)
+        else:
+            assert actions == []
         self.links[link].closed, self.links[link].open = True, False
 
     def end(self) -> None:
@@ -1474,7 +1537,11 @@ class Model:
     def strike(self) -> None:
         link = self.pick(self.where(lambda s: True))
         seen = self.links[link]
-        (strike,) = self.core.session_events(link, [Misbehaviour(ErrorCode.MALFORMED, "x", False)], self.now)
+        actions = self.core.session_events(link, [Misbehaviour(ErrorCode.MALFORMED, "x", False)], self.now)
+        if seen.peer is None and seen.role is RESPONDER:  # a stranger: summarised (strangers.py)
+            assert all(isinstance(a, AuditStrangers | WakeAt) for a in actions)
+            return
+        (strike,) = actions
         assert isinstance(strike, Strike) and strike.peer == seen.peer
         if seen.peer is None or seen.tier is None:
             return

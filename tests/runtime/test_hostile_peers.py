@@ -80,7 +80,11 @@ def protocol_errors(home):
     events = json.loads(
         run_cli(home, "ledger", "log", "--limit", "500", "--kind", "protocol.error", "--json").stdout
     )["items"]
-    return [e["data"]["code"] for e in events]
+    codes = []
+    for e in events:
+        # A stranger's failures are summarised per address and interval (protocol/strangers.py).
+        codes += list(e["data"]["codes"]) if e["data"].get("summary") else [e["data"]["code"]]
+    return codes
 
 
 @pytest.fixture
@@ -101,8 +105,10 @@ async def _raw(url: str, data: bytes):
     from websockets.exceptions import ConnectionClosed
 
     async with connect(url, max_size=None, ping_interval=None) as ws:
-        await ws.send(data)
         try:
+            # The node may refuse a big message by its header and stop reading before it is all
+            # sent: then the send itself sees the close.
+            await ws.send(data)
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
         except ConnectionClosed as exc:
@@ -160,7 +166,9 @@ def test_hostile_clients_are_refused_while_an_honest_peer_syncs(hub):
     assert run_cli(g, "federation", "add-peer", url).returncode == 0  # the honest sync starts
     results = asyncio.run(_attacks(hub))
     assert results["garbage"] == 4000
-    assert results["oversize"] == 1009
+    # Refused by its header (1009); the node stops reading a stranger past its read budget, so the
+    # close frame can be lost in the reset of the 3 MiB still on its way. The ledger has too_large.
+    assert results["oversize"] in (1009, None)
     assert results["replay"] == "handshake_failed"
     assert results["tampered"][1] == "decrypt_failed"
     wait_for(
@@ -168,6 +176,7 @@ def test_hostile_clients_are_refused_while_an_honest_peer_syncs(hub):
         timeout=120,
         what="honest peers to converge",
     )
+    assert hub["node"].stop() == 0  # it writes the strangers' summaries still pending
     codes = protocol_errors(h)
     for code in ("handshake_failed", "too_large", "decrypt_failed", "forbidden"):
         assert code in codes, (code, codes)
