@@ -10,24 +10,17 @@ Both take plain data — rows from the store and the coordinator's snapshot — 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from ark_lattice.terms import worth_a_session
 from ark_lattice.tiers import TrustTier
+from ark_lattice.timestamps import rfc3339
 
-__all__ = ["rfc3339", "classify_sightings", "endpoint_listing", "ENDPOINTS_SCHEMA", "PENDING_SCHEMA"]
+__all__ = ["classify_sightings", "endpoint_listing", "ENDPOINTS_SCHEMA", "PENDING_SCHEMA"]
 
 ENDPOINTS_SCHEMA = "ark-lattice.endpoints/1"
 PENDING_SCHEMA = "ark-lattice.pending/1"
-
-
-def rfc3339(ts: float | None) -> str | None:
-    """Unix seconds as RFC 3339 UTC with a 'Z' (the JSON listings' one time format)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _host(url: str) -> str | None:

@@ -514,7 +514,7 @@ def invite(
 
 
 def _rfc3339(ts: float) -> str | None:
-    from ark_lattice.membership import rfc3339
+    from ark_lattice.timestamps import rfc3339
 
     return rfc3339(ts)
 

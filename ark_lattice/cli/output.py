@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from ark_lattice.timestamps import RFC3339, rfc3339
 
 __all__ = [
     "SCHEMA_PREFIX",
@@ -31,21 +32,11 @@ __all__ = [
 SCHEMA_PREFIX = "ark-lattice."
 SCHEMA_VERSION = 1
 SHORT = 19  # a table cell this long or shorter is never wrapped (a local time without offset)
-# The one timestamp format of JSON output.
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
 def listing(name: str, items: Iterable[Any], **extra: Any) -> dict[str, Any]:
     """The JSON of a listing: a schema name and version, then the items (and ``extra`` keys)."""
     return {"schema": f"{SCHEMA_PREFIX}{name}/{SCHEMA_VERSION}", "items": list(items), **extra}
-
-
-def rfc3339(seconds: float | None) -> str | None:
-    """Unix seconds as RFC 3339 UTC with milliseconds and ``Z``; None stays None (JSON null)."""
-    if seconds is None:
-        return None
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def stamp(

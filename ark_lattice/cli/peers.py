@@ -178,7 +178,8 @@ def lift(
 @app.command("pending")
 def pending(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Peers that made first contact (passed the handshake) and wait for an answer: accept or deny."""
-    from ark_lattice.membership import PENDING_SCHEMA, rfc3339
+    from ark_lattice.membership import PENDING_SCHEMA
+    from ark_lattice.timestamps import rfc3339
 
     application: Application = ctx.obj
 

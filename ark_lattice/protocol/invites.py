@@ -26,7 +26,6 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ark_lattice.encoding import canonical, decode
@@ -42,6 +41,7 @@ from ark_lattice.identity import Identity, NodeId
 from ark_lattice.protocol import handshake
 from ark_lattice.protocol.channel import SecureChannel
 from ark_lattice.tiers import TrustTier
+from ark_lattice.timestamps import rfc3339
 
 __all__ = [
     "Invite",
@@ -73,7 +73,7 @@ def invite_psk(secret: bytes) -> bytes:
 
 
 def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(ts) or ""
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,17 @@
 
 import functools
 import json
-import re
 import time
+from datetime import datetime
 
 from ark_lattice.identity import Identity
 from ark_lattice.processes import run_cli, wait_for
+from ark_lattice.timestamps import RFC3339
 
 from conftest import items, packet_ids
 
 QUIET = ("--no-mdns", "--no-multicast")  # no discovery: only the links a test makes
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+TIMESTAMP = RFC3339  # the one JSON time format (ark_lattice/timestamps.py)
 
 
 def ok(home, *args):
@@ -95,7 +96,7 @@ def test_an_expired_invite_is_refused_with_one_sentence(homes, start_node):
     ok(b, "init", "--name", "site-b")
     start_node(a, *QUIET)
     doc = invite(a, "--expires", "1s")
-    expires = time.mktime(time.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    expires = datetime.fromisoformat(doc["expires_at"]).timestamp()
     wait_for(lambda: time.time() > expires + 0.1, timeout=10, what="the invite to expire")
     one_sentence(run_cli(b, "federation", "join", doc["invite"]), "expired", "ask for a new one")
     one_sentence(run_cli(b, "federation", "join", "ARK-INVITE:GARBAGE"), "damaged")
