@@ -73,6 +73,8 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
     from websockets.frames import Opcode
     from websockets.protocol import State
 
+    from ark_lattice.protocol.invites import JOIN_PATH, MAX_JOIN_MESSAGE
+
     class GuardedServerConnection(ServerConnection):
         pings = _PingBudget()
         stranger_bytes = 0
@@ -146,6 +148,11 @@ def server_connection_class(strangers: Strangers, clock: Callable[[], float]) ->
                 log.debug("dropped a connection that pipelined data behind its HTTP request")
                 self.transport.abort()
                 return
+            request = getattr(self, "request", None)
+            if request is not None and request.path.split("?")[0] == JOIN_PATH:
+                # The join exchange (runtime/joining.py) has its own message bound, in force
+                # before the upgrade is answered: the joiner speaks first, right behind it.
+                set_receive_limit(self, MAX_JOIN_MESSAGE)
             await super().handshake(*args, **kwargs)
 
     return GuardedServerConnection

@@ -28,7 +28,10 @@ async def test_a_session_whose_store_write_fails_ends_alone(tmp_path: Path, capl
     store = await Store.open(tmp_path / "ledger.db", retry=RetryPolicy(budget=0.3))
     federation = Federation(store, Identity.generate(), key, name="n", auto_sync=False)
     await federation.start([])
-    server = await serve(federation.accept, "127.0.0.1", 0, max_size=MAX_FRAME, ping_interval=None)
+    # As the node serves (runtime/node.py): no compression, so a frame is the size the session allows.
+    server = await serve(
+        federation.accept, "127.0.0.1", 0, max_size=MAX_FRAME, ping_interval=None, compression=None
+    )
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     other = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, timeout=10, check_same_thread=False)
     try:
