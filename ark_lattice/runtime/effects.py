@@ -132,13 +132,13 @@ class Effects:
         # first, by the next write_audit, so an audit event is late at worst, never lost.
         self.kept: list[NewEvent] = []
         self.on_kept: Callable[[LedgerError], None] | None = None  # the driver schedules the retry
+        # governance/effects.py: how an adopted policy becomes this node's (None: recorded only)
+        self.policy_sink: Callable[[str, str], Awaitable[Any]] | None = None
 
     def queue_decisions(self, records: Sequence[Mapping[str, Any]], now: float) -> None:
         """Queue policy decisions taken at ``now``; the ones already written are only counted."""
         self._now = max(self._now, now)
         self.decisions.extend(self.repeats.sift(records, now))
-        # governance/effects.py: how an adopted policy becomes this node's (None: recorded only)
-        self.policy_sink: Callable[[str, str], Awaitable[Any]] | None = None
 
     async def perform(self, action: Any, now: float) -> list[act.Action]:
         """Carry out one store action; returns the coordinator's answer to its result."""
