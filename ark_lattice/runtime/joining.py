@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ark_lattice.errors import ArkLatticeError, ConfigError, Malformed, RemoteProtocolError, UsageError
+from ark_lattice.federationkey import write_federation_key
 from ark_lattice.home import Home
 from ark_lattice.identity import Identity
 from ark_lattice.node import LocalNode
@@ -255,7 +256,7 @@ async def apply_welcome(
     from ark_lattice.terms import worth_a_session
 
     path = node.home.federation_key_path
-    old = path.read_bytes() if path.exists() else None
+    old = node.federation_key() if path.exists() else None
     changed = old != welcome.federation_key
     inviter = str(welcome.inviter)
     store = node.store
@@ -266,7 +267,9 @@ async def apply_welcome(
         if old is not None:
             keep = path.with_name(f"federation.key.before-join-{int(time.time())}")
             os.replace(path, keep)
-        write_private(path, welcome.federation_key)
+        # As `init` writes it: sealed to the node's key where the file system keeps no modes.
+        sealed = Identity.is_sealed(node.home.key_path)
+        write_federation_key(path, welcome.federation_key, node.identity, identity_sealed=sealed)
     await store.add_peer(inviter, endpoints=list(invite.endpoints), name=welcome.name)
     await node.change_tier(inviter, tier, actor="join")
     for url in invite.endpoints:
