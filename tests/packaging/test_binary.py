@@ -45,7 +45,8 @@ def test_a_sealed_node_signs_stores_and_verifies(tmp_path: Path) -> None:
     assert json.loads(run("identity", "show", "--json", home=tmp_path).stdout)["sealed"] is True
     packet = run("packets", "publish", "--topic", "t", "-", home=tmp_path, input=b"x").stdout.decode()
     listed = json.loads(run("packets", "list", "--json", home=tmp_path).stdout)  # CBOR packets
-    assert [p["id"] for p in listed] == [packet.strip()]
+    assert listed["schema"] == "ark-lattice.packets/1"
+    assert [p["id"] for p in listed["items"]] == [packet.strip()]
     run("ledger", "verify", home=tmp_path)
 
 
