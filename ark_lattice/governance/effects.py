@@ -48,6 +48,8 @@ async def carry_out(store: Store, action: Adopt, policy_sink: PolicySink | None)
         try:
             if p.kind == "policy" and policy_sink is not None:
                 await policy_sink(p.payload.decode("utf-8"), source_of(p.id))
+            elif p.kind == "policy":
+                effect = "recorded only: no running node here to put the policy in force"
             elif p.kind == "tier":
                 peer, tier = decode_tier_payload(p.payload)
                 await store.add_peer(str(peer))

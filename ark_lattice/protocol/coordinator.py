@@ -813,10 +813,7 @@ class Coordinator:
                 self.strangers.failed(source_of(link.remote), event.code, event.reason, now)
                 return self._stranger_summaries(now)
             subject = link.peer or link.remote
-            if event.code == ErrorCode.FOREIGN_FEDERATION and link.role is Role.RESPONDER:
-                self._foreign_caller(link.remote, now)
-            else:
-                log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
+            log.warning("peer %s misbehaved: %s: %s", subject[:16], event.code, event.reason)
             return [Strike(link.id, link.peer, subject, event.code, event.reason, event.fatal)]
         if isinstance(event, ev.PeerReportedError):
             # A peer leaving, or keeping the other of two sessions, is news, not trouble; anything
