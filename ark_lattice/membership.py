@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from ark_lattice.status import dial_result
 from ark_lattice.terms import worth_a_session
 from ark_lattice.tiers import TrustTier
 from ark_lattice.timestamps import rfc3339
@@ -120,17 +121,6 @@ def _result(
         return "connected", None, int(target["dials"]) if target else None
     if target is None:
         return "not dialled", None, None
-    if target.get("dialling"):
-        result = "dialling"
-    elif target.get("foreign"):
-        result = "in another federation"
-    elif target.get("blocked_by_peer"):
-        result = "blocked by peer"
-    elif target.get("last_error"):
-        result = str(target["last_error"])
-    elif not target.get("dials"):
-        result = "not dialled yet"
-    else:
-        result = "the session ended"
+    result = dial_result(target)
     nxt = None if target.get("dialling") else rfc3339(float(target.get("next_attempt") or 0) or None)
     return result, nxt, int(target.get("dials") or 0)

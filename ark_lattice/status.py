@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CatchUp", "Rates", "catch_up", "session_key", "session_rates", "waiting_targets"]
+__all__ = ["CatchUp", "Rates", "catch_up", "dial_result", "session_key", "session_rates", "waiting_targets"]
 
 SessionKey = tuple[str, str]
 
@@ -65,18 +65,26 @@ def waiting_targets(status: Mapping[str, Any]) -> list[dict[str, Any]]:
     for target in status.get("dialling", []):
         if target.get("dialling"):
             continue
+        reason = dial_result(target)
         if target.get("foreign"):
-            reason = "in another federation: it holds another federation key"
-        elif target.get("blocked_by_peer"):
-            reason = "blocked by peer"
-        elif target.get("last_error"):
-            reason = str(target["last_error"])
-        elif not target.get("dials"):
-            reason = "not dialled yet"
-        else:
-            reason = "the session ended"
+            reason += ": it holds another federation key"
         out.append({**target, "reason": reason})
     return out
+
+
+def dial_result(target: Mapping[str, Any]) -> str:
+    """How a dial target stands, in words (the coordinator's ``dial_targets`` entry)."""
+    if target.get("dialling"):
+        return "dialling"
+    if target.get("foreign"):
+        return "in another federation"
+    if target.get("blocked_by_peer"):
+        return "blocked by peer"
+    if target.get("last_error"):
+        return str(target["last_error"])
+    if not target.get("dials"):
+        return "not dialled yet"
+    return "the session ended"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.home import Home
@@ -99,7 +99,7 @@ def run(
         neighbours = [{ids[j] for j in _adjacent(edges, i)} for i in range(nodes)]
         wait_for(lambda: all(neighbours[i] <= _core_sessions(p) for i, p in enumerate(procs)),
                  timeout=60, what="the mesh's core sessions to open")
-        ledgers = stack.enter_context(_Ledgers([h.ledger_path for h in homes]))
+        ledgers = stack.enter_context(LedgerReaders([h.ledger_path for h in homes]))
         progress.advance()
 
         # (a) and (c): one at a time, raise → stored on every node; what was sent meanwhile.
@@ -277,13 +277,13 @@ def _settled(procs: Sequence[NodeProcess]) -> list[tuple[float, float]]:
     return last
 
 
-class _Ledgers:
+class LedgerReaders:
     """Read-only connections to every node's ledger (WAL: readers never block the node)."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.conns = [sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30) for p in paths]
 
-    def __enter__(self) -> _Ledgers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -332,15 +332,15 @@ def _poll(look: Callable[[], list[int | None]], timeout: float) -> float | None:
         time.sleep(POLL)
 
 
-def _wait_everywhere(ledgers: _Ledgers, alert_id: str) -> float | None:
+def _wait_everywhere(ledgers: LedgerReaders, alert_id: str) -> float | None:
     return _poll(lambda: ledgers.received_at(bytes.fromhex(alert_id)), ALERT_WAIT)
 
 
-def _wait_quarantined(ledgers: _Ledgers, peer: str, after: Sequence[int]) -> float | None:
+def _wait_quarantined(ledgers: LedgerReaders, peer: str, after: Sequence[int]) -> float | None:
     return _poll(lambda: ledgers.quarantined_at(peer, after), ALERT_WAIT)
 
 
-def _burst(homes: Sequence[Home], ledgers: _Ledgers, burst: int) -> tuple[float, float, int]:
+def _burst(homes: Sequence[Home], ledgers: LedgerReaders, burst: int) -> tuple[float, float, int]:
     """(seconds from the first raise until every node holds every alert, seconds until the last
     raise returned, alerts some node still lacks)."""
     shares = [burst // len(homes) + (1 if i < burst % len(homes) else 0) for i in range(len(homes))]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ark_lattice.bench import SILENT, Measurement, Progress
-from ark_lattice.bench.alerts import _core_sessions, _percentile, diameter, mesh
+from ark_lattice.bench.alerts import LedgerReaders, _core_sessions, _percentile, diameter, mesh
 from ark_lattice.home import Home
 from ark_lattice.processes import NodeProcess, wait_for
 
@@ -251,18 +250,8 @@ def _adoption_cpu(n: int) -> tuple[float, float, int]:
     return ours, bare, k
 
 
-class _Ledgers:
-    """Read-only connections to every node's ledger (WAL: readers never block the node)."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.conns = [sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30) for p in paths]
-
-    def __enter__(self) -> _Ledgers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for conn in self.conns:
-            conn.close()
+class _Ledgers(LedgerReaders):
+    """Every node's ledger, read-only, with what the governance bench looks for."""
 
     def all_hold_membership(self) -> bool:
         sql = "SELECT 1 FROM packets WHERE kind = 'membership'"
