@@ -18,10 +18,7 @@ from ark_lattice.terms import worth_a_session
 from ark_lattice.tiers import TrustTier
 from ark_lattice.timestamps import rfc3339
 
-__all__ = ["classify_sightings", "endpoint_listing", "ENDPOINTS_SCHEMA", "PENDING_SCHEMA"]
-
-ENDPOINTS_SCHEMA = "ark-lattice.endpoints/1"
-PENDING_SCHEMA = "ark-lattice.pending/1"
+__all__ = ["classify_sightings", "endpoint_listing"]
 
 
 def _host(url: str) -> str | None:

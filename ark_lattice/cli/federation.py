@@ -621,7 +621,9 @@ def invites(ctx: typer.Context, json_: JsonOption = False) -> None:
     except NodeNotRunning:
         items = [i.public_json(time.time()) for i in load_book(application.home)]
     if json_:
-        application.print_json({"schema": "ark-lattice.invites/1", "items": items})
+        from ark_lattice.cli.output import listing
+
+        application.print_json(listing("invites", items))
         return
     if not items:
         application.console.print("this node has made no invite (`federation invite`)")
@@ -684,8 +686,9 @@ def endpoints(ctx: typer.Context, json_: JsonOption = False) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from ark_lattice.cli.livenode import request
+    from ark_lattice.cli.output import listing
     from ark_lattice.errors import NodeNotRunning
-    from ark_lattice.membership import ENDPOINTS_SCHEMA, endpoint_listing
+    from ark_lattice.membership import endpoint_listing
 
     application: Application = ctx.obj
     application.home.load_config()
@@ -701,7 +704,7 @@ def endpoints(ctx: typer.Context, json_: JsonOption = False) -> None:
 
         items = run(go())
     if json_:
-        application.print_json({"schema": ENDPOINTS_SCHEMA, "items": items})
+        application.print_json(listing("endpoints", items))
         return
     _print_endpoints(application, items)
 

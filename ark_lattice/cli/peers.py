@@ -178,7 +178,7 @@ def lift(
 @app.command("pending")
 def pending(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Peers that made first contact (passed the handshake) and wait for an answer: accept or deny."""
-    from ark_lattice.membership import PENDING_SCHEMA
+    from ark_lattice.cli.output import listing
     from ark_lattice.timestamps import rfc3339
 
     application: Application = ctx.obj
@@ -197,7 +197,7 @@ def pending(ctx: typer.Context, json_: JsonOption = False) -> None:
         for p in peers
     ]
     if json_:
-        application.print_json({"schema": PENDING_SCHEMA, "items": items})
+        application.print_json(listing("pending", items))
         return
     if not peers:
         application.console.print("no peer waits for an answer")
