@@ -62,8 +62,13 @@ def ledger(
 @app.command("sync")
 def sync(
     ctx: typer.Context,
-    packets: Annotated[int, typer.Option(min=100, help="Packets to sync.")] = 20_000,
-    body_size: Annotated[int, typer.Option(min=1, max=1 << 20, help="Body bytes per packet.")] = 1024,
+    packets: Annotated[int, typer.Option(min=100, help="Small packets to sync.")] = 20_000,
+    body_size: Annotated[
+        int, typer.Option(min=1, max=1 << 20, help="Body bytes per small packet.")
+    ] = 1024,
+    large_packets: Annotated[
+        int, typer.Option(min=0, help="Then packets of 1 MiB to sync, against their own bound (0: none).")
+    ] = 300,
     under_attack: Annotated[
         bool,
         typer.Option(
@@ -71,17 +76,54 @@ def sync(
             help="Instead: the same sync while hostile clients hit the node, against it clean (ratio).",
         ),
     ] = False,
+    rss: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Instead: the receiver's peak RSS after syncing N and 10×N packets, and their ratio.",
+        ),
+    ] = 0,
     json_: JsonOption = False,
 ) -> None:
-    """Two real nodes sync over loopback: packets/s against the raw ingest bound."""
+    """Two real nodes sync over loopback: packets/s and the receiver's CPU per packet against bare
+    primitives (Ed25519, SHA-256, sqlite3; for 1 MiB packets SHA-256, AEAD and fsynced writes)."""
     from ark_lattice.bench import sync as bench_sync
     from ark_lattice.cli.progress import progress_bar
 
     with progress_bar("bench sync", quiet=json_) as bar:
         if under_attack:
             rows = bench_sync.run_under_attack(packets, body_size, progress=bar)
+        elif rss:
+            rows = bench_sync.run_rss(rss, body_size, progress=bar)
         else:
-            rows = bench_sync.run(packets, body_size, progress=bar)
+            rows = bench_sync.run(packets, body_size, large_packets, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
+@app.command("compare-syncthing")
+def compare_syncthing(
+    ctx: typer.Context,
+    small: Annotated[int, typer.Option(min=10, help="Items of 1 KiB in the small job.")] = 10_000,
+    large: Annotated[int, typer.Option(min=1, help="Items of 1 MiB in the large job.")] = 1000,
+    pairs: Annotated[
+        int, typer.Option(min=1, max=20, help="Pairs of runs per job (ark-lattice, then Syncthing).")
+    ] = 2,
+    json_: JsonOption = False,
+) -> None:
+    """The same jobs through two Syncthing instances and two ark-lattice nodes on 127.0.0.1,
+    alternating, with the ratio of each pair and their median. Without `syncthing` on PATH it says
+    so in one line on stderr and exits 0 (nothing to compare is not an error)."""
+    from ark_lattice.bench import syncthing as bench_syncthing
+
+    binary = bench_syncthing.find()
+    if binary is None:
+        typer.echo("bench compare-syncthing: skipped, syncthing is not on PATH", err=True)
+        return
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench compare-syncthing", quiet=json_) as bar:
+        rows = bench_syncthing.run(binary, small=small, large=large, pairs=pairs, progress=bar)
     report(ctx.obj, rows, json_)
 
 
