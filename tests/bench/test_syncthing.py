@@ -1,0 +1,51 @@
+"""``bench compare-syncthing``: skipped in one line without Syncthing; a tiny real run with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ark_lattice.processes import cli_command
+
+
+def test_compare_syncthing_without_syncthing_on_path_says_so_in_one_line_and_exits_0(
+    home: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "bin"  # a PATH with nothing on it: the interpreter is named by its full path
+    empty.mkdir()
+    result = subprocess.run(
+        cli_command(home, "bench", "compare-syncthing", "--json"),
+        env={**os.environ, "PATH": str(empty)},
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    assert result.stdout == b""
+    (line,) = result.stderr.decode().splitlines()
+    assert line == "bench compare-syncthing: skipped, syncthing is not on PATH"
+
+
+@pytest.mark.skipif(shutil.which("syncthing") is None, reason="syncthing is not on PATH")
+def test_compare_syncthing_runs_both_jobs_through_both_and_reports_each_pair_and_the_median(
+    home: Path,
+) -> None:
+    args = ("bench", "compare-syncthing", "--small", "20", "--large", "2", "--pairs", "1", "--json")
+    result = subprocess.run(cli_command(home, *args), capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = {row["name"]: row for row in map(json.loads, result.stdout.decode().splitlines())}
+    assert list(rows) == [
+        "compare_syncthing.small.pair1",
+        "compare_syncthing.small.median",
+        "compare_syncthing.large.pair1",
+        "compare_syncthing.large.median",
+    ]
+    for job in ("small", "large"):
+        pair, median = rows[f"compare_syncthing.{job}.pair1"], rows[f"compare_syncthing.{job}.median"]
+        assert pair["unit"] == "items/s" and pair["value"] > 0 and pair["bound"] > 0
+        assert pair["ratio"] == pytest.approx(pair["value"] / pair["bound"], rel=1e-3)
+        assert median["value"] == pytest.approx(pair["ratio"], rel=1e-3)  # one pair: its ratio is the median
