@@ -103,13 +103,16 @@ class Syncthing:
             [self.binary, "serve", home, "--device-id"],
             env=env, check=True, capture_output=True, timeout=60, text=True,
         ).stdout.strip()
-        log = open(self.home / "syncthing.out", "wb")  # noqa: SIM115 (closed with the process, in stop)
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", home, "--no-browser", "--no-restart", "--no-upgrade"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()  # the child holds its own descriptor
-        wait_for(self._answers, timeout=60, what=f"Syncthing in {self.home} to serve its API")
+        with open(self.home / "syncthing.out", "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", home, "--no-browser", "--no-restart", "--no-upgrade"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(self._answers, timeout=60, what=f"Syncthing in {self.home} to serve its API")
+        except BaseException:
+            self.stop()  # a context manager whose start failed is never exited
+            raise
         return self
 
     def _configure(self, path: Path) -> None:
