@@ -430,7 +430,8 @@ def _timed_sync(
     counts: dict[str, int] | None = None,
 ) -> SyncRun:
     """From B dialling A until B holds ``count`` more packets: the seconds, B's CPU seconds over
-    them (``/proc/<pid>/stat``) and B's peak RSS (``VmHWM``) at the end.
+    them (``/proc/<pid>/stat``) and B's peak RSS (``VmHWM``) at the end, each with B's child
+    processes if it has any.
 
     ``synced_so_far`` is told the count each poll has already read, for a progress display; it
     adds no request to the nodes. ``metrics``: B serves metrics on a loopback port and is scraped
@@ -453,7 +454,7 @@ def _timed_sync(
         target = held.now() + count
         pid = b.proc.pid
         scraped = [time.perf_counter()]
-        cpu = _cpu_seconds(pid)
+        cpu = _tree_cpu(pid)
         started = time.perf_counter()
         call(b_home.control_path, "add_peer", {"url": a.url})
 
@@ -471,7 +472,9 @@ def _timed_sync(
         try:
             wait_for(synced, timeout=900, what="the sync", max_interval=0.02)
             seconds = time.perf_counter() - started
-            return SyncRun(seconds, _cpu_seconds(pid) - cpu, _peak_rss(pid))
+            end = _tree_cpu(pid)
+            used = sum(end[p] - cpu.get(p, 0.0) for p in end)
+            return SyncRun(seconds, used, _peak_rss(pid) + sum(_peak_rss(p, gone=0) for p in end if p != pid))
         finally:
             held.close()
             if attacker is not None:
@@ -508,6 +511,26 @@ class StoredCount:
         self._conn.close()
 
 
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a live process and of each of its live descendants, by pid.
+
+    The descendants count too: a receiver may verify on a pool of worker processes (issue 16), and
+    their work is its work. A worker that exits inside the window takes its CPU with it.
+    """
+    found: dict[int, float] = {}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            found[current] = _cpu_seconds(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+        except FileNotFoundError:  # it exited between two reads
+            found.pop(current, None)
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (proc(5): fields 14 and 15 of stat)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -515,10 +538,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
 
 
-def _peak_rss(pid: int) -> int:
-    """Peak resident set size of a live process in bytes (``VmHWM`` in /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+def _peak_rss(pid: int, *, gone: int | None = None) -> int:
+    """Peak resident set size of a live process in bytes (``VmHWM`` in /proc/<pid>/status); ``gone``
+    if it has exited (when given)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        if gone is None:
+            raise
+        return gone
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
