@@ -471,15 +471,17 @@ class Store:
         return (await self._stored_packets([row]))[0]
 
     async def get_packets(self, ids: Sequence[bytes]) -> list[StoredPacket]:
-        out: list[StoredPacket] = []
+        rows = await self._rows_in(f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id IN", ids)
+        return await self._stored_packets(rows)
+
+    async def _rows_in(self, sql: str, ids: Sequence[bytes]) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (which ends in ``id IN``) for ``ids``, 500 ids per statement to
+        stay under SQLite's bound-parameter limit."""
+        out: list[tuple[Any, ...]] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id IN ({marks})", chunk
-            ) as cur:
-                rows = list(await cur.fetchall())  # aiosqlite types it Iterable
-            out.extend(await self._stored_packets(rows))
+            async with self._conn.execute(f"{sql} ({','.join('?' * len(chunk))})", chunk) as cur:
+                out.extend(tuple(r) for r in await cur.fetchall())
         return out
 
     async def resolve_packet(self, prefix: str) -> bytes:
@@ -805,14 +807,8 @@ class Store:
     ) -> list[tuple[bytes | None, Path]]:
         """The candidates no row names as its body file (temporary files are never named)."""
         ids = [pid for pid, _ in candidates if pid is not None]
-        named: set[bytes] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT id FROM packets WHERE body IS NULL AND id IN ({marks})", chunk
-            ) as cur:
-                named.update(bytes(r[0]) for r in await cur.fetchall())
+        rows = await self._rows_in("SELECT id FROM packets WHERE body IS NULL AND id IN", ids)
+        named = {bytes(r[0]) for r in rows}
         return [(pid, path) for pid, path in candidates if pid is None or pid not in named]
 
     async def next_counter(self, key: str) -> int:
