@@ -241,3 +241,17 @@ def test_backup_copies_the_body_files_and_the_copy_verifies(with_large, tmp_path
     assert run_cli(home, "ledger", "verify").returncode == 0
     again = run_cli(home, "ledger", "backup", str(target))
     assert again.returncode != 0 and "already exists" in again.stderr.decode()
+
+
+def test_verify_checks_the_packet_counts_against_the_rows(with_large):
+    home, _ = with_large
+    conn = sqlite3.connect(Home(home).ledger_path)
+    try:
+        conn.execute("UPDATE packet_counts SET quarantined = quarantined + 1")
+        conn.commit()
+    finally:
+        conn.close()
+    result = run_cli(home, "ledger", "verify", "--json")
+    assert result.returncode == 1 and len(result.stderr.decode().strip().splitlines()) == 1
+    doc = json.loads(result.stdout)
+    assert doc["entry"] == "the packet counts" and "1 in quarantine" in doc["reason"], doc
