@@ -130,8 +130,8 @@ def verify(
         f"{report.checkpoints} checkpoints, {report.cosignatures} cosignatures"
         + (f", consistent with {against}" if against else "")
         + f"; root {report.root.hex()[:16]} ({report.seconds:.2f} s)"
-        + (f"; {report.orphan_bodies} body file(s) no packet names (an interrupted write, removed when "
-           "the ledger is next opened for writing)" if report.orphan_bodies else "")
+        + (f"; {report.orphan_bodies} body file(s) no packet names (a write in progress or "
+           "interrupted; removed when the ledger is next opened for writing)" if report.orphan_bodies else "")
     )
 
 

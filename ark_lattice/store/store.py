@@ -289,21 +289,22 @@ class Store:
                 yield
                 await self._seal_head()
             except BaseException as exc:
+                # Before the write lock goes: another writer may then write a file of the same name.
+                self._discard_bodies(0)
                 try:
                     await self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # keep the original error; SQLite may have rolled back already
-                self._discard_bodies(0)
                 if isinstance(exc, sqlite3.Error):  # one sentence for the operator, not a traceback
                     raise self._write_refused(exc) from None
                 raise
             else:
                 try:
                     await self._execute_write("COMMIT")
-                except BaseException:
-                    self._discard_bodies(0)  # not committed (rolled back): no row names them
-                    raise
-                self._written = []
+                finally:
+                    # A COMMIT that failed may still have gone through in aiosqlite's thread (a
+                    # cancelled await): the files stay; what no row names is removed at next open.
+                    self._written = []
             finally:
                 self._depth.reset(token)
 
@@ -766,7 +767,14 @@ class Store:
     async def _write_bodies(self, files: Sequence[tuple[bytes, bytes]]) -> None:
         """Write body files inside the open transaction; its rollback removes them."""
         assert self.bodies is not None and self._depth.get()
-        await asyncio.to_thread(self.bodies.write, files, self._written)
+        writing = asyncio.ensure_future(asyncio.to_thread(self.bodies.write, files, self._written))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The thread goes on: wait for it, so that the rollback removes every file it wrote.
+            with contextlib.suppress(Exception):
+                await writing
+            raise
 
     def _discard_bodies(self, keep: int) -> None:
         """Remove the body files written since ``keep`` (a rollback took their rows)."""
