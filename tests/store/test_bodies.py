@@ -102,6 +102,27 @@ async def test_a_rollback_leaves_no_body_file(store):
     assert await store.packet_count() == 1
 
 
+async def test_a_batch_whose_disk_fills_half_way_leaves_no_file_and_says_so(store, monkeypatch):
+    import errno
+
+    from ark_lattice.errors import LedgerError
+    from ark_lattice.store import bodies
+
+    batch = [packet(i, BODY_FILE_MIN * 2) for i in range(6)]
+    real = bodies.BodyFiles._write_one
+
+    def fill_up(self, packet_id, body, written):
+        if packet_id == batch[3].id:  # the others are written (and renamed) side by side
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, packet_id, body, written)
+
+    monkeypatch.setattr(bodies.BodyFiles, "_write_one", fill_up)
+    with pytest.raises(LedgerError, match="the disk is full; nothing was written"):
+        await store.put_packets(batch)
+    assert files_under(store.path.with_name("ledger.db-bodies")) == []
+    assert await store.packet_count() == 0
+
+
 async def test_orphans_and_temporary_files_are_removed_when_the_store_opens(tmp_path):
     path = tmp_path / "ledger.db"
     named = packet(1, BODY_FILE_MIN * 2)
