@@ -188,6 +188,13 @@ def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        import errno
+
+        # Some file systems cannot fsync a directory (they order its entries themselves);
+        # SQLite goes on there too.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
