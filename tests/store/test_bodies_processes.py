@@ -37,7 +37,7 @@ def test_kill_9_during_a_large_packet_sync_loses_nothing_committed_and_leaves_no
     a, b = homes("a"), homes("b")
     set_tier(a, ids["b"], "core")
     set_tier(b, ids["a"], "core")
-    total = set(fill(a, 30, "large", body_size=MIB))
+    total = set(fill(a, 40, "large", body_size=MIB))
     node_a = start_node(a, "--sync-interval", "3600")
     node_b = start_node(b, "--sync-interval", "3600")
     assert run_cli(b, "federation", "add-peer", node_a.url).returncode == 0
