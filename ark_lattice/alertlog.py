@@ -144,7 +144,8 @@ async def stored_alerts(
     async with contextlib.aclosing(found_rows) as rows:
         async for pid, header, signature, body, source, received_at, quarantined in rows:
             stored = StoredPacket(
-                Packet.from_store(pid, header, signature, body), source, received_at, bool(quarantined)
+                Packet.from_store(pid, header, signature, store.row_body(pid, body)), source, received_at,
+                bool(quarantined),
             )
             view = AlertView.of(stored)
             if view.matches(severity, about):

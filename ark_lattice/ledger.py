@@ -12,8 +12,11 @@ everything that can be recomputed and names the first entry that does not match:
 2. every checkpoint: its signature, and its root against the tree rebuilt from the events. One
    incremental tree yields the root at every checkpoint's size, so the cost is linear in events
    whatever the number of checkpoints (a rewrite under an old checkpoint changes its root);
-3. every packet: its id, signature and body hash, and that exactly the packets the log says were
-   stored are present, in the quarantine state and with the source the log says;
+3. every packet: its id, signature and body hash (a body held in a file, store/bodies.py, is read
+   from its file: a missing or changed file names the packet), that exactly the packets the log
+   says were stored are present, in the quarantine state and with the source the log says, and
+   that the packet counts (``packet_counts``) match them. Body files no row names (left by a
+   writer killed before its commit; the next writer removes them) are counted, not a failure;
 4. every peer's tier, strikes and newest manifest (seq and digest) against the replayed log;
 5. ``meta.hlc`` within bounds, and the head signed by the node's key (store/head.py) covering
    exactly the log and ``meta.manifest_seq``: no append, rollback or re-chaining without the key.
@@ -58,6 +61,8 @@ class VerifyReport:
     seconds: float
     signed: int = 0  # events the node's signed head covers (all of them, once verified)
     cosignatures: int = 0  # witnesses' cosignatures checked against the log (witness.py)
+    body_files: int = 0  # bodies read from their files (store/bodies.py) and checked
+    orphan_bodies: int = 0  # body files no packet names: an interrupted write, removed at next open
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +71,8 @@ class VerifyReport:
             "reason": None,
             "signed": self.signed,
             "cosignatures": self.cosignatures,
+            "body_files": self.body_files,
+            "orphan_bodies": self.orphan_bodies,
             "events": self.events,
             "packets": self.packets,
             "checkpoints": self.checkpoints,
@@ -175,7 +182,7 @@ _TABLES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "author": ("text",),
             "header": ("blob",),
             "signature": ("blob",),
-            "body": ("blob",),
+            "body": ("blob", "null"),  # NULL: the body is in its file (store/bodies.py)
             "source": ("text",),
             "received_at": ("integer",),
             "quarantined": ("integer",),
@@ -201,6 +208,8 @@ _TABLES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
         {"url": ("text",), "peer_id": ("text", "null"), "source": ("text",), "added_at": ("integer",)},
     ),
     "meta": ("key", {"key": ("text",)}),
+    # Migration 0004; a ledger from before it is verified read-only, without it.
+    "packet_counts": ("one", {"total": ("integer",), "quarantined": ("integer",)}),
 }
 _META_TYPES = {"hlc": "integer", "manifest_seq": "integer", HEAD_KEY: "blob"}
 _TEXT_COLUMNS = {
@@ -222,6 +231,7 @@ def _row_name(table: str, key: object) -> str:
         "checkpoints": f"checkpoint of size {key}",
         "endpoints": f"endpoint {key}",
         "meta": f"meta.{key}",
+        "packet_counts": "the packet counts",
     }[table]
 
 
@@ -251,6 +261,8 @@ class _Verifier:
         self.replay = _Replay()
         self.against = list(against)
         self.tables: set[str] = set()
+        self.body_files: set[bytes] = set()  # packets whose body is in a file
+        self.quarantined = 0  # packets rows in quarantine (against packet_counts)
 
     async def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -276,6 +288,8 @@ class _Verifier:
         witness.check_expectations(heads, roots_at, tree.size)
         self.check_checkpoints(checkpoint_rows, tree, roots_at)
         packets, newest = await self.check_packets()
+        await self.check_counts(packets)
+        orphans = self.orphan_bodies()
         peers = await self.check_peers()
         await self.check_endpoints()
         manifest_seq = await self.check_meta(newest)
@@ -289,6 +303,8 @@ class _Verifier:
             seconds=time.perf_counter() - started,
             signed=head,
             cosignatures=len(cosigned),
+            body_files=len(self.body_files),
+            orphan_bodies=orphans,
         )
 
     async def check_schema(self) -> None:
@@ -316,6 +332,8 @@ class _Verifier:
     async def check_types(self) -> None:
         """Every value of the storage class its column needs (one scan per table)."""
         for table, (key, columns) in _TABLES.items():
+            if table not in self.tables:  # only optional tables can be missing here
+                continue
             self.reading = f"the {table} table"
             names = list(columns)
             tests = " OR ".join(
@@ -443,9 +461,14 @@ class _Verifier:
             async for row in rows:
                 pid, created_at, topic, kind, author, header, signature, body, source, quarantined = row
                 where = f"packet {bytes(pid).hex()}"
+                body, in_file = self.body(pid, body)
                 try:
                     packet = Packet.from_parts(header, signature, body)
                 except VerificationError as exc:
+                    if in_file is not None and "body" in str(exc):
+                        raise LedgerCorrupt(
+                            where, f"its body file {in_file} does not match the hash in its signed header"
+                        ) from None
                     raise LedgerCorrupt(where, str(exc)) from None
                 if packet.id != pid:
                     raise LedgerCorrupt(where, "its contents hash to another id")
@@ -468,10 +491,43 @@ class _Verifier:
                     raise LedgerCorrupt(where, f"its source differs from {expected_source} in the log")
                 newest = max(newest, created_at)
                 packets += 1
+                self.quarantined += bool(quarantined)
         if self.replay.packets:
             pid, (_, seq, _) = min(self.replay.packets.items(), key=lambda item: item[1][1])
             raise LedgerCorrupt(f"event #{seq}", f"records packet {pid.hex()} that is missing")
         return packets, newest
+
+    def body(self, pid: bytes, body: bytes | None) -> tuple[bytes, Any]:
+        """A packet row's body, and the path of its file when it is held in one."""
+        if body is not None:
+            return body, None
+        files = self.store.bodies
+        if files is None:
+            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its body is missing (NULL in memory)")
+        self.body_files.add(bytes(pid))
+        return files.read(bytes(pid)), files.path(bytes(pid))
+
+    async def check_counts(self, packets: int) -> None:
+        """The counts `status` reads (kept by triggers, migration 0004) against the rows."""
+        if "packet_counts" not in self.tables:
+            return
+        self.reading = "the packet_counts table"
+        found = await self.rows("SELECT total, quarantined FROM packet_counts WHERE one = 0")
+        total, held = found[0] if found else (None, None)
+        quarantined = self.quarantined
+        if (total, held) != (packets, quarantined):
+            raise LedgerCorrupt(
+                "the packet counts",
+                f"they say {total} packets ({held} in quarantine) but the ledger holds "
+                f"{packets} ({quarantined} in quarantine)",
+            )
+
+    def orphan_bodies(self) -> int:
+        """Body files no packet row names (none in an in-memory ledger)."""
+        files = self.store.bodies
+        if files is None:
+            return 0
+        return sum(1 for pid, _ in files.candidates() if pid is None or pid not in self.body_files)
 
     async def check_peers(self) -> int:
         self.reading = "the peers table"

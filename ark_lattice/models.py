@@ -240,7 +240,7 @@ async def _packets(store: Store, kind: str, name: str | None) -> list[StoredPack
         "AND topic LIKE 'models/%' ORDER BY created_at, id"
     )
     async for pid, header, signature, body, source, received_at, quarantined in store.iter_rows(sql):
-        packet = Packet.from_store(pid, header, signature, body)
+        packet = Packet.from_store(pid, header, signature, store.row_body(pid, body))
         out.append(StoredPacket(packet, source, received_at, bool(quarantined)))
     return out
 

@@ -130,6 +130,8 @@ def verify(
         f"{report.checkpoints} checkpoints, {report.cosignatures} cosignatures"
         + (f", consistent with {against}" if against else "")
         + f"; root {report.root.hex()[:16]} ({report.seconds:.2f} s)"
+        + (f"; {report.orphan_bodies} body file(s) no packet names (a write in progress or "
+           "interrupted; removed when the ledger is next opened for writing)" if report.orphan_bodies else "")
     )
 
 
@@ -228,34 +230,49 @@ def backup(
     path: Annotated[str, typer.Argument(metavar="PATH", help="Where to write the copy (must not exist).")],
     json_: JsonOption = False,
 ) -> None:
-    """Copy the ledger with SQLite's online backup API, then verify the copy."""
+    """Copy the ledger with SQLite's online backup API and its body files to PATH-bodies, then
+    verify the copy."""
+    import shutil
+
     from ark_lattice import ledger
     from ark_lattice.errors import UsageError
+    from ark_lattice.store.bodies import bodies_dir
     from ark_lattice.store.store import Store
 
     application: Application = ctx.obj
     target = Path(path).expanduser().absolute()
+    target_bodies = bodies_dir(target)
+    assert target_bodies is not None
     if target.exists():
         raise UsageError(f"{target} already exists; choose a new path")
+    if target_bodies.exists():  # large bodies are copied there (store/bodies.py)
+        raise UsageError(f"{target_bodies} already exists; choose a new path")
     if not target.parent.is_dir():
         raise UsageError(f"{target.parent} is not a directory")
 
     async def go() -> Any:
         async with await open_node(application) as node:
-            await node.store.backup_to(target)
             node_id = node.node_id
+            try:
+                await node.store.backup_to(target)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                shutil.rmtree(target_bodies, ignore_errors=True)
+                raise
         try:
             async with await Store.open_readonly(target) as copy:
                 return await ledger.verify(copy, node_id)
         except BaseException:
             target.unlink(missing_ok=True)  # never leave a copy that did not verify
+            shutil.rmtree(target_bodies, ignore_errors=True)
             raise
 
     report = run(go())
     if json_:
         application.print_json({"path": str(target), **report.to_json()})
         return
-    application.console.print(f"backup written to {target} and verified ({report.events} events)")
+    files = f", {report.body_files} body files in {target_bodies}" if report.body_files else ""
+    application.console.print(f"backup written to {target} and verified ({report.events} events{files})")
 
 
 def _follow(application: Application, limit: int, kind: str | None, json_: bool) -> None:

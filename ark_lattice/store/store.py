@@ -35,6 +35,7 @@ from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
 from ark_lattice.store import head as heads
 from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
+from ark_lattice.store.bodies import BODY_FILE_MIN, BodyFiles, bodies_dir
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.schema import MIGRATIONS
 from ark_lattice.tiers import TrustTier
@@ -137,6 +138,10 @@ class Store:
         # What the head will sign, known without a query unless a savepoint was rolled back.
         self._tip: tuple[int, bytes] | None = None
         self._manifest_seq: int | None = None
+        # Large bodies as files beside the ledger (store/bodies.py); None in memory (simulator).
+        root = bodies_dir(path)
+        self.bodies: BodyFiles | None = BodyFiles(root) if root is not None else None
+        self._written: list[Path] = []  # body files of the open transaction, removed on rollback
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -175,6 +180,7 @@ class Store:
             # From here on a lock conflict is retried on the loop (store/access.py), in short steps.
             await conn.execute(f"PRAGMA busy_timeout = {store.retry.attempt_ms}")
             store._reader = await store._open_reader()
+            await store._collect_orphans()
         except BaseException as exc:
             await store._close_reader()
             await conn.close()
@@ -257,11 +263,13 @@ class Store:
             name = f"sp{depth}"
             await self._conn.execute(f"SAVEPOINT {name}")
             token = self._depth.set(depth + 1)
+            written = len(self._written)
             try:
                 yield
             except BaseException:
                 await self._conn.execute(f"ROLLBACK TO {name}")
                 await self._conn.execute(f"RELEASE {name}")
+                self._discard_bodies(written)  # their rows are gone with the savepoint
                 self._tip = self._manifest_seq = None  # the head reads them back at commit
                 raise
             else:
@@ -275,11 +283,14 @@ class Store:
         async with self._lock:
             await self._execute_write("BEGIN IMMEDIATE")
             token = self._depth.set(1)
+            self._written = []
             try:
                 await self._begin_head()
                 yield
                 await self._seal_head()
             except BaseException as exc:
+                # Before the write lock goes: another writer may then write a file of the same name.
+                self._discard_bodies(0)
                 try:
                     await self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -288,7 +299,12 @@ class Store:
                     raise self._write_refused(exc) from None
                 raise
             else:
-                await self._execute_write("COMMIT")
+                try:
+                    await self._execute_write("COMMIT")
+                finally:
+                    # A COMMIT that failed may still have gone through in aiosqlite's thread (a
+                    # cancelled await): the files stay; what no row names is removed at next open.
+                    self._written = []
             finally:
                 self._depth.reset(token)
 
@@ -395,6 +411,14 @@ class Store:
             # The hybrid clock moves past every timestamp this node has seen (hlc.py).
             await self._set_meta("hlc", max(p.header.created_at for p in fresh.values()), grow_only=True)
             now = self.now_ms()
+            # Large bodies go to files, durable before the rows that name them (store/bodies.py).
+            files = [
+                (p.id, p.body) for p in fresh.values()
+                if self.bodies is not None and len(p.body) >= BODY_FILE_MIN
+            ]
+            if files:
+                await self._write_bodies(files)
+            in_files = {pid for pid, _ in files}
             await self._conn.executemany(
                 "INSERT INTO packets (id, created_at, topic, kind, author, header, signature, body,"
                 " source, received_at, quarantined) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -407,7 +431,7 @@ class Store:
                         str(p.header.author),
                         p.header_bytes,
                         p.signature,
-                        p.body,
+                        None if p.id in in_files else p.body,
                         source,
                         now,
                         int(quarantined),
@@ -445,17 +469,20 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no packet {packet_id.hex()}")
-        return _stored_packet(row)
+        return (await self._stored_packets([row]))[0]
 
     async def get_packets(self, ids: Sequence[bytes]) -> list[StoredPacket]:
-        out: list[StoredPacket] = []
+        rows = await self._rows_in(f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id IN", ids)
+        return await self._stored_packets(rows)
+
+    async def _rows_in(self, sql: str, ids: Sequence[bytes]) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (which ends in ``id IN``) for ``ids``, 500 ids per statement to
+        stay under SQLite's bound-parameter limit."""
+        out: list[tuple[Any, ...]] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self._conn.execute(
-                f"SELECT {_PACKET_COLUMNS} FROM packets WHERE id IN ({marks})", chunk
-            ) as cur:
-                out.extend(_stored_packet(r) for r in await cur.fetchall())
+            async with self._conn.execute(f"{sql} ({','.join('?' * len(chunk))})", chunk) as cur:
+                out.extend(tuple(r) for r in await cur.fetchall())
         return out
 
     async def resolve_packet(self, prefix: str) -> bytes:
@@ -484,14 +511,35 @@ class Store:
             sql += " LIMIT ?"
             args.append(limit)
         async with self._conn.execute(sql, args) as cur:
-            return [_stored_packet(r) for r in await cur.fetchall()]
+            rows = list(await cur.fetchall())  # aiosqlite types it Iterable
+        return await self._stored_packets(rows)
 
     async def packet_count(self, *, quarantined: bool | None = None) -> int:
+        """How many packets the ledger holds (in quarantine, or not): one row read, no scan."""
+        try:
+            total, held = await self._row("SELECT total, quarantined FROM packet_counts WHERE one = 0")
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            # A ledger from before migration 0004 opened read-only (never migrated): count.
+            if quarantined is None:
+                return await self._scalar("SELECT COUNT(*) FROM packets")
+            return await self._scalar(
+                "SELECT COUNT(*) FROM packets WHERE quarantined = ?", (int(quarantined),)
+            )
         if quarantined is None:
-            return await self._scalar("SELECT COUNT(*) FROM packets")
-        return await self._scalar(
-            "SELECT COUNT(*) FROM packets WHERE quarantined = ?", (int(quarantined),)
-        )
+            return int(total)
+        return int(held) if quarantined else int(total) - int(held)
+
+    def row_body(self, packet_id: bytes, body: bytes | None) -> bytes:
+        """The body of a packet row read raw (``SELECT … body FROM packets``): the column, or
+        its file when the column is NULL (store/bodies.py). Blocks on the file: for raw readers
+        of a few rows; listings of many go through :meth:`get_packets`."""
+        if body is not None:
+            return bytes(body)
+        if self.bodies is None:
+            raise LedgerError(f"packet {packet_id.hex()} has no body in the in-memory ledger")
+        return self.bodies.read(packet_id)
 
     async def promote(self, packet_id: bytes) -> None:
         """Move a quarantined (sandbox) packet into the shared set."""
@@ -706,6 +754,71 @@ class Store:
         ids = [bytes.fromhex(r[1]) for r in rows]
         return await self.get_packets(ids), rows[-1][0]
 
+    async def _stored_packets(self, rows: Sequence[Sequence[Any]]) -> list[StoredPacket]:
+        """Packets from their rows, the bodies held in files read in a worker thread."""
+        in_files = [bytes(r[0]) for r in rows if r[3] is None]
+        bodies: dict[bytes, bytes] = {}
+        if in_files:
+            if self.bodies is None:
+                raise LedgerError(f"packet {in_files[0].hex()} has no body in the in-memory ledger")
+            bodies = await asyncio.to_thread(self.bodies.read_many, in_files)
+        return [_stored_packet(r, bodies.get(bytes(r[0]))) for r in rows]
+
+    async def _write_bodies(self, files: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write body files inside the open transaction; its rollback removes them."""
+        assert self.bodies is not None and self._depth.get()
+        writing = asyncio.ensure_future(asyncio.to_thread(self.bodies.write, files, self._written))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The thread goes on: wait for it, so that the rollback removes every file it wrote.
+            with contextlib.suppress(Exception):
+                await writing
+            raise
+
+    def _discard_bodies(self, keep: int) -> None:
+        """Remove the body files written since ``keep`` (a rollback took their rows)."""
+        if self.bodies is not None and len(self._written) > keep:
+            self.bodies.remove(self._written[keep:])
+        del self._written[keep:]
+
+    async def _collect_orphans(self) -> int:
+        """Remove body files no committed row names (a writer killed between its file and its
+        commit, or mid-write); returns how many. Checked without the lock first, so opening a
+        ledger with no orphan never waits for the write lock."""
+        if self.bodies is None or not self.bodies.root.is_dir():
+            return 0
+        candidates = await asyncio.to_thread(self.bodies.candidates)
+        unnamed = await self._unnamed(candidates)
+        if not unnamed:
+            return 0
+        async with self._lock:
+            await self._execute_write("BEGIN IMMEDIATE")
+            token = self._depth.set(1)  # reads on the writer, under the write lock
+            try:
+                # No other writer is between a file and its commit now: what no row names is
+                # an orphan (a file committed since the first look is named now, and kept).
+                orphans = await self._unnamed(unnamed)
+                # Before the lock goes: a writer after us may write a file of the same name.
+                await asyncio.to_thread(self.bodies.remove, [path for _, path in orphans])
+            finally:
+                self._depth.reset(token)
+                await self._writer.execute("ROLLBACK")
+        if orphans:
+            logging.getLogger("ark_lattice.store").info(
+                "removed %d body file(s) no packet names (an interrupted write)", len(orphans)
+            )
+        return len(orphans)
+
+    async def _unnamed(
+        self, candidates: Sequence[tuple[bytes | None, Path]]
+    ) -> list[tuple[bytes | None, Path]]:
+        """The candidates no row names as its body file (temporary files are never named)."""
+        ids = [pid for pid, _ in candidates if pid is not None]
+        rows = await self._rows_in("SELECT id FROM packets WHERE body IS NULL AND id IN", ids)
+        named = {bytes(r[0]) for r in rows}
+        return [(pid, path) for pid, path in candidates if pid is None or pid not in named]
+
     async def next_counter(self, key: str) -> int:
         """A counter that only grows, shared by every process on this ledger."""
         async with self.transaction():
@@ -814,13 +927,25 @@ class Store:
             else:
                 await _close_quietly(snapshot)
 
-    async def backup_to(self, target: Path) -> None:
-        """Copy the live database with SQLite's online backup API (consistent under writes)."""
+    async def backup_to(self, target: Path) -> int:
+        """Copy the live database with SQLite's online backup API (consistent under writes),
+        then the body files its rows name to ``target``-bodies; returns how many files.
+
+        Body files are never changed or deleted once committed, so the files of the copy's
+        rows are all there to copy, whatever was written meanwhile."""
         dest = sqlite3.connect(target)
         try:
             await self._conn.backup(dest)
+            try:
+                ids = [bytes(r[0]) for r in dest.execute("SELECT id FROM packets WHERE body IS NULL")]
+            except sqlite3.OperationalError:
+                ids = []  # before migration 0004 every body is in its row
         finally:
             dest.close()
+        copy_root = bodies_dir(target)
+        if not ids or self.bodies is None or copy_root is None:
+            return 0
+        return await asyncio.to_thread(self.bodies.copy_to, BodyFiles(copy_root), ids)
 
     # -- private ----------------------------------------------------------------------------
 
@@ -979,6 +1104,13 @@ class Store:
         if key == "manifest_seq":
             self._manifest_seq = None if grow_only else value
 
+    async def _row(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Any]:
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise LedgerError(f"the ledger {self.path} lacks a row it always has ({sql})")
+        return tuple(row)
+
     async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._conn.execute(sql, args) as cur:
             row = await cur.fetchone()
@@ -1022,10 +1154,13 @@ def _where(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def _stored_packet(row: Sequence[Any]) -> StoredPacket:
+def _stored_packet(row: Sequence[Any], from_file: bytes | None = None) -> StoredPacket:
     pid, header, signature, body, source, received_at, quarantined = row
     # Signatures were checked when the packet was stored and `ledger verify` re-checks them all;
     # reading trusts them so that listings stay cheap.
+    if body is None:  # held in a file (store/bodies.py), read by the caller
+        assert from_file is not None
+        body = from_file
     packet = Packet.from_store(pid, header, signature, body)
     return StoredPacket(packet, source, received_at, bool(quarantined))
 
