@@ -236,12 +236,11 @@ def aggregate(
 @app.command("home")
 def home(
     ctx: typer.Context,
+    home_dir: Annotated[
+        Path | None, typer.Option("--home-dir", help="Build the home here, or top up the one there.")
+    ] = None,
     packets: Annotated[int, typer.Option(min=1, help="Packets the home holds.")] = 100_000,
     body: Annotated[int, typer.Option(min=8, max=1 << 20, help="Bytes per packet body.")] = 1024,
-    home_dir: Annotated[
-        Path | None,
-        typer.Option("--home-dir", help="Build the home here, or reuse (and top up) the one there."),
-    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """One node holding many packets: first row and memory of `packets list` (table and JSON),
