@@ -52,29 +52,37 @@ async def opened_in_order(
     threads = workers or os.cpu_count() or 1
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
     pending: deque[tuple[list[Row], asyncio.Future[list[Packet | Exception]]]] = deque()
+    failure: Exception | None = None
     try:
         batch: list[Row] = []
         size = 0
         opening: list[Parts] = []
-        async for row in rows:
-            batch.append(row)
-            opening.append(part := parts(row))
-            body = part[2]
-            size += len(body) if isinstance(body, bytes) else 0
-            if len(batch) < BATCH and size < BATCH_BYTES:
-                continue
-            pending.append((batch, loop.run_in_executor(pool, open_batch, opening)))
-            batch, opening, size = [], [], 0
-            while len(pending) > IN_FLIGHT * threads:
-                done, future = pending.popleft()
-                for pair in zip(done, await future, strict=True):
-                    yield pair
+        try:
+            async for row in rows:
+                batch.append(row)
+                opening.append(part := parts(row))
+                body = part[2]
+                size += len(body) if isinstance(body, bytes) else 0
+                if len(batch) < BATCH and size < BATCH_BYTES:
+                    continue
+                pending.append((batch, loop.run_in_executor(pool, open_batch, opening)))
+                batch, opening, size = [], [], 0
+                while len(pending) > IN_FLIGHT * threads:
+                    done, future = pending.popleft()
+                    for pair in zip(done, await future, strict=True):
+                        yield pair
+        except Exception as exc:
+            # A row that cannot be read (a damaged page): the rows read before it are handed
+            # back first, as one after another would have checked them, then the failure.
+            failure = exc
         if batch:
             pending.append((batch, loop.run_in_executor(pool, open_batch, opening)))
         while pending:
             done, future = pending.popleft()
             for pair in zip(done, await future, strict=True):
                 yield pair
+        if failure is not None:
+            raise failure
     finally:
         # A bad packet stops the caller early: batches not started are dropped, running ones end.
         pool.shutdown(wait=False, cancel_futures=True)

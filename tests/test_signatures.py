@@ -41,6 +41,21 @@ async def test_rows_come_back_in_order_each_with_its_packet_or_error(monkeypatch
             assert isinstance(opened, Packet) and opened.header_bytes == row[0]
 
 
+async def test_rows_read_before_a_failing_read_come_first(monkeypatch):
+    monkeypatch.setattr(signatures, "BATCH", 2)
+
+    async def damaged():
+        for i in range(5):
+            yield parts(i)
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    seen = []
+    with pytest.raises(sqlite3.DatabaseError):
+        async for _row, opened in signatures.opened_in_order(damaged(), lambda row: row, workers=2):
+            seen.append(opened)
+    assert len(seen) == 5 and all(isinstance(p, Packet) for p in seen)
+
+
 async def test_stopping_early_leaves_nothing_running(monkeypatch):
     monkeypatch.setattr(signatures, "BATCH", 2)
     opened = signatures.opened_in_order(rows([parts(i) for i in range(50)]), lambda row: row, workers=2)
