@@ -499,8 +499,9 @@ class Store:
         where, args = _where(("topic", topic))
         after: tuple[int, bytes] | None = None
         left = limit
+        wanted = min(page, 100)  # a short first page: the first row shows before a full page is read
         while left is None or left > 0:
-            size = page if left is None else min(page, left)
+            size = wanted if left is None else min(wanted, left)
             clause, values = where, list(args)
             if after is not None:
                 clause += (" AND" if clause else " WHERE") + " (created_at, id) < (?, ?)"
@@ -517,7 +518,7 @@ class Store:
                 )
             if len(rows) < size:
                 return
-            after = (rows[-1][1], rows[-1][0])
+            after, wanted = (rows[-1][1], rows[-1][0]), page
             if left is not None:
                 left -= len(rows)
 
