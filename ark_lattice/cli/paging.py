@@ -33,7 +33,7 @@ from ark_lattice.cli.output import SHORT, listing, text
 
 __all__ = ["pager_command", "paged", "write_listing", "StreamedTable", "FIRST_PAGE"]
 
-FIRST_PAGE = 200  # rows read before the table's layout is chosen (and the first row is written)
+FIRST_PAGE = 100  # rows read before the table's layout is chosen: the store's first page (iter_packets)
 MIN_FOLD = 12  # as cli/output.py's table: a folded column narrower than this is unreadable
 DEFAULT_PAGER = "less"
 
