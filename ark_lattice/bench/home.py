@@ -105,7 +105,7 @@ async def run(
             ]
             progress.advance()
         progress.update(description="federation status on a running node")
-        rows += _status(root, note)
+        rows += _status(root, note, Path(tmp) / "node.out")  # its log: never beside the home
         progress.advance()
         progress.update(description="bare Ed25519 verify on every core")
         bound = _bare_verify_rate(root)
@@ -167,9 +167,9 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def _status(root: Path, note: str) -> list[Measurement]:
+def _status(root: Path, note: str, log: Path) -> list[Measurement]:
     flags = ("--no-mdns", "--no-multicast", "--sync-interval", "3600", "--anchor-interval", "3600")
-    with NodeProcess(root, *flags) as node:
+    with NodeProcess(root, *flags, log=log) as node:
         calls = []
         for _ in range(STATUS_ROUNDS):
             started = time.perf_counter()
