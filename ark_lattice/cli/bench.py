@@ -7,6 +7,7 @@ draws nothing (cli/progress.py).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -271,6 +272,26 @@ def aggregate(
 
     with progress_bar("bench aggregate", quiet=json_) as bar:
         rows = bench_aggregate.run(updates, params, progress=bar)
+    report(ctx.obj, rows, json_)
+
+
+@app.command("home")
+def home(
+    ctx: typer.Context,
+    home_dir: Annotated[
+        Path | None, typer.Option("--home-dir", help="Build the home here, or top up the one there.")
+    ] = None,
+    packets: Annotated[int, typer.Option(min=1, help="Packets the home holds.")] = 100_000,
+    body: Annotated[int, typer.Option(min=8, max=1 << 20, help="Bytes per packet body.")] = 1024,
+    json_: JsonOption = False,
+) -> None:
+    """One node holding many packets: first row and memory of `packets list` (table and JSON),
+    `federation status` time, and `ledger verify` against bare Ed25519 verify on every core."""
+    from ark_lattice.bench import home as bench_home
+    from ark_lattice.cli.progress import progress_bar
+
+    with progress_bar("bench home", quiet=json_) as bar:
+        rows = run(bench_home.run(packets, body_size=body, home_dir=home_dir, progress=bar))
     report(ctx.obj, rows, json_)
 
 

@@ -94,16 +94,22 @@ def verify(
         node_id = NodeId.parse(home.load_config().node_id)
         check_ledger(home)  # gone or zero bytes: the exit code of a missing ledger, as everywhere
         async with await Store.open_readonly(home.ledger_path) as store:
+            events = packets = 0
             if bar.shown:  # counting costs a scan: only for a bar someone sees
                 try:
-                    bar.update(total=await store.event_count())
+                    events, packets = await store.event_count(), await store.packet_count()
+                    bar.update(total=events)
                 except sqlite3.Error:
-                    pass  # verify names what is wrong with the events table
+                    pass  # verify names what is wrong with the events and packets tables
             extra = [_expected(note, node_id, against)] if note is not None and against else []
             report = await ledger.verify(
-                store, node_id, progress=lambda seq: bar.update(completed=seq), against=extra
+                store, node_id, progress=lambda seq: bar.update(completed=seq), against=extra,
+                # The packet pass (signatures on every core) is the longer one: its own count.
+                packet_progress=lambda n: bar.update(
+                    description="verifying packet signatures", total=packets, completed=n
+                ),
             )
-            bar.update(completed=report.events)  # verify reports every 5000 events, not the last
+            bar.update(description="verifying the ledger", total=events or None, completed=report.events)
             return report
 
     try:

@@ -11,7 +11,6 @@ import typer
 from ark_lattice.cli import bundles
 from ark_lattice.cli.context import Application, open_node, run
 from ark_lattice.cli.output import listing, local_time, stamp
-from ark_lattice.cli.output import table as output_table
 
 app = typer.Typer(help="Publish and browse knowledge packets.", no_args_is_help=True)
 
@@ -244,36 +243,45 @@ def list_(
     ctx: typer.Context,
     topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many, newest first.")] = None,
+    no_pager: Annotated[
+        bool, typer.Option("--no-pager", help="Never page (a pager reads the table only on a terminal).")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
-    """List stored packets, newest first."""
+    """List stored packets, newest first; the table is paged on a terminal ($PAGER, less)."""
+    from ark_lattice.cli.paging import StreamedTable, paged, write_listing
+
     application: Application = ctx.obj
 
-    async def go() -> Any:
+    async def go() -> None:
         async with await open_node(application) as node:
-            return await node.store.list_packets(topic=topic, limit=limit)
+            # Streamed from keyset pages of the store: the first row is written before the
+            # second page is read, and memory holds one page whatever the ledger's size.
+            rows = node.store.iter_packets(topic=topic, limit=limit)
+            if json_:
+                with paged(no_pager=True) as out:  # data for machines: never a pager
+                    await write_listing(out, "packets", (packet_json(r) async for r in rows))
+                return
+            with paged(no_pager) as out:
+                table = StreamedTable(
+                    out, ("id", "topic", "kind", "author", "created", "size", "state"),
+                    width=application.console.width,
+                )
+                async for r in rows:
+                    table.add(
+                        (
+                            r.packet.hex_id[:16],
+                            r.packet.header.topic,
+                            r.packet.header.kind,
+                            r.packet.header.author.short,
+                            _hlc_time(r.packet.header.created_at),
+                            r.packet.header.body_size,
+                            "quarantined" if r.quarantined else "",
+                        )
+                    )
+                table.close(f"{table.count} packet(s)")
 
-    rows = run(go())
-    if json_:
-        application.print_json(listing("packets", [packet_json(r) for r in rows]))
-        return
-    table = output_table(
-        ("id", "topic", "kind", "author", "created", "size", "state"),
-        (
-            (
-                r.packet.hex_id[:16],
-                r.packet.header.topic,
-                r.packet.header.kind,
-                r.packet.header.author.short,
-                _hlc_time(r.packet.header.created_at),
-                r.packet.header.body_size,
-                "quarantined" if r.quarantined else "",
-            )
-            for r in rows
-        ),
-        title=f"{len(rows)} packet(s)",
-    )
-    application.console.print(table)
+    run(go())
 
 
 @app.command("show")

@@ -514,6 +514,42 @@ class Store:
             rows = list(await cur.fetchall())  # aiosqlite types it Iterable
         return await self._stored_packets(rows)
 
+    async def iter_packets(
+        self, *, topic: str | None = None, limit: int | None = None, page: int = 1000
+    ) -> AsyncIterator[StoredPacket]:
+        """Stored packets newest first, as :meth:`list_packets` orders them, streamed in keyset
+        pages: each page is one short read (no snapshot held while the caller is slow, say behind
+        a pager), so memory and the reader's hold on the WAL stay bounded however large the ledger.
+
+        For listings: bodies are not read (a packet's ``body`` is ``b""``; its header carries
+        ``body_size``), nor are signatures checked (``ledger verify`` does that).
+        """
+        where, args = _where(("topic", topic))
+        after: tuple[int, bytes] | None = None
+        left = limit
+        wanted = min(page, 100)  # a short first page: the first row shows before a full page is read
+        while left is None or left > 0:
+            size = wanted if left is None else min(wanted, left)
+            clause, values = where, list(args)
+            if after is not None:
+                clause += (" AND" if clause else " WHERE") + " (created_at, id) < (?, ?)"
+                values.extend(after)
+            async with self._conn.execute(
+                "SELECT id, created_at, header, signature, source, received_at, quarantined FROM packets"
+                f"{clause} ORDER BY created_at DESC, id DESC LIMIT ?",
+                [*values, size],
+            ) as cur:
+                rows = list(await cur.fetchall())  # aiosqlite types it Iterable
+            for pid, _, header, signature, source, received_at, quarantined in rows:
+                yield StoredPacket(
+                    Packet.from_store(pid, header, signature, b""), source, received_at, bool(quarantined)
+                )
+            if len(rows) < size:
+                return
+            after, wanted = (rows[-1][1], rows[-1][0]), page
+            if left is not None:
+                left -= len(rows)
+
     async def packet_count(self, *, quarantined: bool | None = None) -> int:
         """How many packets the ledger holds (in quarantine, or not): one row read, no scan."""
         try:

@@ -174,3 +174,34 @@ def test_publishing_many_refuses_what_it_cannot_publish(cli: Cli, tmp_path: Path
     empty.mkdir()
     assert "no files" in one_line_error(cli(*publish, str(empty), ok=False), 2)
     assert cli.json("packets", "list") == []  # nothing half-published
+
+
+def test_verify_shows_no_progress_in_a_pipe_and_its_packet_pass_on_a_terminal(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    from contextlib import contextmanager
+
+    from ark_lattice.bench.home import build_home
+
+    asyncio.run(build_home(cli.home, 1500, 16))  # a valid home: signed, stored through the store
+    result = cli("ledger", "verify")
+    assert result.stdout.startswith("ledger OK: 1501 events, 1500 packets") and result.stderr == ""
+
+    updates: list[dict[str, Any]] = []
+
+    class Recorder:  # what a terminal's bar is told (its drawing is rich's, at 5 Hz)
+        shown = True
+
+        def update(self, **change: Any) -> None:
+            updates.append(change)
+
+    @contextmanager
+    def recorded(description: str, **_: Any) -> Any:
+        yield Recorder()
+
+    monkeypatch.setattr(progress, "progress_bar", recorded)
+    assert cli("ledger", "verify").stdout.startswith("ledger OK: 1501 events")
+    assert updates[0] == {"total": 1501}
+    assert {"description": "verifying packet signatures", "total": 1500, "completed": 1000} in updates
+    assert updates[-1] == {"description": "verifying the ledger", "total": 1501, "completed": 1501}
