@@ -59,8 +59,9 @@ async def opened_in_order(
         opening: list[Parts] = []
         try:
             async for row in rows:
+                part = parts(row)  # may raise (a body file gone): then this row is the failure
                 batch.append(row)
-                opening.append(part := parts(row))
+                opening.append(part)
                 body = part[2]
                 size += len(body) if isinstance(body, bytes) else 0
                 if len(batch) < BATCH and size < BATCH_BYTES:
