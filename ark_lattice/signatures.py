@@ -48,7 +48,13 @@ async def opened_in_order(
     """Each row with its opened packet (or the exception opening it raised), in the rows' order;
     ``parts`` takes a row's header, signature and body. Batches are opened on ``workers`` threads
     (every core by default), at most :data:`IN_FLIGHT` per worker at a time."""
-    loop = asyncio.get_running_loop()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the simulator's inline store (store/inline.py): no loop, no threads
+        async for row in rows:
+            part = parts(row)
+            yield row, open_batch([part])[0]
+        return
     threads = workers or os.cpu_count() or 1
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
     pending: deque[tuple[list[Row], asyncio.Future[list[Packet | Exception]]]] = deque()
