@@ -476,7 +476,9 @@ class Federation(Driver):
         elif link.verifying and link.verifying[0][1].done():
             opened, job = link.verifying.popleft()
             job.result()  # a verification never raises (receipt.py); if it did, that is our bug
-            session.deliver(opened, self.clock())
+            # Hundreds of policy decisions: on a worker thread too, the owner waiting, so the loop
+            # keeps serving the writer's store calls and the other links meanwhile.
+            await asyncio.to_thread(session.deliver, opened, self.clock())
         elif link.messages and len(link.verifying) < VERIFY_AHEAD and (
             isinstance(link.messages[0], bytes) or not link.verifying  # an end waits its turn
         ):
