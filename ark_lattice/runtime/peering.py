@@ -200,6 +200,7 @@ class Federation(Driver):
         # Bounded: a full queue stops the links from reading, which is the back-pressure to peers.
         self._ingest: asyncio.Queue[act.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
         self._verifier = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        self._writing = False  # the ingest writer is storing a batch (and the audit with it)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -635,6 +636,7 @@ class Federation(Driver):
                 and sum(len(item.packets) for item in batch) < INGEST_PACKETS
             ):
                 batch.append(self._ingest.get_nowait())
+            self._writing = True
             try:
                 follow = await self.effects.ingest(batch, self.clock())
                 await self.carry_out(follow)
@@ -643,6 +645,7 @@ class Federation(Driver):
             except Exception:
                 log.exception("storing received packets failed; they will come again at the next sync")
             finally:
+                self._writing = False
                 for _ in batch:
                     self._ingest.task_done()
 
@@ -657,6 +660,11 @@ class Federation(Driver):
             await self._audit_pending.wait()
             await asyncio.sleep(pause)
             self._audit_pending.clear()
+            if self._writing or not self._ingest.empty():
+                # The ingest writer's next transaction writes them, with the packets they let
+                # in: a transaction (and an fsync) of their own would only hold the writer up.
+                self._audit_pending.set()
+                continue
             try:
                 await self.effects.write_audit()
             except ArkLatticeError as exc:

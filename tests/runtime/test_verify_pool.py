@@ -5,14 +5,18 @@ owner, verified on the verifier pool several at once, and delivered to the sessi
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import nacl.utils
 from websockets.asyncio.server import serve
 
+from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
+from ark_lattice.policy.engine import Policy
+from ark_lattice.policy.gate import PolicyGate
 from ark_lattice.protocol.channel import MAX_FRAME
 from ark_lattice.protocol.session import SessionConfig
 from ark_lattice.protocol.transfer import DEFAULT_INFLIGHT_BYTES, MAX_WIRE_PACKET
@@ -21,7 +25,7 @@ from ark_lattice.store.events import EventKind
 from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
-T0_MS = 1_700_000_000_000
+T0_MS = int(time.time() * 1000) - 60_000  # a minute ago: the default policy refuses stale packets
 
 
 def _packets(author: Identity, count: int) -> list[Packet]:
@@ -30,7 +34,7 @@ def _packets(author: Identity, count: int) -> list[Packet]:
     for n in range(count):
         depends = (out[-1].id,) if out and n % 5 == 0 else ()
         out.append(Packet.create(author, topic="lab/bulk", kind="note", body=bytes([n % 251]) * 1024,
-                                 created_at=(T0_MS + n) << 16, depends=depends))
+                                 created_at=pack(T0_MS, n), depends=depends))
     return out
 
 
@@ -49,7 +53,8 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
     # Wants of 96 ids: answers of ~110 KiB, over OFFLOAD_BYTES, and eight of them in flight.
     config = SessionConfig(want_batch=96, max_inflight_wants=8)
     a = Federation(a_store, a_id, key, name="a", auto_sync=False, config=config)
-    b = Federation(b_store, b_id, key, name="b", auto_sync=False, config=config)
+    b = Federation(b_store, b_id, key, name="b", auto_sync=False, config=config,
+                   gate=PolicyGate(Policy.default(), str(b_id.node_id)))
     verified: list[int] = []
     in_flight: list[int] = []
     verify = Federation._verify
@@ -80,6 +85,17 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
         first_want = DEFAULT_INFLIGHT_BYTES // MAX_WIRE_PACKET
         assert sum(verified) == len(sent) - first_want
         assert max(in_flight) >= 2  # ... with frames of one link verified side by side
+        # Every inbound decision reaches the ledger while the node runs: in the writer's
+        # transactions while it was busy (the audit task defers to it), then by the audit task.
+        async def decided() -> list[str]:
+            events = await b_store.events(kind=EventKind.POLICY_DECISION)
+            decisions = [d for e in events for d in e.fields["decisions"]]
+            return [d["subject"] for d in decisions if d["hook"] == "inbound_packet"]
+
+        while len(await decided()) < len(sent):
+            assert asyncio.get_running_loop().time() < deadline, "the audit did not reach the ledger"
+            await asyncio.sleep(0.05)
+        assert sorted(await decided()) == sorted(p.hex_id for p in sent)
     finally:
         server.close()
         await b.stop()
