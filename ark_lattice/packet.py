@@ -9,6 +9,7 @@ verifiably the author's. Bodies stay raw bytes everywhere: on disk and on the wi
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +118,7 @@ class PacketHeader:
         return cls(
             topic=topic,
             kind=kind,
-            author=NodeId(author),
+            author=_author(author),
             created_at=created_at,
             body_hash=body_hash,
             body_size=body_size,
@@ -208,6 +209,14 @@ class Packet:
     @property
     def hex_id(self) -> str:
         return self.id.hex()
+
+
+@functools.lru_cache(maxsize=4096)
+def _author(key: bytes) -> NodeId:
+    """One NodeId per author key: a sync brings thousands of packets by the same few authors, and
+    the id's text form (printed into every stored row, policy input and audit record) is then
+    computed once per author, not once per packet. NodeId is frozen, so sharing it is safe."""
+    return NodeId(key)
 
 
 def _is_hash(value: object) -> bool:

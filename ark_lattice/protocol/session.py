@@ -102,8 +102,9 @@ from ark_lattice.protocol.frames import (
     WitnessRequestFrame,
     parse_frame,
 )
+from ark_lattice.protocol.receipt import Checked, Opened
 from ark_lattice.protocol.reconciliation import Reconciliation, ReconStep
-from ark_lattice.protocol.transfer import TransferWindow, packet_frames
+from ark_lattice.protocol.transfer import DEFAULT_INFLIGHT_BYTES, TransferWindow, packet_frames, wire_size
 from ark_lattice.terms import terms_for
 from ark_lattice.tiers import TrustTier
 
@@ -161,6 +162,7 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     want_batch: int = 512  # ids per want frame
     max_inflight_wants: int = 4  # want frames outstanding at once (receiver-driven flow control)
+    max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES  # and the bytes they may bring (transfer.py)
     max_packets_bytes: int = MAX_FRAME_PAYLOAD - 64 * 1024  # plaintext budget of a packets frame
     future_skew_ms: int = 5 * 60 * 1000  # packets stamped further ahead are refused (DESIGN §6)
     recon_frame_limit: int = 400_000  # under frames.MAX_RECON; fewer rounds when d is large
@@ -234,7 +236,8 @@ class Session:
             initiator=role is Role.INITIATOR, frame_size_limit=config.recon_frame_limit
         )
         self._transfer = TransferWindow(
-            want_batch=config.want_batch, max_inflight_wants=config.max_inflight_wants
+            want_batch=config.want_batch, max_inflight_wants=config.max_inflight_wants,
+            max_inflight_bytes=config.max_inflight_bytes,
         )
         # queries we asked
         self._next_query = 1
@@ -299,18 +302,39 @@ class Session:
         return max(handshake.MSG3_SIZE, SETUP_FRAME_LIMIT)
 
     def receive_data(self, data: bytes, now: float) -> None:
-        """Feed one WebSocket message from the peer."""
+        """Feed one WebSocket message from the peer: :meth:`open`, then :meth:`deliver`."""
+        opened = self.open(data, now)
+        if opened is not None:
+            self.deliver(opened, now)
+
+    def open(self, data: bytes, now: float) -> Opened | None:
+        """Decrypt and parse one WebSocket message, in the order the peer sent them.
+
+        Returns the frame for :meth:`deliver`, which must get every returned frame in the same
+        order; in between, a driver may run :meth:`Opened.verify` on another thread
+        (protocol/receipt.py). Handshake messages and frames that fail to open are handled here
+        at once, and give ``None``.
+        """
         if self.state is State.CLOSED:
-            return
+            return None
         self._last_received = now
         self.bytes_in += len(data)
         try:
             if self.state is State.HANDSHAKE:
                 self._receive_handshake(data, now)
-                return
+                return None
             assert self._channel is not None
-            frame = parse_frame(self._channel.open(data), self.budget.frame_limits)
-            self._dispatch(frame, now)
+            return Opened(parse_frame(self._channel.open(data), self.budget.frame_limits))
+        except RemoteProtocolError as exc:
+            self._peer_failed(exc, now)
+            return None
+
+    def deliver(self, opened: Opened, now: float) -> None:
+        """Act on a frame :meth:`open` returned; its packets are verified now if they were not."""
+        if self.state is State.CLOSED:
+            return  # an earlier frame (or the node) closed the session: the rest is moot
+        try:
+            self._dispatch(opened, now)
         except RemoteProtocolError as exc:
             self._peer_failed(exc, now)
 
@@ -534,7 +558,8 @@ class Session:
 
     # -- frames -----------------------------------------------------------------------------
 
-    def _dispatch(self, frame: Frame, now: float) -> None:
+    def _dispatch(self, opened: Opened, now: float) -> None:
+        frame = opened.frame
         if isinstance(frame, ErrorFrame):
             self._events.append(PeerReportedError(frame.code, frame.reason, frame.fatal))
             if frame.fatal:
@@ -555,16 +580,23 @@ class Session:
             return
         if self.state is not State.OPEN:
             raise RemoteProtocolError(ErrorCode.OUT_OF_ORDER, f"{frame.TYPE} before identification")
+        # The frames that carry signed packets get them checked (protocol/receipt.py).
+        if isinstance(frame, PacketsFrame):
+            self._on_packets(frame, opened.checked(), now)
+            return
+        if isinstance(frame, AnswerFrame):
+            self._on_answer(frame, opened.checked(), now)
+            return
+        if isinstance(frame, AlertFrame):
+            self._on_alert(frame, opened.checked()[0], now)
+            return
         handler = {
             TermsFrame: self._on_terms,
             ReconFrame: self._on_recon,
             SyncedFrame: self._on_synced,
             OfferFrame: self._on_offer,
             WantFrame: self._on_want,
-            PacketsFrame: self._on_packets,
             QueryFrame: self._on_query,
-            AnswerFrame: self._on_answer,
-            AlertFrame: self._on_alert,
             AlertIdsFrame: self._on_alert_ids,
             WitnessRequestFrame: self._on_witness_request,
             WitnessReplyFrame: self._on_witness_reply,
@@ -648,23 +680,21 @@ class Session:
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "a want while our tier for you sends nothing")
         self._events.append(PacketsWanted(frame.ids))
 
-    def _on_packets(self, frame: PacketsFrame, now: float) -> None:
+    def _on_packets(self, frame: PacketsFrame, checked: Sequence[Checked], now: float) -> None:
         solicited = not frame.live
         if solicited and not self._transfer.answering:
             raise RemoteProtocolError(ErrorCode.UNSOLICITED, "packets nobody asked for")
         accepted = self.our_terms is not None and self.our_terms.accepts and self.flows[1]
         good: list[Packet] = []
         problems: list[tuple[str, str]] = []
-        for wire in frame.packets:
-            try:
-                packet = Packet.from_parts(wire.header, wire.signature, wire.body)
-            except BadSignature as exc:
-                problems.append((ErrorCode.BAD_SIGNATURE, str(exc)))
+        for packet in checked:
+            if isinstance(packet, BadSignature):
+                problems.append((ErrorCode.BAD_SIGNATURE, str(packet)))
                 continue
-            except VerificationError as exc:
-                problems.append((ErrorCode.BAD_PACKET, str(exc)))
+            if isinstance(packet, VerificationError):
+                problems.append((ErrorCode.BAD_PACKET, str(packet)))
                 continue
-            if solicited and not self._transfer.arrived(packet.id):
+            if solicited and not self._transfer.arrived(packet.id, wire_size(packet)):
                 problems.append((ErrorCode.UNSOLICITED, f"packet {packet.hex_id[:16]} was not wanted"))
                 continue
             physical_ms, _ = unpack(packet.header.created_at)
@@ -700,16 +730,13 @@ class Session:
             self._misbehaved(code, reason, now)
         self._pump_wants(now)
 
-    def _on_alert(self, frame: AlertFrame, now: float) -> None:
+    def _on_alert(self, frame: AlertFrame, packet: Checked, now: float) -> None:
         if self.our_terms is None or not self.our_terms.accepts or not self.flows[1]:
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, "an alert while our tier for you accepts nothing")
-        wire = frame.packet
-        try:
-            packet = Packet.from_parts(wire.header, wire.signature, wire.body)
-        except BadSignature as exc:
-            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
-        except VerificationError as exc:
-            raise RemoteProtocolError(ErrorCode.BAD_PACKET, str(exc)) from None
+        if isinstance(packet, BadSignature):
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, str(packet))
+        if isinstance(packet, VerificationError):
+            raise RemoteProtocolError(ErrorCode.BAD_PACKET, str(packet))
         if packet.header.kind != ALERT_KIND and packet.header.kind not in GOVERNANCE_KINDS:
             # Governance packets ride the alert flood too (DESIGN §10: adoption in well under a second).
             reason = "an alert frame carries only alerts and governance packets"
@@ -773,16 +800,16 @@ class Session:
             return
         self._events.append(QueryReceived(frame.query_id, frame.topic, frame.limit))
 
-    def _on_answer(self, frame: AnswerFrame, now: float) -> None:
+    def _on_answer(self, frame: AnswerFrame, checked: Sequence[Checked], now: float) -> None:
         if frame.query_id not in self._queries:
             raise RemoteProtocolError(ErrorCode.UNSOLICITED, "an answer to a query we did not ask")
         self._queries.discard(frame.query_id)
         good = []
-        for wire in frame.packets:
-            try:
-                good.append(Packet.from_parts(wire.header, wire.signature, wire.body))
-            except VerificationError as exc:
-                self._misbehaved(ErrorCode.BAD_PACKET, str(exc), now)
+        for packet in checked:
+            if isinstance(packet, VerificationError):
+                self._misbehaved(ErrorCode.BAD_PACKET, str(packet), now)
+            else:
+                good.append(packet)
         self._events.append(QueryAnswered(frame.query_id, tuple(good), frame.more))
 
     # -- transfer ---------------------------------------------------------------------------

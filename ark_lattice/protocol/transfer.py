@@ -5,6 +5,13 @@ Transfer is receiver-driven (docs/protocol.md §9): we ask for ids in ``want`` f
 each ``want`` in order with ``packets`` frames, the last one flagged ``last``. So a peer can never
 push more wanted packets at us than we asked for, and a slow receiver slows the sender down.
 
+The window is also measured in bytes: the ids in flight times the expected size of one packet
+stay under ``max_inflight_bytes``, so a window of 1 MiB packets holds a few dozen MiB in flight,
+not hundreds (and the sender, which loads a want's packets to answer it, holds no more either).
+The expected size is the mean wire size of the wanted packets that arrived in this session;
+before the first one, the largest a packet can be, so the first want of a session is small and
+the window opens as soon as its answer shows how big the packets are.
+
 :class:`TransferWindow` keeps the queue of ids still to ask for, the batches in flight (one per
 ``want``, oldest first), and the ids not to ask this peer for again in this session.
 :func:`packet_frames` is the sending side: packets cut into ``packets`` frames under the size
@@ -16,18 +23,33 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from ark_lattice.packet import Packet
+from ark_lattice.packet import MAX_BODY, MAX_HEADER, Packet
 from ark_lattice.protocol.frames import MAX_PACKETS, PacketsFrame, WantFrame, WirePacket
 
-__all__ = ["TransferWindow", "packet_frames"]
+__all__ = ["TransferWindow", "packet_frames", "wire_size", "MAX_WIRE_PACKET", "DEFAULT_INFLIGHT_BYTES"]
+
+#: The largest wire size of one packet (WirePacket.size): what we expect before we know better.
+MAX_WIRE_PACKET = MAX_HEADER + 64 + MAX_BODY + 16
+#: Bytes of wanted packets in flight from one peer, at most (as expected; see the module doc).
+DEFAULT_INFLIGHT_BYTES = 32 * 1024 * 1024
+
+
+def wire_size(packet: Packet) -> int:
+    """A packet's size as the transfer window counts it (that of its WirePacket)."""
+    return len(packet.header_bytes) + len(packet.signature) + len(packet.body) + 16
 
 
 class TransferWindow:
     """The ids we want from one peer: queued, in flight, or not to be asked for again."""
 
-    def __init__(self, *, want_batch: int, max_inflight_wants: int) -> None:
+    def __init__(
+        self, *, want_batch: int, max_inflight_wants: int, max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES
+    ) -> None:
         self.want_batch = want_batch
         self.max_inflight_wants = max_inflight_wants
+        self.max_inflight_bytes = max_inflight_bytes
+        self._arrived = 0  # wanted packets that arrived in this session
+        self._arrived_bytes = 0  # and their wire bytes: the mean is the expected size
         self._queue: deque[bytes] = deque()
         self._queued: set[bytes] = set()
         self._inflight: deque[set[bytes]] = deque()  # one set per want frame, in order
@@ -56,12 +78,29 @@ class TransferWindow:
             self._queue.extend(fresh)
         self._queued.update(fresh)
 
+    @property
+    def expected_size(self) -> int:
+        """The wire size we expect of the next wanted packet (see the module doc)."""
+        if not self._arrived:
+            return MAX_WIRE_PACKET
+        return max(1, -(-self._arrived_bytes // self._arrived))
+
+    @property
+    def inflight_bytes(self) -> int:
+        """The bytes we expect the wants in flight still to bring."""
+        return len(self._inflight_ids) * self.expected_size
+
     def pump(self) -> list[WantFrame]:
-        """The want frames to send now: queued ids, as far as the window has room."""
+        """The want frames to send now: queued ids, as far as the window has room (in wants and
+        in bytes; one id at least while nothing is in flight, so a transfer always moves)."""
         frames: list[WantFrame] = []
+        expected = self.expected_size
         while self._queue and len(self._inflight) < self.max_inflight_wants:
+            room = (self.max_inflight_bytes - len(self._inflight_ids) * expected) // expected
+            if room < 1 and self._inflight_ids:
+                break
             batch: list[bytes] = []
-            while self._queue and len(batch) < self.want_batch:
+            while self._queue and len(batch) < min(self.want_batch, max(1, room)):
                 ident = self._queue.popleft()
                 self._queued.discard(ident)
                 batch.append(ident)
@@ -80,13 +119,17 @@ class TransferWindow:
         """A want is unanswered, so a non-live ``packets`` frame is expected."""
         return bool(self._inflight)
 
-    def arrived(self, ident: bytes) -> bool:
-        """A packet of the answer to the oldest want; false if that want did not ask for it."""
+    def arrived(self, ident: bytes, size: int = 0) -> bool:
+        """A packet of the answer to the oldest want (``size``: its wire size); false if that
+        want did not ask for it."""
         batch = self._inflight[0]
         if ident not in batch:
             return False
         batch.discard(ident)
         self._inflight_ids.discard(ident)
+        if size > 0:
+            self._arrived += 1
+            self._arrived_bytes += size
         return True
 
     def answered(self) -> None:

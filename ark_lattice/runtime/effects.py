@@ -263,26 +263,46 @@ class Effects:
     async def ingest(self, batch: Sequence[act.Ingest], now: float) -> list[act.Action]:
         """Store received packets, dependencies first, in one transaction for the whole batch.
 
+        The intake orders each item (protocol/intake.py); a packet made ready by an earlier item
+        of the batch counts as held for the later ones, since it is stored before them in the same
+        transaction. Consecutive items from one source and of one quarantine state are stored by
+        one ``put_packets`` (one insert, one run of ledger events hashed in a row), so a batch of
+        frames from one peer costs one insert, not one per frame.
+
         Returns the coordinator's answer: wants for missing dependencies and the relays.
         """
-        results: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
+        plans: list[tuple[act.Ingest, list[Packet], set[bytes]]] = []
+        new_ids: set[bytes] = set()
         written: list[NewEvent] = []
         async with self._kept_if_rolled_back(written), self.store.transaction():
             await self.write_audit(written)  # the decisions that let these packets in, atomically
+            staged: set[bytes] = set()  # ready earlier in this batch: stored before what follows
             for item in batch:
                 deps = Intake.dependencies(item.packets)
-                held = await self.store.held_ids(list(deps)) if deps else set()
-                admission = self.core.admit_packets(item.packets, held)
-                ready, new, put = admission.ready, [], []
+                unknown = [d for d in deps if d not in staged]
+                held = await self.store.held_ids(unknown) if unknown else set()
+                admission = self.core.admit_packets(item.packets, held | (deps & staged))
+                ready, put = admission.ready, []
                 while ready:
                     put += ready
-                    new += await self.store.put_packets(ready, source=item.peer, quarantined=item.quarantine)
                     ready = self.core.packets_stored(p.id for p in ready)
-                fresh = {p.id for p in new}
-                self.core.echoed(item.link, [p for p in put if p.id not in fresh])  # held already
-                results.append((item, new, admission.missing))
+                staged.update(p.id for p in put)
+                plans.append((item, put, admission.missing))
+            for (peer, quarantine), group in _runs(plans):
+                stored = await self.store.put_packets(
+                    [p for _, put, _ in group for p in put], source=peer, quarantined=quarantine
+                )
+                new_ids.update(p.id for p in stored)
         actions: list[act.Action] = []
-        for item, new, missing in results:
+        for item, put, missing in plans:
+            new, echoed = [], []
+            for p in put:
+                if p.id in new_ids:
+                    new_ids.discard(p.id)  # a packet is new to the first item that brought it only
+                    new.append(p)
+                else:
+                    echoed.append(p)
+            self.core.echoed(item.link, echoed)  # held already
             if self.metrics is not None:
                 self.metrics.stored(len(new), item.quarantine)
             actions += self.core.ingested(item.link, new, item.quarantine, missing, now)
@@ -337,6 +357,20 @@ class Effects:
         except BaseException:
             self.kept[:0] = written
             raise
+
+
+def _runs(
+    plans: Sequence[tuple[act.Ingest, list[Packet], set[bytes]]],
+) -> list[tuple[tuple[str, bool], list[tuple[act.Ingest, list[Packet], set[bytes]]]]]:
+    """The plans cut into runs of consecutive items with one source and one quarantine state."""
+    runs: list[tuple[tuple[str, bool], list[tuple[act.Ingest, list[Packet], set[bytes]]]]] = []
+    for plan in plans:
+        key = (plan[0].peer, plan[0].quarantine)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(plan)
+        else:
+            runs.append((key, [plan]))
+    return runs
 
 
 class Driver:

@@ -6,8 +6,12 @@ Every decision is the coordinator's (protocol/coordinator.py) or a session's
 - one task per link owns that link's session, as a ``websockets`` connection owns its protocol:
   it feeds the session what a small reader task received, ticks it at its next deadline, carries
   out the link actions other tasks queue for it, and writes what the session wants sent. No other
-  task touches the session, so there are no locks; a big frame is decrypted and verified on a
-  worker thread (libsodium releases the GIL) while the owner waits for it;
+  task touches the session, so there are no locks. A frame is taken in three steps
+  (protocol/receipt.py): the owner opens it (decrypts and parses, in order; a big one on a worker
+  thread while it waits), a small pool of verifier threads checks the packets of several frames
+  at once (libsodium and hashlib release the GIL, so this runs on every core while the loop keeps
+  reading and the writer keeps writing), and the owner delivers the frames to the session in the
+  order they came;
 - one writer task stores received packets in batches (one transaction for many frames);
 - one task sleeps until the coordinator's next wake-up (dials, auto-sync), and one flushes the
   audit trail a moment after decisions arrive.
@@ -21,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -36,6 +42,7 @@ from ark_lattice.protocol import actions as act
 from ark_lattice.protocol import events as ev
 from ark_lattice.protocol.coordinator import Coordinator
 from ark_lattice.protocol.handshake import MSG2_SIZE
+from ark_lattice.protocol.receipt import Opened
 from ark_lattice.protocol.session import Role, Session, SessionConfig, State
 from ark_lattice.protocol.strangers import StrangerBudget, Strangers
 from ark_lattice.runtime.effects import Driver, Effects, apply_to_session, our_manifest
@@ -48,8 +55,11 @@ log = logging.getLogger("ark_lattice.peering")
 
 QUERY_TIMEOUT = 30.0
 CLOSE_CODE_BASE = 4000  # WebSocket private-use close codes carry our error codes
-OFFLOAD_BYTES = 64 * 1024  # frames this big are verified on a worker thread
+OFFLOAD_BYTES = 64 * 1024  # frames this big are opened and verified on worker threads
 READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: back-pressure
+VERIFY_AHEAD = 4  # frames of one link being verified before the oldest is delivered
+VERIFY_CHUNK = 128  # packets per verification job, so one big frame spreads over the threads
+VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the node's verifier pool
 INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops the readers
 INGEST_BATCH = 16  # batches the writer stores in one transaction
 # ... and at most about this many packets: a transaction holds the store (a status read waits for
@@ -98,6 +108,8 @@ class Link:
     messages: deque[bytes | str | _End] = field(default_factory=deque)  # str: refused (text frame)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    # Opened frames in the order they came, each with its verification (done or running).
+    verifying: deque[tuple[Opened, asyncio.Future[Any]]] = field(default_factory=deque)
     limit: int | None = None  # the receive limit the transport holds the peer to now
 
     @property
@@ -187,6 +199,8 @@ class Federation(Driver):
         self.metrics = Counters()
         # Bounded: a full queue stops the links from reading, which is the back-pressure to peers.
         self._ingest: asyncio.Queue[act.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
+        self._verifier = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        self._writing = False  # the ingest writer is storing a batch (and the audit with it)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -226,6 +240,7 @@ class Federation(Driver):
         for task in list(self._tasks | self._owners):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._owners, return_exceptions=True)
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -459,7 +474,15 @@ class Federation(Driver):
         link.ready.clear()
         if link.commands:
             await self._apply(link, link.commands.popleft())
-        elif link.messages:
+        elif link.verifying and link.verifying[0][1].done():
+            opened, job = link.verifying.popleft()
+            job.result()  # a verification never raises (receipt.py); if it did, that is our bug
+            # Hundreds of policy decisions: on a worker thread too, the owner waiting, so the loop
+            # keeps serving the writer's store calls and the other links meanwhile.
+            await asyncio.to_thread(session.deliver, opened, self.clock())
+        elif link.messages and len(link.verifying) < VERIFY_AHEAD and (
+            isinstance(link.messages[0], bytes) or not link.verifying  # an end waits its turn
+        ):
             message = link.messages.popleft()
             link.room.release()
             now = self.clock()
@@ -470,12 +493,20 @@ class Federation(Driver):
             elif isinstance(message, str):
                 reason = "text frames are not part of the protocol"
                 session.refuse(ErrorCode.MALFORMED, reason, now, fatal=True)
-            elif len(message) >= OFFLOAD_BYTES:
-                # Hundreds of signatures to check: on a worker thread, so the loop keeps serving
-                # the other links and the writer meanwhile. Only this task touches the session.
-                await asyncio.to_thread(session.receive_data, message, now)
             else:
-                session.receive_data(message, now)
+                # A big frame is decrypted on a worker thread, the owner waiting: only this task
+                # touches the session, and the loop serves the other links meanwhile.
+                big = len(message) >= OFFLOAD_BYTES
+                if big:
+                    frame = await asyncio.to_thread(session.open, message, now)
+                else:
+                    frame = session.open(message, now)
+                if frame is None:
+                    pass  # a handshake message, or a frame that failed (the session said so)
+                elif big or link.verifying:  # hundreds of signatures, or behind frames that have them
+                    link.verifying.append((frame, self._verify(link, frame)))
+                else:
+                    session.deliver(frame, now)
         else:
             deadline = session.next_deadline()
             try:
@@ -483,6 +514,17 @@ class Federation(Driver):
                     await link.ready.wait()
             except TimeoutError:
                 session.tick(self.clock())
+
+    def _verify(self, link: Link, opened: Opened) -> asyncio.Future[Any]:
+        """Check the frame's packets on the verifier pool, in chunks; wakes the owner when done."""
+        loop = asyncio.get_running_loop()
+        jobs = [
+            loop.run_in_executor(self._verifier, opened.verify, start, start + VERIFY_CHUNK)
+            for start in range(0, opened.size, VERIFY_CHUNK)
+        ]
+        done: asyncio.Future[Any] = asyncio.gather(*jobs)
+        done.add_done_callback(lambda _: link.ready.set())
+        return done
 
     async def _apply(self, link: Link, item: Any) -> None:
         session, now = link.session, self.clock()
@@ -594,6 +636,7 @@ class Federation(Driver):
                 and sum(len(item.packets) for item in batch) < INGEST_PACKETS
             ):
                 batch.append(self._ingest.get_nowait())
+            self._writing = True
             try:
                 follow = await self.effects.ingest(batch, self.clock())
                 await self.carry_out(follow)
@@ -602,6 +645,7 @@ class Federation(Driver):
             except Exception:
                 log.exception("storing received packets failed; they will come again at the next sync")
             finally:
+                self._writing = False
                 for _ in batch:
                     self._ingest.task_done()
 
@@ -616,6 +660,11 @@ class Federation(Driver):
             await self._audit_pending.wait()
             await asyncio.sleep(pause)
             self._audit_pending.clear()
+            if self._writing or not self._ingest.empty():
+                # The ingest writer's next transaction writes them, with the packets they let
+                # in: a transaction (and an fsync) of their own would only hold the writer up.
+                self._audit_pending.set()
+                continue
             try:
                 await self.effects.write_audit()
             except ArkLatticeError as exc:
