@@ -439,6 +439,10 @@ class Store:
                     for p in fresh.values()
                 ],
             )
+            await self._conn.execute(  # the counts `status` reads (migration 0004)
+                "UPDATE packet_counts SET total = total + ?, quarantined = quarantined + ? WHERE one = 0",
+                (len(fresh), len(fresh) if quarantined else 0),
+            )
             await self.append_events(
                 [
                     (
