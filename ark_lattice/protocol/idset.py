@@ -4,7 +4,7 @@ The initiator of a run remembers every id it reported (reconcile.py: a frame-siz
 ranges it had settled, and their ids must not be reported twice). As a ``set[bytes]`` that is
 ~110 bytes an id — the table's slots and a bytes object each, kept alive after the packet itself
 has arrived — and the run of a 100k-packet sync reports 100k ids. :class:`IdSet` keeps them as
-one sorted ``bytes`` blob of fixed-width records, searched by bisection, plus a small ``set`` of
+one sorted ``bytearray`` of fixed-width records, searched by bisection, plus a small ``set`` of
 the latest ones; the set is merged into the blob once it holds an eighth as many (at least
 :data:`MERGE_AT`), so merging costs O(1) amortised per id and the blob is the bulk.
 
@@ -12,8 +12,6 @@ Pure and exact: membership compares whole ids.
 """
 
 from __future__ import annotations
-
-from heapq import merge
 
 __all__ = ["IdSet", "ID_SIZE", "MERGE_AT"]
 
@@ -27,7 +25,7 @@ class IdSet:
     __slots__ = ("_blob", "_count", "_recent")
 
     def __init__(self) -> None:
-        self._blob = b""
+        self._blob = bytearray()
         self._count = 0
         self._recent: set[bytes] = set()
 
@@ -65,11 +63,23 @@ class IdSet:
         return True
 
     def _merge(self) -> None:
+        # In place, from the back: the blob grows by the new records and each old record greater
+        # than a new one moves up once, so a merge never holds a second copy of the blob.
+        recent = sorted(self._recent)
         blob = self._blob
-        held = (blob[i : i + ID_SIZE] for i in range(0, len(blob), ID_SIZE))
-        out = bytearray()
-        for ident in merge(held, sorted(self._recent)):
-            out += ident
-        self._blob = bytes(out)
-        self._count += len(self._recent)
+        old = self._count - 1
+        blob += bytes(len(recent) * ID_SIZE)
+        end = len(blob)
+        for ident in reversed(recent):
+            while old >= 0:
+                start = old * ID_SIZE
+                record = blob[start : start + ID_SIZE]
+                if record < ident:
+                    break
+                blob[end - ID_SIZE : end] = record
+                end -= ID_SIZE
+                old -= 1
+            blob[end - ID_SIZE : end] = ident
+            end -= ID_SIZE
+        self._count += len(recent)
         self._recent = set()
