@@ -38,7 +38,7 @@ __all__ = ["Reconciliation", "ReconStep", "RECON_AHEAD"]
 #: this a 100k-packet sync held all 100k ids at once — queued, and remembered as reported — and
 #: the receiver's memory grew with the size of the difference. Pacing the rounds by the transfer
 #: keeps it near this bound; the messages, and what the run finds, are the same.
-RECON_AHEAD = 8192
+RECON_AHEAD = 4096  # twice the default window in flight (4 wants of 512): the transfer never starves
 
 
 @dataclass(frozen=True)
