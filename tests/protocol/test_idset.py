@@ -20,9 +20,11 @@ ids = st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), ids), max_size=400), st.integers(1, 16))
-def test_it_holds_what_a_set_holds(ops: list[tuple[bool, bytes]], merge_at: int) -> None:
-    saved, idset.MERGE_AT = idset.MERGE_AT, merge_at  # merge often: the blob is what is tested
+@given(st.lists(st.tuples(st.booleans(), ids), max_size=400), st.integers(1, 16), st.integers(1, 8))
+def test_it_holds_what_a_set_holds(ops: list[tuple[bool, bytes]], merge_at: int, stride: int) -> None:
+    # Merge often and index sparsely: the blob and its index are what is tested.
+    saved = idset.MERGE_AT, idset.STRIDE
+    idset.MERGE_AT, idset.STRIDE = merge_at, stride
     try:
         held, model = IdSet(), set()
         for add, ident in ops:
@@ -34,7 +36,7 @@ def test_it_holds_what_a_set_holds(ops: list[tuple[bool, bytes]], merge_at: int)
         for ident in model:
             assert ident in held
     finally:
-        idset.MERGE_AT = saved
+        idset.MERGE_AT, idset.STRIDE = saved
 
 
 def test_a_large_set_lives_in_one_blob_of_32_byte_records() -> None:
