@@ -20,19 +20,21 @@ ledger event each, and isolate the peer).
 A summary is shaped like a decision record (hook, peer, subject, allowed, rules, reason) plus
 ``repeats``, ``first`` and ``last`` (the decision times, seconds), so ``ark-lattice audit`` lists it
 with the rest. The memory of what was written is bounded (:data:`MEMORY` keys, least recently
-seen forgotten first): a forgotten decision is simply written again. Pure: time is an argument.
+seen forgotten first, approximately, in arrays of a fixed size: policy/recent.py): a forgotten
+decision is simply written again. Pure: time is an argument.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ark_lattice.policy.recent import RecentKeys
+
 __all__ = ["RepeatedDecisions", "MEMORY", "DEFAULT_INTERVAL", "FLOOD_WRITTEN"]
 
-MEMORY = 65_536  # decisions remembered as written (~100 bytes each)
+MEMORY = 65_536  # decisions remembered as written (~20 bytes each, allocated at once: recent.py)
 DEFAULT_INTERVAL = 300.0  # seconds between two summaries of one peer's repeats
 FLOOD_WRITTEN = 16  # rate-limit refusals of one peer written one by one per interval
 _REPEAT, _FLOOD = "repeat", "flood"
@@ -52,10 +54,10 @@ class RepeatedDecisions:
         if memory < 1:
             raise ValueError("the memory of written decisions must hold at least one")
         self.memory = memory
-        # hash of (hook, peer, subject, allowed, rules) -> None, least recently seen first. The
+        # hashes of (hook, peer, subject, allowed, rules), least recently seen forgotten first. The
         # hash is salted per process, so a peer cannot choose subjects that collide; a collision
         # would only count one decision as a repeat, never hide that it was taken.
-        self._written: OrderedDict[int, None] = OrderedDict()
+        self._written = RecentKeys(memory)
         # peer -> (kind, hook, allowed, rules) -> tally, and when the peer's current interval began
         self._tallies: dict[str, dict[tuple[str, str, bool, tuple[str, ...]], _Tally]] = {}
         self._since: dict[str, float] = {}
@@ -70,8 +72,7 @@ class RepeatedDecisions:
             hook, peer = str(record.get("hook")), str(record.get("peer"))
             allowed = bool(record.get("allowed"))
             key = hash((hook, peer, str(record.get("subject")), allowed, rules))
-            if key in written:
-                written.move_to_end(key)
+            if written.touch(key):
                 self._count(peer, (_REPEAT, hook, allowed, rules), now)
                 continue
             if not allowed and any(rule.startswith("rate:") for rule in rules):
@@ -80,9 +81,7 @@ class RepeatedDecisions:
                     self._count(peer, (_FLOOD, hook, allowed, rules), now)
                     continue
                 self._floods[peer] = floods + 1
-            written[key] = None
-            if len(written) > self.memory:
-                written.popitem(last=False)
+            written.add(key)
             fresh.append(record)
         return fresh
 

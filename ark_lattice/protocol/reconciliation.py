@@ -10,7 +10,9 @@ each run. :class:`Reconciliation` keeps what spans those runs (docs/protocol.md 
 - the responder's snapshot of our set, dropped at ``synced`` so the next run starts fresh;
 - the responder's first message of a run that arrived before the node gave us our set (held,
   since answering it needs the set);
-- a request to run again that came while a run was in progress (terms changed mid-run).
+- a request to run again that came while a run was in progress (terms changed mid-run);
+- the initiator's next message while the ids it wanted are far from all arrived
+  (:data:`RECON_AHEAD`): rounds go at the pace of the transfer, so memory stays bounded.
 
 It is pure bookkeeping: it returns what to send in a :class:`ReconStep` and the session sends it,
 wants through its transfer window, and emits the events. It never sees the clock or the channel:
@@ -29,7 +31,14 @@ from ark_lattice.protocol import reconcile
 from ark_lattice.protocol.budget import DEFAULT_BUDGET, CostMeter, MemberBudget
 from ark_lattice.protocol.frames import MAX_IDS, OfferFrame, ReconFrame, SyncedFrame
 
-__all__ = ["Reconciliation", "ReconStep"]
+__all__ = ["Reconciliation", "ReconStep", "RECON_AHEAD"]
+
+#: The initiator's next message waits while at least this many ids it wanted are still to arrive.
+#: Each round learns up to ~1,800 more (a frame of ids), far faster than they arrive, so without
+#: this a 100k-packet sync held all 100k ids at once — queued, and remembered as reported — and
+#: the receiver's memory grew with the size of the difference. Pacing the rounds by the transfer
+#: keeps it near this bound; the messages, and what the run finds, are the same.
+RECON_AHEAD = 4096  # twice the default window in flight (4 wants of 512): the transfer never starves
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Reconciliation:
         self._held: ReconFrame | None = None
         self._again = False
         self._meter = CostMeter()
+        self._paced: ReconFrame | None = None  # the initiator's next message, waiting (RECON_AHEAD)
 
     @property
     def running(self) -> bool:
@@ -100,6 +110,22 @@ class Reconciliation:
             items, frame_size_limit=self.frame_size_limit, max_ranges=ranges
         )
         return None
+
+    def pace(self, reply: ReconFrame | SyncedFrame, pending: int) -> ReconFrame | SyncedFrame | None:
+        """``reply`` to send now, or None: it waits, because ``pending`` ids we wanted are still to
+        arrive (at least :data:`RECON_AHEAD`); :meth:`resume` gives it back. ``synced`` never waits."""
+        if isinstance(reply, ReconFrame) and self.initiator and pending >= RECON_AHEAD:
+            self._paced = reply
+            return None
+        return reply
+
+    def resume(self, pending: int) -> ReconFrame | None:
+        """The message :meth:`pace` held, once fewer than :data:`RECON_AHEAD` wanted ids are pending."""
+        paced = self._paced
+        if paced is None or pending >= RECON_AHEAD:
+            return None
+        self._paced = None
+        return paced
 
     def take_held(self) -> ReconFrame | None:
         """The responder's held first message, to answer now that the snapshot is there."""

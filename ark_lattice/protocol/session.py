@@ -627,6 +627,7 @@ class Session:
         self.their_terms = frame
         if not self.flows[1]:
             self._transfer.drop_queue()  # they no longer send to us: forget what we wanted
+            self._pump_wants(now)  # a round waiting for those ids goes now
         self._maybe_ready()
 
     def _maybe_ready(self) -> None:
@@ -656,7 +657,11 @@ class Session:
         if step.want:
             self.want(step.want, now)
         if step.reply is not None:
-            self._send(step.reply, now)
+            # The next round waits while many wanted ids are still to arrive (RECON_AHEAD);
+            # _pump_wants sends it once they have.
+            reply = self._recon.pace(step.reply, self._transfer.pending)
+            if reply is not None:
+                self._send(reply, now)
         if isinstance(step.reply, SyncedFrame):
             self.last_sync = now
             self._events.append(SyncCompleted(step.reply.offered, step.reply.wanted))
@@ -815,10 +820,12 @@ class Session:
     # -- transfer ---------------------------------------------------------------------------
 
     def _pump_wants(self, now: float) -> None:
-        if not self.flows[1]:
-            return
-        for frame in self._transfer.pump():
-            self._send(frame, now)
+        if self.flows[1]:
+            for frame in self._transfer.pump():
+                self._send(frame, now)
+        paced = self._recon.resume(self._transfer.pending)
+        if paced is not None:
+            self._send(paced, now)
 
     def _send_packet_frames(self, packets: Sequence[Packet], now: float, *, live: bool) -> None:
         for frame in packet_frames(packets, budget=self.config.max_packets_bytes, live=live):

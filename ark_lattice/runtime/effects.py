@@ -314,6 +314,7 @@ class Effects:
         """Write kept audit events, then pending policy decisions (many decisions per event) with
         the summaries of repeated decisions that are due (all of them if ``final``: stopping).
 
+        Writes what is due when called; decisions queued while it writes wait for the next call.
         Each event leaves the queue before its write (a concurrent call never writes it twice)
         and goes back to the front if the write fails. Returns the events written, also added
         to ``written`` as they go (inside a transaction, they are kept if it rolls back).
@@ -322,7 +323,13 @@ class Effects:
         gate = self.core.gate
         interval = float(gate.policy.limits.audit_summary_s) if gate is not None else DEFAULT_INTERVAL
         self.decisions.extend(self.repeats.drain() if final else self.repeats.due(self._now, interval))
-        while self.kept or self.decisions:
+        # Only the events due now (all if final): a receiver queues decisions faster than one
+        # event per write, so a call that also took those would not end before the sync does and
+        # would hold every event it wrote (tens of MB at 100k packets). Later ones are the next
+        # call's: queueing them set the driver's audit flag again (audit_queued).
+        due = len(self.kept) + -(-len(self.decisions) // AUDIT_CHUNK)
+        while (self.kept or self.decisions) and (final or due > 0):
+            due -= 1
             if self.kept:
                 event = self.kept.pop(0)
             else:

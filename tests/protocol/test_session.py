@@ -1433,3 +1433,37 @@ def test_parse_frame_on_well_formed_cbor_of_any_shape(version: Any, kind: Any, f
         assert exc.code in set(ErrorCode) and len(exc.reason) < 200
     else:
         assert f.parse_frame(frame.serialize()) == frame
+
+
+class PendingAtEachRound(Session):
+    """A session that notes, for each reconciliation message it sends, how many ids it wanted
+    that had not arrived yet."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.pending_at_recon: list[int] = []
+
+    def _send(self, frame: f.Frame, now: float) -> None:
+        if isinstance(frame, f.ReconFrame):
+            self.pending_at_recon.append(self._transfer.pending)
+        super()._send(frame, now)
+
+
+def test_reconciliation_rounds_wait_while_many_wanted_ids_are_still_to_arrive(monkeypatch) -> None:
+    from ark_lattice.protocol import reconciliation
+
+    monkeypatch.setattr(reconciliation, "RECON_AHEAD", 40)
+    theirs = [make_packet((ALICE, BOB, CAROL)[n % 3], n) for n in range(600)]
+    # Small frames: each reply lists ~120 ids, so learning them all takes several rounds.
+    config = SessionConfig(want_batch=8, max_inflight_wants=2, recon_frame_limit=4096)
+    pair = open_pair(CORE, CORE, [], theirs, config=config, a_cls=PendingAtEachRound)
+    # Everything arrives, and the run reports the same difference as ever ...
+    assert pair.a.node.ids() == {p.id for p in theirs}
+    assert pair.a.of(SyncCompleted) == [SyncCompleted(offered=0, wanted=600)]
+    assert not pair.a.of(Misbehaviour) and not pair.b.of(Misbehaviour)
+    # ... but each round after the first went out only once fewer than RECON_AHEAD were pending.
+    session = pair.a.session
+    assert isinstance(session, PendingAtEachRound)
+    rounds = session.pending_at_recon
+    assert len(rounds) > 3 and max(rounds[1:]) < 40
+    assert not session._recon.running and session._recon.resume(0) is None

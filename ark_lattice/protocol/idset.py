@@ -1,0 +1,99 @@
+"""A growing set of 32-byte ids in about 32 bytes each: what one reconciliation run reported.
+
+The initiator of a run remembers every id it reported (reconcile.py: a frame-size cut reopens
+ranges it had settled, and their ids must not be reported twice). As a ``set[bytes]`` that is
+~110 bytes an id — the table's slots and a bytes object each, kept alive after the packet itself
+has arrived — and the run of a 100k-packet sync reports 100k ids. :class:`IdSet` keeps them as
+one sorted ``bytearray`` of fixed-width records, searched by bisection (through an index of
+every 64th record), plus a small ``set`` of the latest ones; the set is merged into the blob once
+it holds an eighth as many (at least :data:`MERGE_AT`), moving the old records between two new
+ones as one block, so the blob is the bulk and a merge costs a lookup per new id.
+
+Pure and exact: membership compares whole ids.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+__all__ = ["IdSet", "ID_SIZE", "MERGE_AT", "STRIDE"]
+
+ID_SIZE = 32
+MERGE_AT = 4096  # recent ids held as objects before the first merge into the blob
+STRIDE = 64  # records of the blob per entry of its index
+
+
+class IdSet:
+    """Ids of exactly :data:`ID_SIZE` bytes (else ``ValueError``); only added, never removed."""
+
+    __slots__ = ("_blob", "_count", "_recent", "_index")
+
+    def __init__(self) -> None:
+        self._blob = bytearray()
+        self._count = 0
+        self._recent: set[bytes] = set()
+        # Every STRIDE-th record of the blob as an object, so a lookup bisects this short list in
+        # C and only the last few steps slice the blob (~1 µs instead of ~4 at 100k ids).
+        self._index: list[bytes] = []
+
+    def __len__(self) -> int:
+        return self._count + len(self._recent)
+
+    def __contains__(self, ident: object) -> bool:
+        if ident in self._recent:
+            return True
+        if not isinstance(ident, bytes) or len(ident) != ID_SIZE:
+            return False
+        at = self._lower_bound(ident, self._count)
+        start = at * ID_SIZE
+        return at < self._count and self._blob[start : start + ID_SIZE] == ident
+
+    def _lower_bound(self, ident: bytes, hi: int) -> int:
+        """The first position below ``hi`` whose record is not less than ``ident`` (else ``hi``)."""
+        block = bisect_right(self._index, ident) - 1
+        if block < 0:
+            return 0
+        blob = self._blob
+        lo, hi = min(block * STRIDE, hi), min((block + 1) * STRIDE, hi)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            start = mid * ID_SIZE
+            if blob[start : start + ID_SIZE] < ident:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def add(self, ident: bytes) -> bool:
+        """Add ``ident``; returns whether it is new (false: held already)."""
+        if len(ident) != ID_SIZE:
+            raise ValueError(f"ids are exactly {ID_SIZE} bytes")
+        if ident in self:
+            return False
+        self._recent.add(bytes(ident))
+        if len(self._recent) >= max(MERGE_AT, self._count >> 3):
+            self._merge()
+        return True
+
+    def _merge(self) -> None:
+        # In place, from the back: the blob grows by the new records, and the old records between
+        # two new ones move up as one block (a memmove), so a merge costs a lookup per new id and
+        # never holds a second copy of the blob.
+        recent = sorted(self._recent)
+        blob = self._blob
+        placed = self._count  # old records at and above this one have moved to their place
+        blob += bytes(len(recent) * ID_SIZE)
+        end = len(blob)
+        for ident in reversed(recent):
+            at = self._lower_bound(ident, placed)
+            if at < placed:
+                size = (placed - at) * ID_SIZE
+                blob[end - size : end] = blob[at * ID_SIZE : placed * ID_SIZE]
+                end -= size
+                placed = at
+            blob[end - ID_SIZE : end] = ident
+            end -= ID_SIZE
+        self._count += len(recent)
+        self._recent = set()
+        step = STRIDE * ID_SIZE
+        self._index = [bytes(blob[i : i + ID_SIZE]) for i in range(0, len(blob), step)]
