@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ark_lattice.bench import SILENT, Measurement, Progress
+from ark_lattice.bench.proc import peak_rss
 from ark_lattice.processes import NodeProcess, cli_command
 
 __all__ = ["build_home", "run", "BATCH"]
@@ -148,23 +149,12 @@ def _listing(root: Path, args: tuple[str, ...], json_: bool) -> tuple[float, flo
         if first is None and wanted.match(line):
             first = time.perf_counter() - started
         if n % 1000 == 0:
-            peak = max(peak, _peak_rss(proc.pid))
+            peak = max(peak, peak_rss(proc.pid, gone=0))
     total = time.perf_counter() - started
-    peak = max(peak, _peak_rss(proc.pid))  # it may have exited already: then the samples stand
+    peak = max(peak, peak_rss(proc.pid, gone=0))  # it may have exited already: then the samples stand
     if proc.wait() != 0 or first is None:
         raise RuntimeError(f"`{' '.join(args)}` failed on the bench home (exit {proc.returncode})")
     return first, total, peak
-
-
-def _peak_rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _status(root: Path, note: str, log: Path) -> list[Measurement]:

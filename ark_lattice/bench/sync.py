@@ -45,6 +45,7 @@ import nacl.bindings as sodium
 
 from ark_lattice.bench import SILENT, Measurement, Progress
 from ark_lattice.bench.attack import Attack, AttackPlan
+from ark_lattice.bench.proc import peak_rss, tree_cpu
 from ark_lattice.encoding import Purpose, signing_input
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
@@ -60,7 +61,6 @@ PREPARE_BYTES = 64 << 20  # body bytes per transaction while the sending home is
 LARGE_BODY = 1 << 20
 SCRAPE_INTERVAL = 1.0  # seconds between scrapes of the receiver while metrics are on
 METRICS_ORDER = (False, True, True, False)  # off, on, on, off: the order favours neither
-_CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -454,7 +454,7 @@ def _timed_sync(
         target = held.now() + count
         pid = b.proc.pid
         scraped = [time.perf_counter()]
-        cpu = _tree_cpu(pid)
+        cpu = tree_cpu(pid)
         started = time.perf_counter()
         call(b_home.control_path, "add_peer", {"url": a.url})
 
@@ -472,9 +472,9 @@ def _timed_sync(
         try:
             wait_for(synced, timeout=900, what="the sync", max_interval=0.02)
             seconds = time.perf_counter() - started
-            end = _tree_cpu(pid)
+            end = tree_cpu(pid)
             used = sum(end[p] - cpu.get(p, 0.0) for p in end)
-            return SyncRun(seconds, used, _peak_rss(pid) + sum(_peak_rss(p, gone=0) for p in end if p != pid))
+            return SyncRun(seconds, used, peak_rss(pid) + sum(peak_rss(p, gone=0) for p in end if p != pid))
         finally:
             held.close()
             if attacker is not None:
@@ -509,45 +509,3 @@ class StoredCount:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _tree_cpu(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of a live process and of each of its live descendants, by pid.
-
-    The descendants count too: a receiver may verify on a pool of worker processes (issue 16), and
-    their work is its work. A worker that exits inside the window takes its CPU with it.
-    """
-    found: dict[int, float] = {}
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            found[current] = _cpu_seconds(current)
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    todo += [int(child) for child in f.read().split()]
-        except FileNotFoundError:  # it exited between two reads
-            found.pop(current, None)
-    return found
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (proc(5): fields 14 and 15 of stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
-
-
-def _peak_rss(pid: int, *, gone: int | None = None) -> int:
-    """Peak resident set size of a live process in bytes (``VmHWM`` in /proc/<pid>/status); ``gone``
-    if it has exited (when given)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        if gone is None:
-            raise
-        return gone
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
