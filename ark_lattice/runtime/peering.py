@@ -60,7 +60,9 @@ READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: b
 VERIFY_AHEAD = 4  # frames of one link being verified before the oldest is delivered
 VERIFY_CHUNK = 128  # packets per verification job, so one big frame spreads over the threads
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the node's verifier pool
-INGEST_QUEUE = 8  # received batches waiting for the writer; a full queue stops the readers
+INGEST_QUEUE = 4  # received batches waiting for the writer; a full queue stops the readers. Each
+# holds up to a frame of packets, and only a long sync fills them: with 8 the receiver's peak RSS
+# grew 23% from a 10k to a 100k sync, with 4 17%, at the same rate (issue 16, bench sync --rss)
 INGEST_BATCH = 16  # batches the writer stores in one transaction
 # ... and at most about this many packets: a transaction holds the store (a status read waits for
 # it), so it stays short enough for the node to answer within a second while it syncs.
