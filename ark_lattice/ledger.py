@@ -517,7 +517,7 @@ class _Verifier:
         return files.read(bytes(pid)), files.path(bytes(pid))
 
     async def check_counts(self, packets: int) -> None:
-        """The counts `status` reads (kept by triggers, migration 0004) against the rows."""
+        """The counts `status` reads (migration 0004; kept by the store) against the rows."""
         if "packet_counts" not in self.tables:
             return
         self.reading = "the packet_counts table"
