@@ -327,9 +327,10 @@ class NodeRuntime:
         for conn in connections:
             last = errors.get(conn["peer"] or conn["remote"], {})
             conn["last_error"], conn["last_error_at"] = last.get("error"), last.get("at")
-        # Asked every second or two (and every 20 ms by benches), so every part is an index
-        # search or a kept count, never a scan: the counts are kept by the store, the alerts
-        # come from the (kind, created_at, id) index, denials are read incrementally (tail.py).
+        # Asked every second or two (`status --watch`, scripts polling a node that syncs), so
+        # every part is an index search or a kept count, never a scan: the counts are kept by the
+        # store, the alerts come from the (kind, created_at, id) index, denials are read
+        # incrementally (tail.py).
         ledger = await tail.summary(store)
         return {
             "now": time.time(),
