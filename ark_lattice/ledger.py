@@ -27,13 +27,15 @@ naming the table being read: verify fails with one sentence, never with anything
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import cbor2
 
@@ -43,7 +45,7 @@ from ark_lattice.encoding import Purpose, sha256
 from ark_lattice.errors import LedgerCorrupt, VerificationError
 from ark_lattice.hlc import unpack as hlc_unpack
 from ark_lattice.identity import Identity, NodeId
-from ark_lattice.packet import Packet
+from ark_lattice.packet import verified_header
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.head import HEAD_KEY, decode_head
 from ark_lattice.store.store import Store
@@ -128,24 +130,46 @@ async def verify(
 
     ``against``: tree heads held elsewhere (``--against NOTE``) that the log must still have, as
     it must have every one a witness cosigned (witness.py). ``progress`` hears the events checked
-    so far (every 5,000), ``packet_progress`` the packets (every 1,000; their signatures are
-    checked on every core, signatures.py).
+    so far (every 5,000) until the packets begin, ``packet_progress`` the packets (every 1,000;
+    their signatures are checked on every core, signatures.py).
 
     ``owner`` also requires event #1 to be this node's own initialisation (a ledger made by
     ``init`` for ``node_id``); the simulator's in-memory ledgers have no such event. Whatever is
     wrong with the database (a dropped table, a damaged page, a value of the wrong type) becomes a
     :class:`LedgerCorrupt` too: verify never fails with anything else.
+
+    The checks of the whole file (SQLite's integrity check and every value's type) run on a
+    second read connection of the same snapshot (``_FileChecks``), and the event and packet
+    passes side by side on the store's: the failure named is still the one the order above
+    names first.
     """
     verifier = _Verifier(store, node_id, owner, progress, against)
     verifier.packet_progress = packet_progress
     try:
-        async with store.snapshot():
-            return await verifier.run()
+        return await verifier.run()
     except sqlite3.Error as exc:
-        raise LedgerCorrupt(verifier.reading, f"SQLite cannot read it ({_sqlite_reason(exc)})") from None
-    except UnicodeDecodeError:
+        raise _unreadable(verifier.reading, exc) from None
+    except UnicodeDecodeError as exc:
+        raise _unreadable(verifier.reading, exc) from None
+
+
+def _unreadable(reading: str, exc: sqlite3.Error | UnicodeDecodeError) -> LedgerCorrupt:
+    if isinstance(exc, UnicodeDecodeError):
         # A damaged name in the schema, or a message quoting damaged bytes.
-        raise LedgerCorrupt(verifier.reading, "SQLite cannot read it (text that is not UTF-8)") from None
+        return LedgerCorrupt(reading, "SQLite cannot read it (text that is not UTF-8)")
+    return LedgerCorrupt(reading, f"SQLite cannot read it ({_sqlite_reason(exc)})")
+
+
+T = TypeVar("T")
+
+
+async def _reading(reading: str, work: Awaitable[T]) -> T:
+    """``work``, with a SQLite failure named after what it reads (passes that run side by side
+    cannot share the verifier's ``reading``)."""
+    try:
+        return await work
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        raise _unreadable(reading, exc) from None
 
 
 def _rows(store: Store, sql: str) -> aclosing[AsyncGenerator[tuple[Any, ...], None]]:
@@ -248,6 +272,109 @@ def _text(raw: object, where: str, what: str) -> str:
         raise LedgerCorrupt(where, f"its {what} is not valid UTF-8 text") from None
 
 
+# Packet results that wait for the replayed log before the packet pass waits for it instead
+# (each ~150 bytes: the memory stays bounded whatever the log's length).
+_WAITING = 100_000
+_SNAPSHOT_TRIES = 3  # tries to open both connections on one snapshot before using one
+
+
+def _file_checks(tables: set[str]) -> Generator[tuple[str, str], list[tuple[Any, ...]], None]:
+    """The checks of the file as a whole, without I/O: yields what it reads and its query, is
+    sent the query's rows, raises :class:`LedgerCorrupt` for the first failure.
+
+    The passes read tables, not indexes; the node's queries use both. SQLite checks every page
+    and that every index matches its table (UNIQUE included); then every value must be of the
+    storage class its column needs and every text valid UTF-8.
+    """
+    [(first,)] = yield "the ledger file", "PRAGMA integrity_check(1)"
+    if first != "ok":
+        lines = [ln.strip() for ln in str(first).splitlines() if ln.strip() and "***" not in ln]
+        found = "; ".join(lines)[:200] or "no detail"  # one sentence, however SQLite words it
+        raise LedgerCorrupt("the ledger file", f"SQLite's integrity check fails ({found})")
+    for table, (key, columns) in _TABLES.items():
+        if table not in tables:  # only optional tables can be missing here
+            continue
+        names = list(columns)
+        tests = " OR ".join(f"typeof({c}) NOT IN ({', '.join(repr(t) for t in columns[c])})" for c in names)
+        # NOT INDEXED: one pass over the table in its own order and the (rare) misfits sorted,
+        # not a walk of the key's index with a lookup of every row (packets: 2.3x as long).
+        misfits = yield f"the {table} table", (
+            f"SELECT CAST({key} AS BLOB), {', '.join(f'typeof({c})' for c in names)} "
+            f"FROM {table} NOT INDEXED WHERE {tests} ORDER BY {key} LIMIT 1"
+        )
+        if misfits:
+            raw_key, *kinds = misfits[0]
+            if table in ("events", "checkpoints") and isinstance(raw_key, bytes):
+                raw_key = raw_key.decode("ascii", errors="replace")
+            for column, kind in zip(names, kinds, strict=True):
+                if kind not in columns[column]:
+                    wanted = " or ".join(columns[column])
+                    raise LedgerCorrupt(_row_name(table, raw_key), f"its {column} is {kind}, not {wanted}")
+    for table, text_columns in _TEXT_COLUMNS.items():
+        key = _TABLES[table][0]
+        casts = ", ".join(f"CAST({c} AS BLOB)" for c in text_columns)
+        texts = yield f"the {table} table", f"SELECT CAST({key} AS BLOB), {casts} FROM {table}"
+        for raw_key, *values in texts:
+            where = _row_name(table, raw_key)
+            for column, value in zip(text_columns, values, strict=True):
+                if value is not None:
+                    _text(value, where, column)
+
+
+class _FileChecks:
+    """:func:`_file_checks` on a second read connection, on a thread of its own: SQLite's
+    integrity check (a tenth of a verify, and I/O bound on a ledger not in the page cache) and
+    the type scans run while the passes over events and packets check the same snapshot."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-file")
+        self.db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, uri: str) -> _FileChecks:
+        """Connected, its snapshot begun (a first read), before the store's begins."""
+        side = cls(uri)
+        try:
+            await side.call(side.begin)
+        except BaseException:
+            await side.close()
+            raise
+        return side
+
+    async def call(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, work)
+
+    def begin(self) -> None:
+        self.db = sqlite3.connect(self.uri, uri=True, isolation_level=None, check_same_thread=False)
+        self.db.execute("BEGIN")
+        self.db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+
+    async def check(self, tables: set[str]) -> None:
+        await self.call(lambda: self.run(tables))
+
+    def run(self, tables: set[str]) -> None:
+        assert self.db is not None
+        checks = _file_checks(tables)
+        reading = "the ledger file"
+        try:
+            reading, sql = next(checks)
+            while True:
+                reading, sql = checks.send(self.db.execute(sql).fetchall())
+        except StopIteration:
+            return
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise _unreadable(reading, exc) from None
+
+    async def close(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            # A running check ends with its statement: interrupt it (a failure elsewhere).
+            db.interrupt()
+            await self.call(db.close)
+        self.thread.shutdown(wait=False)
+
+
 class _Verifier:
     def __init__(
         self,
@@ -262,13 +389,15 @@ class _Verifier:
         self.owner = owner
         self.progress = progress
         self.packet_progress: Callable[[int], None] | None = None  # packets checked, every 1000
-        self._authors: dict[bytes, str] = {}
+        self._authors: dict[bytes, bytes] = {}
         self.reading = "the ledger file"  # what a SQLite error is about
         self.replay = _Replay()
         self.against = list(against)
         self.tables: set[str] = set()
         self.body_files: set[bytes] = set()  # packets whose body is in a file
         self.quarantined = 0  # packets rows in quarantine (against packet_counts)
+        self.counted = self.newest = 0  # packet rows checked, and the newest created_at of them
+        self.packets_begun = False  # then the bar shows packets, not events
 
     async def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -278,9 +407,57 @@ class _Verifier:
         return out
 
     async def run(self) -> VerifyReport:
+        """Open the snapshot every pass reads (and the second connection, on the same one)."""
+        for attempt in range(_SNAPSHOT_TRIES):
+            side = before = None
+            if self.store.read_uri is not None:  # a ledger file: a second connection can read it
+                self.reading = "the ledger file"
+                before = await self.data_version()
+                side = await _FileChecks.open(self.store.read_uri)
+            try:
+                async with self.store.snapshot():
+                    if side is not None and await self.data_version() != before:
+                        # A write committed between the two connections' first reads: they may
+                        # see different states. Again; under steady writes, one connection.
+                        if attempt + 1 < _SNAPSHOT_TRIES:
+                            continue
+                        await side.close()
+                        side = None
+                    return await self.passes(side)
+            finally:
+                if side is not None:
+                    await side.close()
+        raise AssertionError("unreachable: the last attempt runs on one connection")
+
+    async def data_version(self) -> int:
+        """SQLite's count of the commits this connection has seen by other connections: equal
+        before and inside a read transaction, nothing was committed in between, so a snapshot
+        begun in between (the second connection's) is this one (SQLite's ``data_version``)."""
+        [(version,)] = await self.rows("PRAGMA data_version")
+        return int(version)
+
+    async def passes(self, side: _FileChecks | None) -> VerifyReport:
         started = time.perf_counter()
         await self.check_schema()
-        await self.check_types()
+        if side is None:  # an in-memory ledger, or a busy one: here, first, as in the order above
+            await self.check_file()
+            return await self.check_contents(started)
+        files = asyncio.ensure_future(side.check(self.tables))
+        contents = asyncio.ensure_future(self.check_contents(started))
+        try:
+            # The file checks come first in the order: their failure is named whatever else
+            # fails, and at once; any other waits for them to pass.
+            await asyncio.wait({files, contents}, return_when=asyncio.FIRST_EXCEPTION)
+            if files.done():
+                files.result()
+            await files
+            return await contents
+        finally:
+            for task in (contents, files):
+                task.cancel()
+            await asyncio.gather(contents, files, return_exceptions=True)
+
+    async def check_contents(self, started: float) -> VerifyReport:
         checkpoint_rows = await self.read_checkpoints()
         # What witnesses cosigned (a ledger from before witnessing has no such table: none).
         self.reading = "the cosignatures table"
@@ -288,12 +465,14 @@ class _Verifier:
         if "cosignatures" in self.tables:
             cosigned = await witness.expectations(self.store, self.node_id)
         heads = [*cosigned, *self.against]
-        sizes = {size for size, _, _ in checkpoint_rows} | {e.size for e in heads}
-        tree, roots_at = await self.check_chain(sizes)
-        # A shorter or different log than one a witness cosigned (or --against) is named here.
-        witness.check_expectations(heads, roots_at, tree.size)
-        self.check_checkpoints(checkpoint_rows, tree, roots_at)
-        packets, newest = await self.check_packets()
+        # The events and the packets are read side by side (one snapshot, two cursors): the
+        # packets checked before the log is replayed wait for it, and its failure comes first.
+        log = asyncio.ensure_future(_reading("the events table", self.check_log(checkpoint_rows, heads)))
+        try:
+            packets, newest = await _reading("the packets table", self.check_packets(log))
+            tree = await log
+        finally:
+            log.cancel()
         await self.check_counts(packets)
         orphans = self.orphan_bodies()
         peers = await self.check_peers()
@@ -313,6 +492,17 @@ class _Verifier:
             orphan_bodies=orphans,
         )
 
+    async def check_log(
+        self, checkpoint_rows: list[tuple[int, bytes, bytes]], heads: list[witness.Expected]
+    ) -> merkle.CompactRange:
+        """The chain, then what witnesses cosigned and the checkpoints against it."""
+        sizes = {size for size, _, _ in checkpoint_rows} | {e.size for e in heads}
+        tree, roots_at = await self.check_chain(sizes)
+        # A shorter or different log than one a witness cosigned (or --against) is named here.
+        witness.check_expectations(heads, roots_at, tree.size)
+        self.check_checkpoints(checkpoint_rows, tree, roots_at)
+        return tree
+
     async def check_schema(self) -> None:
         self.reading = "the ledger file"
         tables = {
@@ -327,47 +517,16 @@ class _Verifier:
         for table in REQUIRED_TABLES:
             if table not in tables:
                 raise LedgerCorrupt(f"the {table} table", "it is missing")
-        # The passes below read tables, not indexes; the node's queries use both. SQLite checks
-        # every page and that every index matches its table (about 3% of a verify's time).
-        [(first,)] = await self.rows("PRAGMA integrity_check(1)")
-        if first != "ok":
-            lines = [ln.strip() for ln in str(first).splitlines() if ln.strip() and "***" not in ln]
-            found = "; ".join(lines)[:200] or "no detail"  # one sentence, however SQLite words it
-            raise LedgerCorrupt("the ledger file", f"SQLite's integrity check fails ({found})")
 
-    async def check_types(self) -> None:
-        """Every value of the storage class its column needs (one scan per table)."""
-        for table, (key, columns) in _TABLES.items():
-            if table not in self.tables:  # only optional tables can be missing here
-                continue
-            self.reading = f"the {table} table"
-            names = list(columns)
-            tests = " OR ".join(
-                f"typeof({c}) NOT IN ({', '.join(repr(t) for t in columns[c])})" for c in names
-            )
-            found = await self.rows(
-                f"SELECT CAST({key} AS BLOB), {', '.join(f'typeof({c})' for c in names)} "
-                f"FROM {table} WHERE {tests} ORDER BY {key} LIMIT 1"
-            )
-            if found:
-                raw_key, *kinds = found[0]
-                if table in ("events", "checkpoints") and isinstance(raw_key, bytes):
-                    raw_key = raw_key.decode("ascii", errors="replace")
-                for column, kind in zip(names, kinds, strict=True):
-                    if kind not in columns[column]:
-                        raise LedgerCorrupt(
-                            _row_name(table, raw_key),
-                            f"its {column} is {kind}, not {' or '.join(columns[column])}",
-                        )
-        for table, text_columns in _TEXT_COLUMNS.items():
-            self.reading = f"the {table} table"
-            key = _TABLES[table][0]
-            casts = ", ".join(f"CAST({c} AS BLOB)" for c in text_columns)
-            for raw_key, *values in await self.rows(f"SELECT CAST({key} AS BLOB), {casts} FROM {table}"):
-                where = _row_name(table, raw_key)
-                for column, value in zip(text_columns, values, strict=True):
-                    if value is not None:
-                        _text(value, where, column)
+    async def check_file(self) -> None:
+        """:func:`_file_checks` on the store's connection."""
+        checks = _file_checks(self.tables)
+        try:
+            self.reading, sql = next(checks)
+            while True:
+                self.reading, sql = checks.send(await self.rows(sql))
+        except StopIteration:
+            return
 
     async def read_checkpoints(self) -> list[tuple[int, bytes, bytes]]:
         self.reading = "the checkpoints table"
@@ -384,7 +543,6 @@ class _Verifier:
         One incremental tree serves every checkpoint, so the cost is linear in events whatever
         their number: a root recomputed from the very leaves is stronger than a consistency proof.
         """
-        self.reading = "the events table"
         tree = merkle.CompactRange()
         roots_at: dict[int, bytes] = {}
         if 0 in wanted:
@@ -394,27 +552,29 @@ class _Verifier:
             "SELECT seq, ts, CAST(kind AS BLOB), CAST(subject AS BLOB), data, prev, hash "
             "FROM events ORDER BY seq"
         )
-        async with _rows(self.store, sql) as rows:
-            async for seq, ts, raw_kind, raw_subject, data, prev_hash, hash_ in rows:
-                where = f"event #{seq}"
-                if seq != expected_seq:
-                    raise LedgerCorrupt(f"event #{expected_seq}", "missing (the sequence jumps)")
-                kind = _text(raw_kind, where, "kind")
-                subject = _text(raw_subject, where, "subject")
-                if prev_hash != prev:
-                    raise LedgerCorrupt(where, "does not link to the entry before it")
-                if entry_hash(seq, ts, kind, subject, data, prev_hash) != hash_:
-                    raise LedgerCorrupt(where, "its hash does not match its contents")
-                if seq == 1 and self.owner:
-                    self.check_owner(kind, subject)
-                event = Event(seq, ts, kind, subject, data, prev_hash, hash_)
-                self.replay.apply(event, where)
-                tree.append(merkle.leaf_hash(hash_))
-                if tree.size in wanted:
-                    roots_at[tree.size] = tree.root()
-                prev, expected_seq = hash_, expected_seq + 1
-                if self.progress is not None and seq % 5000 == 0:
-                    self.progress(seq)
+        apply, append, leaf_hash = self.replay.apply, tree.append, merkle.leaf_hash
+        batches = cast(AsyncGenerator[list[tuple[Any, ...]], None], self.store.iter_batches(sql, 512))
+        async with aclosing(batches):
+            async for rows in batches:
+                for seq, ts, raw_kind, raw_subject, data, prev_hash, hash_ in rows:
+                    if seq != expected_seq:
+                        raise LedgerCorrupt(f"event #{expected_seq}", "missing (the sequence jumps)")
+                    where = f"event #{seq}"
+                    kind = _text(raw_kind, where, "kind")
+                    subject = _text(raw_subject, where, "subject")
+                    if prev_hash != prev:
+                        raise LedgerCorrupt(where, "does not link to the entry before it")
+                    if entry_hash(seq, ts, kind, subject, data, prev_hash) != hash_:
+                        raise LedgerCorrupt(where, "its hash does not match its contents")
+                    if seq == 1 and self.owner:
+                        self.check_owner(kind, subject)
+                    apply(seq, kind, subject, data)
+                    append(leaf_hash(hash_))
+                    if seq in wanted:  # seq is the tree's size now
+                        roots_at[seq] = tree.root()
+                    prev, expected_seq = hash_, expected_seq + 1
+                    if self.progress is not None and seq % 5000 == 0 and not self.packets_begun:
+                        self.progress(seq)
         if tree.size == 0 and self.owner:
             raise LedgerCorrupt(
                 "the events table", "it holds no events: only `ark-lattice init` creates a ledger"
@@ -456,55 +616,116 @@ class _Verifier:
             seq, size = min((self.replay.checkpoint_seqs[s], s) for s in self.replay.checkpoints)
             raise LedgerCorrupt(f"event #{seq}", f"records a checkpoint of size {size} that is missing")
 
-    async def check_packets(self) -> tuple[int, int]:
-        self.reading = "the packets table"
-        packets, newest = 0, 0
+    async def check_packets(self, log: asyncio.Future[merkle.CompactRange]) -> tuple[int, int]:
+        """Each packet row against its signed parts and against the log, in (created_at, id) order.
+
+        The rows go to the workers in batches (signatures.py); each comes back checked as far as
+        its own parts go (``check_rows``). The checks against the log follow here in order, once
+        ``log`` (the pass over the events, read side by side) has replayed it: until then the
+        results wait, and its failure comes first.
+        """
+        from ark_lattice.signatures import checked_in_order
+
+        self.packets_begun = True
+        self.counted = self.newest = 0
         sql = (
             "SELECT id, created_at, CAST(topic AS BLOB), CAST(kind AS BLOB), CAST(author AS BLOB), "
             "header, signature, body, CAST(source AS BLOB), quarantined FROM packets ORDER BY created_at, id"
         )
-        async with _rows(self.store, sql) as rows, aclosing(self.opened(rows)) as opened:
-            async for row, packet_or_error in opened:
-                pid, created_at, topic, kind, author, header, signature, body, source, quarantined = row
-                where = f"packet {bytes(pid).hex()}"
-                if isinstance(packet_or_error, VerificationError):
-                    files = self.store.bodies
-                    if files is not None and bytes(pid) in self.body_files and "body" in str(packet_or_error):
-                        in_file = files.path(bytes(pid))
-                        reason = f"its body file {in_file} does not match the hash in its signed header"
-                        raise LedgerCorrupt(where, reason) from None
-                    raise LedgerCorrupt(where, str(packet_or_error)) from None
-                if isinstance(packet_or_error, Exception):
-                    raise packet_or_error
-                packet = packet_or_error
-                if packet.id != pid:
-                    raise LedgerCorrupt(where, "its contents hash to another id")
-                h = packet.header
-                indexed = (
-                    created_at,
-                    _text(topic, where, "topic"),
-                    _text(kind, where, "kind"),
-                    _text(author, where, "author"),
-                )
-                if indexed != (h.created_at, h.topic, h.kind, self.author_text(h.author)):
-                    raise LedgerCorrupt(where, "its indexed columns do not match its signed header")
-                expected = self.replay.packets.pop(pid, None)
-                if expected is None:
-                    raise LedgerCorrupt(where, "no event in the log records storing it")
-                was_quarantined, _, expected_source = expected
-                if bool(quarantined) != was_quarantined:
-                    raise LedgerCorrupt(where, "its quarantine state differs from the log")
-                if _text(source, where, "source") != expected_source:
-                    raise LedgerCorrupt(where, f"its source differs from {expected_source} in the log")
-                newest = max(newest, created_at)
-                packets += 1
-                self.quarantined += bool(quarantined)
-                if self.packet_progress is not None and packets % 1000 == 0:
-                    self.packet_progress(packets)
+        waiting: list[tuple[bytes, int, int, bytes] | Exception] = []
+        batches = cast(AsyncGenerator[list[tuple[Any, ...]], None], self.store.iter_batches(sql))
+        checked = checked_in_order(batches, self.check_rows, size=_body_size)
+        try:
+            async with aclosing(batches), aclosing(checked):
+                async for _, results in checked:
+                    if not log.done() and len(waiting) < _WAITING:
+                        waiting += results
+                        continue
+                    await log  # the log's own failure first
+                    if waiting:
+                        self.take(waiting)
+                        waiting = []
+                    self.take(results)
+        except Exception:
+            await log  # a row that cannot be read: the log's failure, and the rows before it, first
+            self.take(waiting)
+            raise
+        await log
+        self.take(waiting)
         if self.replay.packets:
             pid, (_, seq, _) = min(self.replay.packets.items(), key=lambda item: item[1][1])
             raise LedgerCorrupt(f"event #{seq}", f"records packet {pid.hex()} that is missing")
-        return packets, newest
+        return self.counted, self.newest
+
+    def take(self, results: list[tuple[bytes, int, int, bytes] | Exception]) -> None:
+        """Checked packet rows, in order, against the replayed log."""
+        progress = self.packet_progress
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+            pid, created_at, quarantined, source = result
+            self.against_log(pid, quarantined, source)
+            if created_at > self.newest:
+                self.newest = created_at
+            self.counted += 1
+            self.quarantined += bool(quarantined)
+            if progress is not None and self.counted % 1000 == 0:
+                progress(self.counted)
+
+    def against_log(self, pid: bytes, quarantined: int, source: bytes) -> None:
+        """A packet row against the log: it records storing it, its quarantine and its source."""
+        expected = self.replay.packets.pop(pid, None)
+        if expected is None:
+            raise LedgerCorrupt(_row_name("packets", pid), "no event in the log records storing it")
+        was_quarantined, _, want = expected
+        if bool(quarantined) != was_quarantined:
+            raise LedgerCorrupt(_row_name("packets", pid), "its quarantine state differs from the log")
+        if source != want.encode():  # the same text is the same UTF-8
+            where = _row_name("packets", pid)
+            if _text(source, where, "source") != want:
+                raise LedgerCorrupt(where, f"its source differs from {want} in the log")
+
+    def check_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[bytes, int, int, bytes] | Exception]:
+        """On a worker: each packet row opened and checked against itself (id, signature, body
+        hash, the indexed columns against the signed header), or the failure it is; a good row
+        comes back as what the checks against the log need: id, created_at, quarantined, source.
+        """
+        out: list[tuple[bytes, int, int, bytes] | Exception] = []
+        for pid, created_at, topic, kind, author, header, signature, body, source, quarantined in rows:
+            try:
+                out.append((self.check_row(pid, created_at, topic, kind, author, header, signature, body),
+                            created_at, quarantined, source))
+            except Exception as exc:  # met at this row's turn, after every row before it
+                out.append(exc)
+        return out
+
+    def check_row(
+        self, pid: bytes, created_at: int, topic: bytes, kind: bytes, author: bytes,
+        header: bytes, signature: bytes, body: bytes | None,
+    ) -> bytes:
+        try:
+            packet_id, h = verified_header(header, signature, self.body(pid, body)[0])
+        except VerificationError as exc:
+            where = f"packet {bytes(pid).hex()}"
+            files = self.store.bodies
+            if files is not None and bytes(pid) in self.body_files and "body" in str(exc):
+                in_file = files.path(bytes(pid))
+                reason = f"its body file {in_file} does not match the hash in its signed header"
+                raise LedgerCorrupt(where, reason) from None
+            raise LedgerCorrupt(where, str(exc)) from None
+        if packet_id != pid:
+            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its contents hash to another id")
+        if (
+            created_at != h.created_at
+            or topic != h.topic.encode()
+            or kind != h.kind.encode()
+            or author != self.author_text(h.author)
+        ):
+            # The bytes differ: name a column that is not even text first, as always.
+            where = f"packet {bytes(pid).hex()}"
+            _text(topic, where, "topic"), _text(kind, where, "kind"), _text(author, where, "author")
+            raise LedgerCorrupt(where, "its indexed columns do not match its signed header")
+        return pid
 
     def body(self, pid: bytes, body: bytes | None) -> tuple[bytes, Any]:
         """A packet row's body, and the path of its file when it is held in one."""
@@ -538,22 +759,13 @@ class _Verifier:
             return 0
         return sum(1 for pid, _ in files.candidates() if pid is None or pid not in self.body_files)
 
-    def author_text(self, author: NodeId) -> str:
-        """``str(author)``, once per author: base32 of every packet's key was a tenth of the pass."""
+    def author_text(self, author: NodeId) -> bytes:
+        """``str(author)`` as UTF-8, once per author: the base32 of every packet's key was a
+        tenth of the pass."""
         text = self._authors.get(author.key)
         if text is None:
-            text = self._authors[author.key] = str(author)
+            text = self._authors[author.key] = str(author).encode()
         return text
-
-    def opened(
-        self, rows: AsyncGenerator[tuple[Any, ...], None]
-    ) -> AsyncGenerator[tuple[tuple[Any, ...], Packet | Exception], None]:
-        """The packet rows, each with its packet opened and verified (id, signature, body hash)
-        or the error that raised, in order: opened in batches on every core (signatures.py)."""
-        from ark_lattice.signatures import opened_in_order
-
-        # header, signature, body (read from its file when the row holds none)
-        return opened_in_order(rows, lambda row: (row[5], row[6], self.body(row[0], row[7])[0]))
 
     async def check_peers(self) -> int:
         self.reading = "the peers table"
@@ -683,21 +895,25 @@ class _Replay:
         self.checkpoint_seqs: dict[int, int] = {}  # size -> seq
         self.legacy = False  # the log began before signed heads (a ledger.heads_started event)
 
-    def apply(self, event: Event, where: str) -> None:
-        kind = event.kind
+    def apply(self, seq: int, kind: str, subject: str, data: bytes) -> None:
+        """Event #``seq``'s change to the state (an Event object per event was a tenth of the pass)."""
         if kind == EventKind.LEDGER_UNSIGNED:
-            why = event.fields.get("why", "events were written without its key")
-            raise LedgerCorrupt(where, f"the node found the log changed without its key: {why}")
+            fields = Event(seq, 0, kind, subject, data, b"", b"").fields
+            why = fields.get("why", "events were written without its key")
+            raise LedgerCorrupt(f"event #{seq}", f"the node found the log changed without its key: {why}")
         if kind == EventKind.LEDGER_HEADS_STARTED:
             self.legacy = True
         if kind not in _REPLAYED:
             return
         try:
-            data = cbor2.loads(event.data)
+            fields = cbor2.loads(data)
         except Exception:
-            raise LedgerCorrupt(where, "its data is not valid CBOR") from None
-        if not isinstance(data, dict):
-            raise LedgerCorrupt(where, "its data is not a map")
+            raise LedgerCorrupt(f"event #{seq}", "its data is not valid CBOR") from None
+        if not isinstance(fields, dict):
+            raise LedgerCorrupt(f"event #{seq}", "its data is not a map")
+        self.change(seq, kind, subject, fields)
+
+    def change(self, seq: int, kind: str, subject: str, data: dict[Any, Any]) -> None:
         # A keyless writer can hash any CBOR into a new event: every field is checked for its
         # type before it is used, so a misfit is named, never a crash.
         try:
@@ -706,32 +922,38 @@ class _Replay:
             ):
                 raise TypeError("packet id")
             if kind == EventKind.PACKET_STORED:
-                self.packets[data["id"]] = (bool(data["quarantined"]), event.seq, str(data["source"]))
+                self.packets[data["id"]] = (bool(data["quarantined"]), seq, str(data["source"]))
             elif kind == EventKind.PACKET_PROMOTED:
-                _, seq, source = self.packets[data["id"]]
-                self.packets[data["id"]] = (False, seq, source)
+                _, stored, source = self.packets[data["id"]]
+                self.packets[data["id"]] = (False, stored, source)
             elif kind == EventKind.PEER_ADDED:
-                self.peers[event.subject] = _PeerState(str(data["tier"]))
+                self.peers[subject] = _PeerState(str(data["tier"]))
             elif kind == EventKind.PEER_TIER_CHANGED:
-                peer = self.peers[event.subject]
+                peer = self.peers[subject]
                 peer.tier = str(data["new"])
                 if peer.tier != "blocked":  # store.set_tier: a new tier starts with no strikes
                     peer.strikes = 0
             elif kind == EventKind.PEER_STRIKE:
-                self.peers[event.subject].strikes = _integer(data["strikes"])
+                self.peers[subject].strikes = _integer(data["strikes"])
             elif kind == EventKind.PEER_MANIFEST:
-                peer = self.peers[event.subject]
+                peer = self.peers[subject]
                 if not isinstance(data["digest"], bytes):
                     raise TypeError("manifest digest")
                 peer.manifest_seq, peer.manifest_digest = _integer(data["seq"]), data["digest"]
             elif kind == EventKind.PEER_REMOVED:
-                del self.peers[event.subject]
+                del self.peers[subject]
             elif kind == EventKind.CHECKPOINT:
                 _integer(data["size"])
                 self.checkpoints[data["size"]] = data["root"]
-                self.checkpoint_seqs[data["size"]] = event.seq
+                self.checkpoint_seqs[data["size"]] = seq
         except (KeyError, TypeError, ValueError):
+            where = f"event #{seq}"
             raise LedgerCorrupt(where, f"a {kind} event that does not fit the log before it") from None
+
+
+def _body_size(row: tuple[Any, ...]) -> int:
+    body = row[7]
+    return len(body) if body is not None else 0
 
 
 def _integer(value: object) -> int:

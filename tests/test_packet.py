@@ -2,9 +2,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ark_lattice.encoding import Purpose
 from ark_lattice.errors import BadSignature, Malformed, UsageError
 from ark_lattice.identity import Identity
-from ark_lattice.packet import MAX_BODY, Packet, PacketHeader
+from ark_lattice.packet import MAX_BODY, Packet, PacketHeader, verified_header
 
 AUTHOR = Identity.generate()
 
@@ -81,3 +82,66 @@ def test_header_parser_only_raises_malformed(data):
 def test_any_valid_packet_round_trips(topic, body, created_at):
     p = Packet.create(AUTHOR, topic=topic, kind="document", body=body, created_at=created_at)
     assert Packet.from_parts(p.header_bytes, p.signature, p.body).id == p.id
+
+
+def _outcome(open_, *parts):
+    try:
+        return open_(*parts)
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+def _from_parts(*parts):
+    packet = Packet.from_parts(*parts)
+    return packet.id, packet.header
+
+
+def _same_as_from_parts(*parts):
+    assert _outcome(verified_header, *parts) == _outcome(_from_parts, *parts)
+
+
+@given(
+    topic=st.from_regex(r"[a-z0-9][a-z0-9._/-]{0,40}", fullmatch=True),
+    body=st.binary(max_size=200),
+    meta=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+                         st.one_of(st.integers(), st.text(max_size=8), st.booleans()), max_size=3),
+)
+def test_verify_only_opening_agrees_with_from_parts(topic, body, meta):
+    p = Packet.create(AUTHOR, topic=topic, kind="note", body=body, created_at=7, meta=meta)
+    assert verified_header(p.header_bytes, p.signature, p.body) == (p.id, p.header)
+
+
+@given(st.integers(0, 10_000), st.integers(0, 255))
+def test_verify_only_opening_fails_as_from_parts_does(at, value):
+    """A header changed anywhere (re-signed by its author, or not): the same outcome, the same
+    message, whichever way it fails, as ledger verify names it from that message."""
+    p = make(depends=(b"\x01" * 32,), meta={"a": 1})
+    header = bytearray(p.header_bytes)
+    header[at % len(header)] = value
+    changed = bytes(header)
+    _same_as_from_parts(changed, p.signature, p.body)
+    _same_as_from_parts(changed, AUTHOR.sign(Purpose.PACKET, changed), p.body)
+
+
+def test_verify_only_opening_refuses_what_from_parts_refuses():
+    import cbor2
+
+    p = make()
+    raw = cbor2.loads(p.header_bytes)
+    signed = [
+        cbor2.dumps([True, *raw[1:]], canonical=True),  # version True == 1, but not its encoding
+        cbor2.dumps([1.0, *raw[1:]], canonical=True),
+        cbor2.dumps([*raw[:9], {"a": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}], canonical=True),
+        cbor2.dumps([*raw[:9], {"a": "x" * 300}], canonical=True),  # a meta value too long
+        b"\x81" * 4000 + b"\x00",  # nested past every limit
+        b"\x9f" + b"".join(cbor2.dumps(x, canonical=True) for x in raw) + b"\xff",  # not canonical
+        p.header_bytes + b"\x00" * 5000,  # over MAX_HEADER
+    ]
+    for header in signed:
+        signature = AUTHOR.sign(Purpose.PACKET, header)
+        _same_as_from_parts(header, signature, p.body)
+        assert _outcome(verified_header, header, signature, p.body)[0] is Malformed
+    _same_as_from_parts(p.header_bytes, p.signature, b"hellO")  # another body
+    _same_as_from_parts(p.header_bytes, p.signature[:63], p.body)  # a short signature
+    _same_as_from_parts(p.header_bytes, bytes(64), p.body)
+    _same_as_from_parts(bytearray(p.header_bytes), p.signature, p.body)  # not bytes

@@ -19,49 +19,77 @@ def parts(i: int) -> tuple[bytes, bytes, bytes]:
     return p.header_bytes, p.signature, p.body
 
 
-async def rows(items):
-    for item in items:
-        yield item
+async def batches(items, size=5):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
-async def test_rows_come_back_in_order_each_with_its_packet_or_error(monkeypatch):
-    monkeypatch.setattr(signatures, "BATCH", 3)  # many batches, several in flight on 2 workers
+def opened(rows):
+    """The check a worker runs: each row's packet, or what opening it raised."""
+    out: list[Packet | Exception] = []
+    for row in rows:
+        try:
+            out.append(Packet.from_parts(*row))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+async def test_rows_come_back_in_order_each_with_its_result(monkeypatch):
+    monkeypatch.setattr(signatures, "BATCH", 3)  # many tasks, several in flight on 2 workers
     good = [parts(i) for i in range(20)]
     bad_signature = (good[7][0], bytes(64), good[7][2])
     bad_body = (good[12][0], good[12][1], b"not the body")
     given = [*good[:7], bad_signature, *good[8:12], bad_body, *good[13:], (None, None, None)]
-    out = [pair async for pair in signatures.opened_in_order(rows(given), lambda row: row, workers=2)]
+    out = [
+        pair
+        async for rows, results in signatures.checked_in_order(batches(given), opened, workers=2)
+        for pair in zip(rows, results, strict=True)
+    ]
     assert [row for row, _ in out] == given
-    for i, (row, opened) in enumerate(out):
+    for i, (row, result) in enumerate(out):
         if i == 7:
-            assert isinstance(opened, BadSignature)
+            assert isinstance(result, BadSignature)
         elif i in (12, 20):
-            assert isinstance(opened, Malformed)
+            assert isinstance(result, Malformed)
         else:
-            assert isinstance(opened, Packet) and opened.header_bytes == row[0]
+            assert isinstance(result, Packet) and result.header_bytes == row[0]
+
+
+async def test_large_rows_are_checked_a_few_at_a_time(monkeypatch):
+    monkeypatch.setattr(signatures, "BATCH_BYTES", 100)
+    sizes: list[int] = []
+
+    def check(rows):
+        sizes.append(len(rows))
+        return [len(row) for row in rows]
+
+    given = [b"x" * 60 for _ in range(7)]
+    checked = signatures.checked_in_order(batches(given, 7), check, size=len)
+    out = [r async for _, results in checked for r in results]
+    assert out == [60] * 7 and sizes == [2, 2, 2, 1]  # a task ends once it holds 100 bytes
 
 
 async def test_rows_read_before_a_failing_read_come_first(monkeypatch):
     monkeypatch.setattr(signatures, "BATCH", 2)
 
     async def damaged():
-        for i in range(5):
-            yield parts(i)
+        yield [parts(i) for i in range(5)]
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     seen = []
     with pytest.raises(sqlite3.DatabaseError):
-        async for _row, opened in signatures.opened_in_order(damaged(), lambda row: row, workers=2):
-            seen.append(opened)
+        async for _rows, results in signatures.checked_in_order(damaged(), opened, workers=2):
+            seen.extend(results)
     assert len(seen) == 5 and all(isinstance(p, Packet) for p in seen)
 
 
 async def test_stopping_early_leaves_nothing_running(monkeypatch):
     monkeypatch.setattr(signatures, "BATCH", 2)
-    opened = signatures.opened_in_order(rows([parts(i) for i in range(50)]), lambda row: row, workers=2)
-    async for _ in opened:
+    checked = signatures.checked_in_order(batches([parts(i) for i in range(50)]), opened, workers=2)
+    async for _ in checked:
         break
-    await opened.aclose()  # the pool is shut down; the batches not started are dropped
+    await checked.aclose()  # the pool is shut down; the batches not started are dropped
 
 
 @pytest.fixture
