@@ -467,12 +467,19 @@ class _Verifier:
         heads = [*cosigned, *self.against]
         # The events and the packets are read side by side (one snapshot, two cursors): the
         # packets checked before the log is replayed wait for it, and its failure comes first.
-        log = asyncio.ensure_future(_reading("the events table", self.check_log(checkpoint_rows, heads)))
+        log_pass = _reading("the events table", self.check_log(checkpoint_rows, heads))
         try:
-            packets, newest = await _reading("the packets table", self.check_packets(log))
-            tree = await log
-        finally:
-            log.cancel()
+            asyncio.get_running_loop()
+        except RuntimeError:  # the simulator's inline store: no loop, one pass after the other
+            tree = await log_pass
+            packets, newest = await _reading("the packets table", self.check_packets(None))
+        else:
+            log = asyncio.ensure_future(log_pass)
+            try:
+                packets, newest = await _reading("the packets table", self.check_packets(log))
+                tree = await log
+            finally:
+                log.cancel()
         await self.check_counts(packets)
         orphans = self.orphan_bodies()
         peers = await self.check_peers()
@@ -616,13 +623,13 @@ class _Verifier:
             seq, size = min((self.replay.checkpoint_seqs[s], s) for s in self.replay.checkpoints)
             raise LedgerCorrupt(f"event #{seq}", f"records a checkpoint of size {size} that is missing")
 
-    async def check_packets(self, log: asyncio.Future[merkle.CompactRange]) -> tuple[int, int]:
+    async def check_packets(self, log: asyncio.Future[merkle.CompactRange] | None) -> tuple[int, int]:
         """Each packet row against its signed parts and against the log, in (created_at, id) order.
 
         The rows go to the workers in batches (signatures.py); each comes back checked as far as
         its own parts go (``check_rows``). The checks against the log follow here in order, once
         ``log`` (the pass over the events, read side by side) has replayed it: until then the
-        results wait, and its failure comes first.
+        results wait, and its failure comes first. No ``log``: it has been replayed already.
         """
         from ark_lattice.signatures import checked_in_order
 
@@ -638,19 +645,22 @@ class _Verifier:
         try:
             async with aclosing(batches), aclosing(checked):
                 async for _, results in checked:
-                    if not log.done() and len(waiting) < _WAITING:
+                    if log is not None and not log.done() and len(waiting) < _WAITING:
                         waiting += results
                         continue
-                    await log  # the log's own failure first
+                    if log is not None:
+                        await log  # the log's own failure first
                     if waiting:
                         self.take(waiting)
                         waiting = []
                     self.take(results)
         except Exception:
-            await log  # a row that cannot be read: the log's failure, and the rows before it, first
-            self.take(waiting)
+            if log is not None:  # a row that cannot be read: the log's failure first,
+                await log
+            self.take(waiting)  # then the rows before it
             raise
-        await log
+        if log is not None:
+            await log
         self.take(waiting)
         if self.replay.packets:
             pid, (_, seq, _) = min(self.replay.packets.items(), key=lambda item: item[1][1])
