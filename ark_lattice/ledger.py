@@ -566,13 +566,15 @@ class _Verifier:
                 for seq, ts, raw_kind, raw_subject, data, prev_hash, hash_ in rows:
                     if seq != expected_seq:
                         raise LedgerCorrupt(f"event #{expected_seq}", "missing (the sequence jumps)")
-                    where = f"event #{seq}"
-                    kind = _text(raw_kind, where, "kind")
-                    subject = _text(raw_subject, where, "subject")
+                    try:
+                        kind, subject = raw_kind.decode(), raw_subject.decode()
+                    except (AttributeError, UnicodeDecodeError):  # named as _text names it
+                        kind = _text(raw_kind, f"event #{seq}", "kind")
+                        subject = _text(raw_subject, f"event #{seq}", "subject")
                     if prev_hash != prev:
-                        raise LedgerCorrupt(where, "does not link to the entry before it")
+                        raise LedgerCorrupt(f"event #{seq}", "does not link to the entry before it")
                     if entry_hash(seq, ts, kind, subject, data, prev_hash) != hash_:
-                        raise LedgerCorrupt(where, "its hash does not match its contents")
+                        raise LedgerCorrupt(f"event #{seq}", "its hash does not match its contents")
                     if seq == 1 and self.owner:
                         self.check_owner(kind, subject)
                     apply(seq, kind, subject, data)

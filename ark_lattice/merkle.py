@@ -26,6 +26,7 @@ end of the tree) is a bug in the caller and raises :class:`ValueError`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from hashlib import sha256 as _sha256
 
 from ark_lattice.encoding import sha256
 from ark_lattice.errors import Malformed, VerificationError
@@ -57,12 +58,12 @@ _NODE_PREFIX = b"\x01"
 
 def leaf_hash(data: bytes) -> bytes:
     """MTH({d}) = SHA-256(0x00 || d), the hash of one leaf entry."""
-    return sha256(_LEAF_PREFIX, data)
+    return _sha256(_LEAF_PREFIX + data).digest()  # one call: ledger verify makes one per event
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right), the hash of an interior node."""
-    return sha256(_NODE_PREFIX, left, right)
+    return _sha256(_NODE_PREFIX + left + right).digest()
 
 
 def root(leaf_hashes: Iterable[bytes]) -> bytes:

@@ -8,6 +8,7 @@ from ark_lattice import ledger
 from ark_lattice.errors import LedgerCorrupt
 from ark_lattice.home import Home
 from ark_lattice.node import LocalNode
+from ark_lattice.store.store import Store
 from ark_lattice.tiers import TrustTier
 
 
@@ -42,6 +43,13 @@ async def expect_corrupt(node, entry_prefix):
     with pytest.raises(LedgerCorrupt) as info:
         await ledger.verify(node.store, node.node_id)
     assert info.value.entry.startswith(entry_prefix), str(info.value)
+    # `ledger verify` opens the file read-only: the file checks then run on a second connection
+    # beside the passes, and the same first failure must be named, in the same words.
+    async with await Store.open_readonly(node.store.path) as store:
+        assert store.read_uri is not None
+        with pytest.raises(LedgerCorrupt) as again:
+            await ledger.verify(store, node.node_id)
+    assert (again.value.entry, again.value.reason) == (info.value.entry, info.value.reason)
     return info.value
 
 
@@ -108,6 +116,95 @@ async def test_changed_packet_columns_are_caught(node, sql):
     [(pid,)] = sqlite3.connect(node.store.path).execute("SELECT id FROM packets LIMIT 1 OFFSET 3").fetchall()
     tamper(node, sql, pid)
     await expect_corrupt(node, "packet ")
+
+
+async def test_the_log_fails_before_the_packets_read_beside_it(node):
+    """The packet pass runs beside the event pass: a bad packet is still named only after the
+    whole log has verified, as when one pass followed the other."""
+    await populate(node)
+    [(pid,)] = sqlite3.connect(node.store.path).execute("SELECT id FROM packets LIMIT 1").fetchall()
+    tamper(node, "UPDATE packets SET signature = zeroblob(64) WHERE id = ?", pid)
+    last = sqlite3.connect(node.store.path).execute("SELECT MAX(seq) FROM events").fetchone()[0]
+    tamper(node, "UPDATE events SET ts = ts + 1 WHERE seq = ?", last)
+    await expect_corrupt(node, f"event #{last}")
+
+
+async def test_the_file_checks_fail_before_the_passes_beside_them(node):
+    """A value of the wrong type is named before a broken link in the log, though the file
+    checks run on their own connection while the log is read."""
+    await populate(node)
+    tamper(node, "UPDATE events SET ts = ts + 1 WHERE seq = 3")
+    [(pid,)] = sqlite3.connect(node.store.path).execute("SELECT id FROM packets LIMIT 1 OFFSET 20").fetchall()
+    tamper(node, "UPDATE packets SET received_at = 'soon' WHERE id = ?", pid)
+    err = await expect_corrupt(node, f"packet {pid.hex()}")
+    assert "received_at is text" in err.reason
+
+
+async def test_the_file_checks_are_waited_for_when_the_passes_fail_first(node, monkeypatch):
+    """The same, with the file checks held back until the log has failed."""
+    import threading
+
+    await populate(node)
+    tamper(node, "UPDATE events SET ts = ts + 1 WHERE seq = 3")
+    tamper(node, "UPDATE meta SET key = CAST('hlc' AS BLOB) WHERE key = 'hlc'")
+    failed = threading.Event()
+    real_contents, real_run = ledger._Verifier.check_contents, ledger._FileChecks.run
+
+    async def contents(self, started):
+        try:
+            return await real_contents(self, started)
+        finally:
+            failed.set()
+
+    def run(self, tables):
+        assert failed.wait(timeout=30)
+        real_run(self, tables)
+
+    monkeypatch.setattr(ledger._Verifier, "check_contents", contents)
+    monkeypatch.setattr(ledger._FileChecks, "run", run)
+    async with await Store.open_readonly(node.store.path) as store:
+        with pytest.raises(LedgerCorrupt) as info:
+            await ledger.verify(store, node.node_id)
+    assert failed.is_set() and info.value.entry == "meta.hlc", str(info.value)
+
+
+@pytest.mark.parametrize("writes, opened", [(1, 2), (5, 3)])
+async def test_a_write_between_the_two_connections_first_reads_is_never_mixed_in(
+    node, monkeypatch, writes, opened
+):
+    """Verify's second connection must read the snapshot the store's reads: a write committed
+    between their first reads makes verify try again, and after three tries it checks the
+    file on the one connection. Either way the ledger verifies (the write is a dialling hint)."""
+    await populate(node)
+    opens = []
+    real_open = ledger._FileChecks.open
+
+    async def open_then_write(uri):
+        side = await real_open(uri)
+        opens.append(uri)
+        if len(opens) <= writes:
+            db = sqlite3.connect(node.store.path)
+            db.execute(
+                "INSERT INTO endpoints (url, peer_id, source, added_at) VALUES (?, NULL, 'manual', 1)",
+                (f"ws://10.0.0.{len(opens)}:7000",),
+            )
+            db.commit()
+            db.close()
+        return side
+
+    monkeypatch.setattr(ledger._FileChecks, "open", open_then_write)
+    checked: list[str] = []
+    real_check_file = ledger._Verifier.check_file
+
+    async def check_file(self):
+        checked.append("one connection")
+        await real_check_file(self)
+
+    monkeypatch.setattr(ledger._Verifier, "check_file", check_file)
+    async with await Store.open_readonly(node.store.path) as store:
+        report = await ledger.verify(store, node.node_id)
+    assert report.packets == 32 and len(opens) == opened
+    assert checked == (["one connection"] if writes >= 3 else [])
 
 
 @pytest.mark.parametrize("column", ["root", "note"])

@@ -7,12 +7,13 @@ hashes are also the leaves of the RFC 6962 Merkle tree that checkpoints sign.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
-from ark_lattice.encoding import Purpose, canonical, sha256, signing_input
+from ark_lattice.encoding import Purpose, canonical, signing_input
 
 __all__ = ["Event", "EventKind", "GENESIS_PREV", "entry_hash"]
 
@@ -46,8 +47,11 @@ class EventKind:
     LEDGER_UNSIGNED = "ledger.unsigned"  # a writer found events no signed head covers (store/head.py)
 
 
+_EVENT_PREFIX = signing_input(Purpose.LEDGER_EVENT, b"")  # built once: verify hashes every event
+
+
 def entry_hash(seq: int, ts: int, kind: str, subject: str, data: bytes, prev: bytes) -> bytes:
-    return sha256(signing_input(Purpose.LEDGER_EVENT, canonical([seq, ts, kind, subject, data, prev])))
+    return hashlib.sha256(_EVENT_PREFIX + canonical([seq, ts, kind, subject, data, prev])).digest()
 
 
 @dataclass(frozen=True)
