@@ -23,6 +23,13 @@ everything that can be recomputed and names the first entry that does not match:
 
 Any SQLite failure on the way (a damaged page, a dropped column) becomes a :class:`LedgerCorrupt`
 naming the table being read: verify fails with one sentence, never with anything else.
+
+The work overlaps, the naming does not. On a ledger file the checks of 0 (SQLite's integrity
+check and the type scans: C, off the GIL) run on a second connection of the same snapshot
+(``_FileChecks``, ``_Verifier.run``); 1-2 and 3 read the store's connection side by side, the
+packet rows checked on every core (signatures.py) while the loop replays the log. A failure waits
+for every check before it in the order above to pass, so the entry named is the one a single pass
+in that order names.
 """
 
 from __future__ import annotations
