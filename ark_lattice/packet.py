@@ -10,6 +10,7 @@ verifiably the author's. Bodies stay raw bytes everywhere: on disk and on the wi
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,10 +244,10 @@ def verified_header(header_bytes: bytes, signature: bytes, body: bytes) -> tuple
                 if (
                     canonical(header.to_fields()) == header_bytes
                     and header.body_size == len(body)
-                    and header.body_hash == sha256(body)
+                    and header.body_hash == hashlib.sha256(body).digest()
                 ):
                     crypto_sign_open(signature + _SIGNED_PREFIX + header_bytes, header.author.key)
-                    return sha256(header_bytes, signature), header
+                    return hashlib.sha256(header_bytes + signature).digest(), header
         except Exception:  # from_parts below names what is wrong
             pass
     packet = Packet.from_parts(header_bytes, signature, body)

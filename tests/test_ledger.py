@@ -1,5 +1,6 @@
 """Tamper evidence: every changed byte or deleted row is caught, and the first bad entry named."""
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -127,6 +128,36 @@ async def test_the_log_fails_before_the_packets_read_beside_it(node):
     last = sqlite3.connect(node.store.path).execute("SELECT MAX(seq) FROM events").fetchone()[0]
     tamper(node, "UPDATE events SET ts = ts + 1 WHERE seq = ?", last)
     await expect_corrupt(node, f"event #{last}")
+
+
+async def test_packets_checked_while_the_log_is_replayed_are_named_in_order(node, monkeypatch):
+    """Packet results that waited for the log are taken in order once it is replayed: the first
+    bad one is named, not a later one nor a good one the failure left half-taken."""
+    from ark_lattice import signatures
+
+    await populate(node)
+    ids = [bytes(r[0]) for r in sqlite3.connect(node.store.path).execute(
+        "SELECT id FROM packets ORDER BY created_at, id")]
+    tamper(node, "UPDATE packets SET signature = zeroblob(64) WHERE id = ?", ids[9])
+    tamper(node, "UPDATE packets SET body = x'00' WHERE id = ?", ids[5])
+    monkeypatch.setattr(signatures, "BATCH", 4)
+    checked: list[int] = []
+    real_rows, real_log = ledger._Verifier.check_rows, ledger._Verifier.check_log
+
+    def check_rows(self, rows):
+        out = real_rows(self, rows)
+        checked.append(len(rows))
+        return out
+
+    async def check_log(self, *args):
+        while sum(checked) < len(ids):  # every packet checked before the log is replayed
+            await asyncio.sleep(0.001)
+        return await real_log(self, *args)
+
+    monkeypatch.setattr(ledger._Verifier, "check_rows", check_rows)
+    monkeypatch.setattr(ledger._Verifier, "check_log", check_log)
+    err = await expect_corrupt(node, f"packet {ids[5].hex()}")
+    assert "body" in err.reason
 
 
 async def test_the_file_checks_fail_before_the_passes_beside_them(node):
