@@ -285,8 +285,9 @@ def _text(raw: object, where: str, what: str) -> str:
 
 
 # Packet results that wait for the replayed log before the packet pass waits for it instead
-# (each ~150 bytes: the memory stays bounded whatever the log's length).
-_WAITING = 100_000
+# (about 250 bytes each: 50 MB at most, whatever the log's length). A million events take ~7 s
+# to replay, in which the workers check ~150k packets: they need not stop.
+_WAITING = 200_000
 # Events per fetch: the log pass then keeps the loop in long runs and ends sooner, and the packet
 # results that wait for it are fewer (100k home: 3.7 s in all, 4.0 s with 512 and 64).
 _EVENT_BATCH = 4096
