@@ -197,7 +197,7 @@ def _status(root: Path, note: str, log: Path) -> list[Measurement]:
 
 def _bare_verify_rate(root: Path, sample: int = 20_000) -> float:
     """Signatures per second of ``crypto_sign_open`` over the packets' own signed bytes, split
-    over ``os.cpu_count()`` threads (libsodium releases the GIL)."""
+    over ``os.cpu_count()`` threads (libsodium releases the GIL), the best of three runs."""
     from nacl.bindings import crypto_sign_open
 
     from ark_lattice.encoding import Purpose, signing_input
@@ -215,11 +215,16 @@ def _bare_verify_rate(root: Path, sample: int = 20_000) -> float:
         for message in part:
             crypto_sign_open(message, key)
 
-    workers = [threading.Thread(target=check, args=(part,)) for part in parts]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return len(signed) / (time.perf_counter() - started)
+    def rate() -> float:
+        workers = [threading.Thread(target=check, args=(part,)) for part in parts]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return len(signed) / (time.perf_counter() - started)
+
+    # The best of three: one run of half a second moved by a quarter with what else ran (37-49k
+    # on one machine), and a bound must not be the low one.
+    return max(rate() for _ in range(3))
 
