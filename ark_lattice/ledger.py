@@ -137,7 +137,7 @@ async def verify(
 
     ``against``: tree heads held elsewhere (``--against NOTE``) that the log must still have, as
     it must have every one a witness cosigned (witness.py). ``progress`` hears the events checked
-    so far (every 5,000) until the packets begin, ``packet_progress`` the packets (every 1,000;
+    so far (every 5,000) until the packets are counted, ``packet_progress`` the packets (every 1,000;
     their signatures are checked on every core, signatures.py).
 
     ``owner`` also requires event #1 to be this node's own initialisation (a ledger made by
@@ -414,7 +414,8 @@ class _Verifier:
         self.body_files: set[bytes] = set()  # packets whose body is in a file
         self.quarantined = 0  # packets rows in quarantine (against packet_counts)
         self.counted = self.newest = 0  # packet rows checked, and the newest created_at of them
-        self.packets_begun = False  # then the bar shows packets, not events
+        # The passes run side by side: the bar counts events until it counts packets (the longer).
+        self.packets_begun = False
 
     async def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -652,7 +653,6 @@ class _Verifier:
         """
         from ark_lattice.signatures import checked_in_order
 
-        self.packets_begun = True
         self.counted = self.newest = 0
         sql = (
             "SELECT id, created_at, CAST(topic AS BLOB), CAST(kind AS BLOB), CAST(author AS BLOB), "
@@ -701,6 +701,7 @@ class _Verifier:
             self.counted += 1
             self.quarantined += bool(quarantined)
             if progress is not None and self.counted % 1000 == 0:
+                self.packets_begun = True
                 progress(self.counted)
 
     def against_log(self, pid: bytes, quarantined: int, source: bytes) -> None:
