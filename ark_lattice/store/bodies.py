@@ -137,7 +137,29 @@ class BodyFiles:
             raise LedgerError(f"cannot read the body file {path}: {exc.strerror}") from None
 
     def read_many(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        ids = list(ids)
+        if len(ids) > 1:
+            self._prefetch(ids)
         return {packet_id: self.read(packet_id) for packet_id in ids}
+
+    def _prefetch(self, ids: Sequence[bytes]) -> None:
+        """Ask the kernel to read every file ahead (``posix_fadvise(WILLNEED)``), so that the disk
+        reads them side by side while they are read one by one (their pages left the cache once
+        written, module doc). Advice only: a missing file is for :meth:`read` to report."""
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None:
+            return
+        for packet_id in ids:
+            try:
+                fd = os.open(self.path(packet_id), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def remove(self, paths: Iterable[Path]) -> None:
         """Remove files a rolled-back transaction wrote (or orphans); gone already is fine."""
