@@ -15,7 +15,12 @@ the timed window; the bound's from ``time.process_time`` around its loop (one th
 
 Large packets (1 MiB by default) get their own bound: SHA-256 of the body, the channel's AEAD open
 (XChaCha20-Poly1305, protocol/channel.py) of a sealed copy of it, and the bytes appended to a file,
-fsynced at the end: what any receiver of the body must do at the least.
+fsynced at the end: what any receiver of the body must do at the least. On a VM the bound moves
+with the state of the guest's memory, because writing a page the kernel has not touched lately is
+dear there (a host fault behind the guest's): on the 2-core VM of issue 16 it measured 225–290/s
+(3.1–4.0 ms CPU per body) in some runs and 380–510/s (1.7–2.3 ms) in others of the same afternoon,
+524–574/s (1.5–1.7 ms) the session before. The sync pays the same toll on its writes, so compare
+ratios from runs side by side.
 
 The cost of metrics is measured in the same run too: the same sync with ``--metrics`` on the
 receiver, scraped every second, against the same sync without (``sync.metrics_on``; the target is a

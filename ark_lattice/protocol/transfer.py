@@ -8,6 +8,8 @@ push more wanted packets at us than we asked for, and a slow receiver slows the 
 The window is also measured in bytes: the ids in flight times the expected size of one packet
 stay under ``max_inflight_bytes``, so a window of 1 MiB packets holds a few dozen MiB in flight,
 not hundreds (and the sender, which loads a want's packets to answer it, holds no more either).
+While wants are in flight, a new one waits until it can ask for its share of the window (the
+bytes split among the wants), so large packets are not wanted one at a time as each arrives.
 The expected size is the mean wire size of the wanted packets that arrived in this session;
 before the first one, the largest a packet can be, so the first want of a session is small and
 the window opens as soon as its answer shows how big the packets are.
@@ -95,10 +97,11 @@ class TransferWindow:
         in bytes; one id at least while nothing is in flight, so a transfer always moves)."""
         frames: list[WantFrame] = []
         expected = self.expected_size
+        share = self._share(expected)
         while self._queue and len(self._inflight) < self.max_inflight_wants:
             room = (self.max_inflight_bytes - len(self._inflight_ids) * expected) // expected
-            if room < 1 and self._inflight_ids:
-                break
+            if self._inflight_ids and room < min(share, len(self._queue)):
+                break  # wait for a want's share of room rather than spend a want on a few ids
             batch: list[bytes] = []
             while self._queue and len(batch) < min(self.want_batch, max(1, room)):
                 ident = self._queue.popleft()
@@ -108,6 +111,16 @@ class TransferWindow:
             self._inflight_ids.update(batch)
             frames.append(WantFrame(tuple(batch)))
         return frames
+
+    def _share(self, expected: int) -> int:
+        """The ids one want waits for room for while others are in flight: the byte window split
+        among the wants (the want batch at most). When the bytes, not the count of wants, bound the
+        window (large packets), a want sent for every packet that arrived would fill the want slots
+        with wants of one id each: the window would hold a few packets, not the bytes it may, and
+        the peer, which loads a want's packets before it answers, would send a burst, then idle
+        (issue 16: 1 MiB packets were wanted 28, 1, 1, 1 at a time; now about 8 at a time, and
+        `bench sync --large-packets 300` went from 144 and 178 to 194 and 204 packets/s)."""
+        return min(self.want_batch, max(1, self.max_inflight_bytes // expected // self.max_inflight_wants))
 
     def drop_queue(self) -> None:
         """The peer no longer sends to us: forget what we had not asked for yet."""

@@ -117,6 +117,9 @@ class NodeRuntime:
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM (or a `stop` control command), then shut down cleanly."""
+        from ark_lattice.runtime.allocator import keep_large_buffers
+
+        keep_large_buffers()  # a serving node moves megabyte frames: reuse them (allocator.py)
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

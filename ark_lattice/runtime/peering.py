@@ -60,13 +60,20 @@ READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: b
 VERIFY_AHEAD = 4  # frames of one link being verified before the oldest is delivered
 VERIFY_CHUNK = 128  # packets per verification job, so one big frame spreads over the threads
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the node's verifier pool
-INGEST_QUEUE = 4  # received batches waiting for the writer; a full queue stops the readers. Each
-# holds up to a frame of packets, and only a long sync fills them: with 8 the receiver's peak RSS
-# grew 23% from a 10k to a 100k sync, with 4 17%, at the same rate (issue 16, bench sync --rss)
+INGEST_QUEUE = 16  # received batches waiting for the writer; a full queue stops the readers. Each
+# holds up to a frame of packets, and only a long sync fills them. A catch-up frame of small
+# packets holds up to a want's 512, one of 1 MiB packets one: so the readers also stop while a
+# transaction's worth of packets (INGEST_QUEUED_PACKETS) waits. Small packets then queue 4 frames,
+# as when this queue held 4 (with 8 the receiver's peak RSS grew 23% from a 10k to a 100k sync,
+# with 4 17%, at the same rate: bench sync --rss), while 1 MiB packets queue 16 (16 MiB) and the
+# writer stores them 16 to a transaction, not 4: the link no longer waits on the writer a third of
+# the time (bench sync --large-packets 300: 220/222 -> 241/248 packets/s, receiver CPU 4.0-4.1 ->
+# 3.8 ms per packet; issue 16)
 INGEST_BATCH = 16  # batches the writer stores in one transaction
 # ... and at most about this many packets: a transaction holds the store (a status read waits for
 # it), so it stays short enough for the node to answer within a second while it syncs.
 INGEST_PACKETS = 2048
+INGEST_QUEUED_PACKETS = INGEST_PACKETS
 AUDIT_FLUSH_SECONDS = 0.25
 AUDIT_RETRY_MAX = 5.0  # seconds between attempts to write a kept audit trail, at most
 WAKE_RETRY = 1.0  # seconds before a wake-up the store failed is tried again
@@ -201,6 +208,8 @@ class Federation(Driver):
         self.metrics = Counters()
         # Bounded: a full queue stops the links from reading, which is the back-pressure to peers.
         self._ingest: asyncio.Queue[act.Ingest] = asyncio.Queue(maxsize=INGEST_QUEUE)
+        self._queued_packets = 0  # in the batches of _ingest, bounded by INGEST_QUEUED_PACKETS
+        self._ingest_room = asyncio.Condition()
         self._verifier = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self._writing = False  # the ingest writer is storing a batch (and the audit with it)
 
@@ -392,6 +401,9 @@ class Federation(Driver):
         self._wake.set()
 
     async def ingest(self, action: act.Ingest) -> list[act.Action]:
+        async with self._ingest_room:
+            await self._ingest_room.wait_for(lambda: self._queued_packets < INGEST_QUEUED_PACKETS)
+            self._queued_packets += len(action.packets)
         await self._ingest.put(action)
         return []
 
@@ -638,6 +650,9 @@ class Federation(Driver):
                 and sum(len(item.packets) for item in batch) < INGEST_PACKETS
             ):
                 batch.append(self._ingest.get_nowait())
+            async with self._ingest_room:
+                self._queued_packets -= sum(len(item.packets) for item in batch)
+                self._ingest_room.notify_all()
             self._writing = True
             try:
                 follow = await self.effects.ingest(batch, self.clock())

@@ -64,3 +64,23 @@ def test_packets_that_do_not_come_are_not_counted_in_the_expected_size() -> None
     window.answered()  # the other three were not sent: skipped, and not part of the mean
     assert window.expected_size == 2000
     assert window.pending == 4
+
+
+def test_large_packets_are_wanted_in_shares_of_the_window_not_one_by_one() -> None:
+    # Wanting again after every packet that arrives would fill the four want slots with wants of
+    # one id each: the window would hold a few packets, and the peer idle between its answers.
+    window = TransferWindow(want_batch=512, max_inflight_wants=4, max_inflight_bytes=32 * MiB)
+    window.want(_ids(300))
+    sizes = [len(w.ids) for w in window.pump()]
+    while window.busy:
+        oldest = sorted(window._inflight[0])
+        for ident in oldest:  # the answer comes one packet at a time, the window pumped after each
+            assert window.arrived(ident, MiB)
+            sizes += [len(w.ids) for w in window.pump()]
+        window.answered()
+        sizes += [len(w.ids) for w in window.pump()]
+        assert len(window._inflight_ids) * MiB <= 32 * MiB
+    assert sum(sizes) == 300
+    share = 32 // 4  # the window's bytes split among the wants, in packets of the size seen
+    assert all(n >= share for n in sizes[:-1]), sizes  # only the remainder may be smaller
+    assert max(len(sizes) - 1, 1) <= 300 // share  # so a few dozen wants, not one per packet
