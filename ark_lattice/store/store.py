@@ -36,7 +36,7 @@ from ark_lattice.packet import Packet
 from ark_lattice.store import head as heads
 from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
 from ark_lattice.store.bodies import BODY_FILE_MIN, BodyFiles, bodies_dir
-from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
+from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash, stored_data
 from ark_lattice.store.schema import MIGRATIONS
 from ark_lattice.tiers import TrustTier
 
@@ -312,6 +312,10 @@ class Store:
 
     async def append_events(self, new: Sequence[NewEvent]) -> list[Event]:
         """Extend the hash chain; call inside :meth:`transaction` to join a larger change."""
+        return await self._append_encoded([(kind, subject, canonical(data)) for kind, subject, data in new])
+
+    async def _append_encoded(self, new: Sequence[tuple[str, str, bytes]]) -> list[Event]:
+        """:meth:`append_events` of events whose data is already canonical CBOR."""
         async with self.transaction():
             async with self._conn.execute(
                 "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
@@ -321,9 +325,8 @@ class Store:
             ts = self.now_ms()
             await self._note_found()
             out = []
-            for kind, subject, data in new:
+            for kind, subject, payload in new:
                 seq += 1
-                payload = canonical(data)
                 h = entry_hash(seq, ts, kind, subject, payload, prev)
                 out.append(Event(seq, ts, kind, subject, payload, prev, h))
                 prev = h
@@ -443,15 +446,9 @@ class Store:
                 "UPDATE packet_counts SET total = total + ?, quarantined = quarantined + ? WHERE one = 0",
                 (len(fresh), len(fresh) if quarantined else 0),
             )
-            await self.append_events(
-                [
-                    (
-                        EventKind.PACKET_STORED,
-                        p.hex_id,
-                        {"id": p.id, "source": source, "quarantined": quarantined},
-                    )
-                    for p in fresh.values()
-                ]
+            stored = EventKind.PACKET_STORED
+            await self._append_encoded(
+                [(stored, p.hex_id, stored_data(p.id, source, quarantined)) for p in fresh.values()]
             )
         return list(fresh.values())
 
