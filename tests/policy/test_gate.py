@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
-
 from ark_lattice.hlc import pack
 from ark_lattice.identity import Identity
 from ark_lattice.packet import Packet
-from ark_lattice.policy import Hook, Policy
+from ark_lattice.policy import DEFAULT_POLICY_TEXT, Hook, Policy
 from ark_lattice.policy.gate import PolicyGate
 
 NOW = 1_700_000_000.0
@@ -25,19 +23,9 @@ def packets(n: int, topic: str = "notes", age_s: int = 5) -> list[Packet]:
 
 
 def policy(condition: str) -> Policy:
-    return Policy.load(textwrap.dedent(f'''
-        version = 1
-        [[rule]]
-        id = "all"
-        effect = "allow"
-        hooks = ["inbound_packet"]
-        condition = "true"
-        [[rule]]
-        id = "hot"
-        effect = "deny"
-        hooks = ["inbound_packet"]
-        condition = "{condition}"
-    ''').lstrip("\n"))
+    """The default policy and a deny rule on ``condition``."""
+    hot = f'[[rule]]\nid = "hot"\neffect = "deny"\nhooks = ["inbound_packet"]\ncondition = "{condition}"\n'
+    return Policy.load(DEFAULT_POLICY_TEXT + "\n" + hot)
 
 
 def test_a_policy_reading_the_rates_sees_them_grow() -> None:
