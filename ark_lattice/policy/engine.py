@@ -269,6 +269,33 @@ class Policy:
         if plan is None:
             raise UsageError(f"unknown policy hook {hook!r}; choose one of {_HOOK_NAMES}")
         variables = plan.variables(inputs)
+        if not plan.memoizable:
+            return self._evaluate(plan, variables)
+        # A decision is a function of the variables its hook's conditions read and nothing else
+        # (CEL's standard functions are pure; there is no clock), and a sync decides thousands of
+        # packets with the same few values (tier, size, age): the answer for values seen before
+        # is taken from the memo, not evaluated again. Only hooks that read no double qualify:
+        # -0.0 == 0.0 as a key, yet a condition can tell them apart.
+        key = tuple(variables.items())
+        known = plan.memo.get(key)
+        if known is not None:
+            return known
+        decision = self._evaluate(plan, variables)
+        if len(plan.memo) >= _MEMO_SIZE:
+            plan.memo.clear()
+        plan.memo[key] = decision
+        return decision
+
+    def reads(self, hook: Hook | str) -> frozenset[str]:
+        """The variables the conditions of ``hook`` read: inputs outside it cannot change a
+        decision there, so a caller may skip the work of computing them."""
+        plan = self._plans.get(hook)
+        if plan is None:
+            raise UsageError(f"unknown policy hook {hook!r}; choose one of {_HOOK_NAMES}")
+        return plan.needed
+
+    @staticmethod
+    def _evaluate(plan: _Plan, variables: dict[str, Any]) -> Decision:
         try:
             context = cel.Context(variables)
         except Exception as exc:  # e.g. a string holding a lone surrogate cannot enter CEL
@@ -389,6 +416,7 @@ _PYTHON_TYPE = {"string": str, "int": int, "double": float, "bool": bool}
 _INPUT_TYPES = {v.name: _PYTHON_TYPE[v.type] for v in VARIABLES.values() if v.name != "hook"}
 _INPUT_NAMES = frozenset(_INPUT_TYPES)
 _DECISION_CACHE_SIZE = 1024
+_MEMO_SIZE = 4096  # decisions remembered by their variables, per hook; then forgotten at once
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -432,6 +460,8 @@ class _Plan:
     zero: dict[str, Any]  # the needed variables at their zero values (hook and direction set)
     derive_public: bool  # is_public_topic is needed, so derive it from topic when not passed
     cache: dict[tuple[str, ...], Decision]  # error-free decisions by fired rules: they repeat
+    memoizable: bool  # no variable read is a double: decisions may be remembered by their inputs
+    memo: dict[tuple[tuple[str, Any], ...], Decision]  # decisions by their variables (decide)
 
     @classmethod
     def build(cls, hook: Hook, rules: Iterable[Rule]) -> _Plan:
@@ -456,6 +486,8 @@ class _Plan:
             zero=zero,
             derive_public="is_public_topic" in needed,
             cache={},
+            memoizable=all(VARIABLES[name].type != "double" for name in needed),
+            memo={},
         )
 
     def variables(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -104,9 +104,16 @@ class PolicyGate:
         denied: list[Packet] = []
         records: list[AuditRecord] = []
         limited: str | None = None
+        # The two rates are state (each decision counts into them) that only a condition reading
+        # them can see, and replace() starts them afresh: with a policy that reads neither, they
+        # are not kept (they cost as much as the rest of the inputs together).
+        reads = self.policy.reads(hook)
+        rate_peer, rate_topic = "rate_peer" in reads, "rate_topic" in reads
+        peer_key, whole_now = f"p:{peer_id}", int(now)
+        decide, check = self.policy.decide, self._limiter.check
         for packet in packets:
             h = packet.header
-            exceeded = None if solicited else self._limiter.check(
+            exceeded = None if solicited else check(
                 hook, now, peer_id=peer_id, topic=h.topic, author=str(h.author)
             )
             if exceeded is not None:
@@ -116,21 +123,21 @@ class PolicyGate:
                                        f"rate limit {exceeded} exceeded"))
                 continue
             created_s = unpack(h.created_at)[0] // 1000
-            decision = self.policy.decide(
+            decision = decide(
                 hook,
                 {
-                    "now": int(now),
+                    "now": whole_now,
                     "self_id": self.self_id,
                     "peer_id": peer_id,
                     "peer_tier": peer_tier,
                     "strikes": strikes,
-                    "rate_peer": self._rate(f"p:{peer_id}", now),
-                    "rate_topic": self._rate(f"t:{h.topic}", now),
+                    "rate_peer": self._rate(peer_key, now) if rate_peer else 0.0,
+                    "rate_topic": self._rate(f"t:{h.topic}", now) if rate_topic else 0.0,
                     "topic": h.topic,
                     "kind": h.kind,
                     "author": str(h.author),
                     "size": h.body_size,
-                    "age_s": int(now) - created_s,
+                    "age_s": whole_now - created_s,
                 },
             )
             (allowed if decision.allowed else denied).append(packet)

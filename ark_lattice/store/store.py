@@ -36,7 +36,7 @@ from ark_lattice.packet import Packet
 from ark_lattice.store import head as heads
 from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
 from ark_lattice.store.bodies import BODY_FILE_MIN, BodyFiles, bodies_dir
-from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
+from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash, stored_data
 from ark_lattice.store.schema import MIGRATIONS
 from ark_lattice.tiers import TrustTier
 
@@ -315,6 +315,13 @@ class Store:
 
     async def append_events(self, new: Sequence[NewEvent]) -> list[Event]:
         """Extend the hash chain; call inside :meth:`transaction` to join a larger change."""
+        return await self._append_encoded([(kind, subject, canonical(data)) for kind, subject, data in new])
+
+    async def _append_encoded(
+        self, new: Sequence[tuple[str, str, bytes]], *, events: bool = True
+    ) -> list[Event]:
+        """:meth:`append_events` of events whose data is already canonical CBOR; returns no
+        events unless ``events``."""
         async with self.transaction():
             async with self._conn.execute(
                 "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
@@ -323,20 +330,20 @@ class Store:
             seq, prev = (row[0], row[1]) if row else (0, GENESIS_PREV)
             ts = self.now_ms()
             await self._note_found()
-            out = []
-            for kind, subject, data in new:
+            # The rows are the events' fields in order: one tuple per event serves the insert
+            # and the Event (put_packets writes one per packet and needs no Event back).
+            rows = []
+            for kind, subject, payload in new:
                 seq += 1
-                payload = canonical(data)
                 h = entry_hash(seq, ts, kind, subject, payload, prev)
-                out.append(Event(seq, ts, kind, subject, payload, prev, h))
+                rows.append((seq, ts, kind, subject, payload, prev, h))
                 prev = h
             await self._conn.executemany(
-                "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)",
-                [(e.seq, e.ts, e.kind, e.subject, e.data, e.prev, e.hash) for e in out],
+                "INSERT INTO events (seq, ts, kind, subject, data, prev, hash) VALUES (?,?,?,?,?,?,?)", rows
             )
-            if out:
-                self._tip = (out[-1].seq, out[-1].hash)
-            return out
+            if rows:
+                self._tip = (seq, prev)
+            return [Event(*row) for row in rows] if events else []
 
     async def append_event(self, kind: str, subject: str, data: dict[str, Any]) -> Event:
         return (await self.append_events([(kind, subject, data)]))[0]
@@ -446,15 +453,10 @@ class Store:
                 "UPDATE packet_counts SET total = total + ?, quarantined = quarantined + ? WHERE one = 0",
                 (len(fresh), len(fresh) if quarantined else 0),
             )
-            await self.append_events(
-                [
-                    (
-                        EventKind.PACKET_STORED,
-                        p.hex_id,
-                        {"id": p.id, "source": source, "quarantined": quarantined},
-                    )
-                    for p in fresh.values()
-                ]
+            stored = EventKind.PACKET_STORED
+            await self._append_encoded(
+                [(stored, p.hex_id, stored_data(p.id, source, quarantined)) for p in fresh.values()],
+                events=False,
             )
         return list(fresh.values())
 

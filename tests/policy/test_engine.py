@@ -22,6 +22,7 @@ from ark_lattice.policy import (
     Policy,
     Scope,
     bench_decisions,
+    engine,
 )
 from ark_lattice.tiers import TrustTier
 
@@ -931,3 +932,58 @@ def test_decide_never_raises_on_well_typed_inputs(hook: Hook, inputs: dict, whic
 
 _STRESS = load(STRESS)
 _DEFAULT = Policy.default()
+
+
+def _fresh(policy: Policy, hook: Hook, inputs: dict) -> Decision:
+    """The decision evaluated from scratch, bypassing the memo."""
+    plan = policy._plans[hook]
+    return policy._evaluate(plan, plan.variables(inputs))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    peer_tier=st.sampled_from(["core", "sandbox", "external", "blocked", ""]),
+    size=st.integers(-(2**70), 2**70),
+    age_s=st.integers(-(10**7), 10**7),
+)
+def test_remembered_decisions_are_the_evaluated_ones(default: Policy, peer_tier: str, size: int,
+                                                     age_s: int) -> None:
+    inputs = {"peer_tier": peer_tier, "size": size, "age_s": age_s, "topic": "t", "now": 5}
+    for _ in range(2):  # the second answer comes from the memo
+        assert default.decide(Hook.INBOUND_PACKET, inputs) == _fresh(default, Hook.INBOUND_PACKET, inputs)
+
+
+def test_inputs_no_condition_reads_share_a_remembered_decision(default: Policy) -> None:
+    plan = default._plans[Hook.INBOUND_PACKET]
+    assert default.reads(Hook.INBOUND_PACKET) == plan.needed >= {"peer_tier", "size", "age_s"}
+    assert "author" not in plan.needed
+    first = default.decide(Hook.INBOUND_PACKET, {"peer_tier": "core", "size": 7, "author": "a"})
+    again = default.decide(Hook.INBOUND_PACKET, {"peer_tier": "core", "size": 7, "author": "b"})
+    assert again is first and first.allowed
+    assert default.decide(Hook.INBOUND_PACKET, {"peer_tier": "blocked", "size": 7}).allowed is False
+    with pytest.raises(UsageError, match="unknown policy hook"):
+        default.reads("nope")
+
+
+def test_the_memo_is_bounded(default: Policy) -> None:
+    plan = default._plans[Hook.INBOUND_PACKET]
+    for age in range(3 * engine._MEMO_SIZE):
+        default.decide(Hook.INBOUND_PACKET, {"peer_tier": "core", "age_s": age})
+        assert len(plan.memo) <= engine._MEMO_SIZE
+    assert default.decide(Hook.INBOUND_PACKET, {"peer_tier": "core", "age_s": 3_000_000}).allowed is False
+
+
+def test_hooks_that_read_a_double_are_decided_afresh() -> None:
+    # -0.0 == 0.0 as a memo key, yet a condition tells them apart: such hooks keep no memo.
+    policy = load(textwrap.dedent('''
+        version = 1
+        [[rule]]
+        id = "signed-zero"
+        effect = "allow"
+        hooks = ["inbound_packet"]
+        condition = "1.0 / rate_peer > 0.0"
+    '''))
+    assert not policy._plans[Hook.INBOUND_PACKET].memoizable
+    assert policy.decide(Hook.INBOUND_PACKET, {"rate_peer": 0.0}).allowed is True
+    assert policy.decide(Hook.INBOUND_PACKET, {"rate_peer": -0.0}).allowed is False
+    assert policy._plans[Hook.INBOUND_PACKET].memo == {}
