@@ -116,3 +116,33 @@ async def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError, match="unreadable"):
         await Store.open(path)
+
+
+async def test_a_batch_of_any_length_is_stored_whole_in_multi_row_inserts(tmp_path, monkeypatch):
+    """put_packets inserts rows many to a statement, in powers of two (store._insert_rows): a
+    length that is none (here 7 + 4 + 2 + 1 rows in statements of at most 8) stores every row and
+    every event, in order, each linked to the one before it."""
+    import ark_lattice.store.store as store_module
+    from ark_lattice.store.events import GENESIS_PREV, entry_hash
+
+    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 8)
+    author = Identity.generate()
+    s = await Store.open(tmp_path / "ledger.db")
+    try:
+        batch = [Packet.create(author, topic="t", kind="note", body=b"%d" % i, created_at=10 + i)
+                 for i in range(22)]
+        await s.put_packets(batch)
+        assert await s.packet_count() == 22
+        held = await s.held_ids([p.id for p in batch])
+        assert held == {p.id for p in batch}
+    finally:
+        await s.close()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        sql = "SELECT seq, ts, kind, subject, data, prev, hash FROM events ORDER BY seq"
+        events = db.execute(sql).fetchall()
+        assert db.execute("SELECT COUNT(*) FROM packets").fetchone() == (22,)
+    assert [subject for _, _, _, subject, *_ in events] == [p.hex_id for p in batch]
+    prev = GENESIS_PREV
+    for seq, ts, kind, subject, data, link, hash_ in events:
+        assert link == prev and entry_hash(seq, ts, kind, subject, data, link) == hash_
+        prev = hash_
