@@ -755,7 +755,8 @@ class _Verifier:
         ):
             # The bytes differ: name a column that is not even text first, as always.
             where = f"packet {bytes(pid).hex()}"
-            _text(topic, where, "topic"), _text(kind, where, "kind"), _text(author, where, "author")
+            for value, column in ((topic, "topic"), (kind, "kind"), (author, "author")):
+                _text(value, where, column)
             raise LedgerCorrupt(where, "its indexed columns do not match its signed header")
         return pid
 
