@@ -22,7 +22,8 @@ misbehaviour (a peer sent something it must not), as h11 does::
     │   └── Rollback                    an older sequence number than the one already held
     ├── LedgerError                     the store refused or failed an operation
     │   ├── LedgerCorrupt               ``ledger verify`` found a bad entry (names it)
-    │   └── LedgerMissing               the home has a node but its ledger is gone or empty (exit 5)
+    │   ├── LedgerMissing               the home has a node but its ledger is gone or empty (exit 5)
+    │   └── NotEnoughSpace              too little free disk for ``ledger compact``; nothing written
     ├── NodeNotRunning                  a live-node command with no node running (exit 3)
     ├── HomeUnusable                    --home is a file, cannot be created or is read-only (exit 4)
     └── ProtocolError                   a session could not go on
@@ -64,6 +65,7 @@ __all__ = [
     "NodeNotRunning",
     "HomeUnusable",
     "LedgerMissing",
+    "NotEnoughSpace",
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -217,6 +219,12 @@ class LedgerMissing(LedgerError):
     """The home holds a node but not its ledger (gone, or zero bytes): only ``init`` creates one."""
 
     exit_code = ExitCode.NO_NODE
+
+
+class NotEnoughSpace(LedgerError):
+    """The disk has too little free space for the work asked (``ledger compact``), checked before
+    anything is written, or it filled up and the work was rolled back. Exit 1, as a write that
+    finds the disk full anywhere else: the answer is no, and the ledger is as it was."""
 
 
 class ProtocolError(ArkLatticeError):

@@ -1,4 +1,4 @@
-"""``ark-lattice ledger``: read, verify, anchor and back up the tamper-evident ledger."""
+"""``ark-lattice ledger``: read, verify, anchor, back up and compact the tamper-evident ledger."""
 
 from __future__ import annotations
 
@@ -279,6 +279,54 @@ def backup(
         return
     files = f", {report.body_files} body files in {target_bodies}" if report.body_files else ""
     application.console.print(f"backup written to {target} and verified ({report.events} events{files})")
+
+
+@app.command("compact")
+def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Give the ledger's free pages back to the disk (SQLite VACUUM), with the node stopped.
+
+    A migration that rebuilds a table, or deleted rows, leave pages SQLite keeps for reuse and the
+    file never shrinks. No row changes: the hash chain, the signed head and the body files stay
+    as they are. Needs about twice the ledger's used size free beside it, checked first."""
+    from ark_lattice.cli.livenode import node_running
+    from ark_lattice.cli.progress import progress_bar
+    from ark_lattice.errors import UsageError
+    from ark_lattice.store.compaction import size_text
+
+    application: Application = ctx.obj
+    if node_running(application):
+        # The node could not store anything for as long as the copy runs (minutes per GiB), and
+        # its writes fail after 30 s of waiting: compacting is for a stopped node.
+        raise UsageError(
+            f"a node is running in {application.home.root}; stop it first, since compacting holds "
+            "the ledger's write lock for as long as it copies the ledger"
+        )
+
+    with progress_bar("compacting the ledger", quiet=json_) as bar:
+
+        async def go() -> Any:
+            async with await open_node(application) as node:
+                return await node.store.compact(
+                    progress=lambda done, total: bar.update(completed=done, total=total)
+                )
+
+        result = run(go())
+    if json_:
+        application.print_json({"path": str(application.home.ledger_path), **result.to_json()})
+        return
+    if result.before.free == 0:
+        application.console.print(
+            f"nothing to give back: the ledger ({size_text(result.bytes_before)}) has no free pages"
+        )
+        return
+    wal = "" if result.wal_truncated else (
+        "; another process still reads the ledger, so its write-ahead log shrinks only at its next checkpoint"
+    )
+    application.console.print(
+        f"compacted the ledger: {size_text(result.bytes_before)} -> {size_text(result.bytes_after)}, "
+        f"{result.pages_freed:,} pages ({size_text(result.before.size * result.pages_freed)}) given back "
+        f"to the disk in {result.seconds:.1f} s{wal}"
+    )
 
 
 def _follow(application: Application, limit: int, kind: str | None, json_: bool) -> None:

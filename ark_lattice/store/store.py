@@ -33,6 +33,7 @@ from ark_lattice.encoding import canonical, sha256
 from ark_lattice.errors import AmbiguousId, ArkLatticeError, HomeUnusable, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
+from ark_lattice.store import compaction
 from ark_lattice.store import head as heads
 from ark_lattice.store.access import AccessStats, RetryPolicy, retry_busy
 from ark_lattice.store.bodies import BODY_FILE_MIN, BodyFiles, bodies_dir
@@ -1038,6 +1039,17 @@ class Store:
             return 0
         return await asyncio.to_thread(self.bodies.copy_to, BodyFiles(copy_root), ids)
 
+    async def compact(self, **options: Any) -> compaction.Compaction:
+        """Give the ledger's free pages back to the disk (``ledger compact``); ``options`` go to
+        :func:`store.compaction.compact`. The writer is held the whole time: it runs outside any
+        transaction, and no task of this process may begin one meanwhile."""
+        if self._readonly:
+            raise HomeUnusable(f"the ledger in {self.path.parent} is open read-only; it cannot be compacted")
+        async with self._lock:
+            return await compaction.compact(
+                self._writer, self.path, retry=self.retry, access=self.access, **options
+            )
+
     # -- private ----------------------------------------------------------------------------
 
     async def _migrate(self) -> None:
@@ -1052,6 +1064,7 @@ class Store:
                 f"the ledger {self.path} was written by a newer ark-lattice "
                 f"(migrations {sorted(applied - known)}); upgrade to open it"
             )
+        ran: list[str] = []
         for name, sql in MIGRATIONS:
             if name in applied:
                 continue
@@ -1064,6 +1077,13 @@ class Store:
                     "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
                     (name, self.now_ms()),
                 )
+                ran.append(name)
+        if ran and str(self.path) != ":memory:":
+            # Once, in the process that migrated (the node's log, or a command's stderr): a
+            # rebuilt table leaves its old pages free, and the file never shrinks by itself.
+            pages = await compaction.read_pages(self._writer)
+            if notice := compaction.reclaimable_notice(pages, self.path, f"after migration {ran[-1]}"):
+                logging.getLogger("ark_lattice.store").warning("%s", notice)
 
     async def _execute_write(self, sql: str) -> None:
         """BEGIN IMMEDIATE or COMMIT on the writer, retried on a lock conflict (store/access.py)."""
