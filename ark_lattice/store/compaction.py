@@ -169,16 +169,17 @@ async def compact(
     *,
     retry: RetryPolicy,
     access: AccessStats,
-    free_space: Callable[[Path], int] = disk_free,
+    free_space: Callable[[Path], int] | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Compaction:
     """VACUUM the ledger at ``path`` through ``conn`` (its writer, outside any transaction), then
     empty the WAL; see the module docstring for why this way.
 
-    Refuses with :class:`NotEnoughSpace` before writing anything when ``free_space`` of the
-    ledger's directory is under :func:`space_needed`. ``progress(done, total)`` is called while it
-    works, in bytes written by this process (``total`` None where that cannot be read).
+    Refuses with :class:`NotEnoughSpace` before writing anything when the free space of the
+    ledger's directory (``free_space``, :func:`disk_free` by default) is under
+    :func:`space_needed`. ``progress(done, total)`` is called while it works, in bytes written by
+    this process (``total`` None where that cannot be read).
     """
     started = clock()
     before = await read_pages(conn)
@@ -186,7 +187,7 @@ async def compact(
     if before.free == 0:
         return Compaction(before, before, bytes_before, bytes_before, clock() - started, True)
     directory = path.absolute().parent
-    needed, available = space_needed(before), free_space(directory)
+    needed, available = space_needed(before), (free_space or disk_free)(directory)
     if available < needed:
         raise NotEnoughSpace(
             f"compacting the ledger needs about {size_text(needed)} free in {directory} (a compacted copy "
