@@ -22,6 +22,7 @@ from rich.text import Text
 from ark_lattice.cli.context import Application
 from ark_lattice.cli.stream import emit, streaming
 from ark_lattice.status import Rates, session_key, session_rates, waiting_targets
+from ark_lattice.store.compaction import worth_compacting
 
 __all__ = ["render", "render_not_running", "plain_line", "watch"]
 
@@ -178,6 +179,9 @@ def _header(status: Status, now: float) -> RenderableType:
     lines.append(f"{status.get('peers', 0):,} peers; ledger {events:,} events")
     if "bytes" in ledger:
         lines.append(f", {_size(int(ledger['bytes']))}")
+        free = int(ledger.get("free_bytes", 0))
+        if worth_compacting(free, int(ledger["bytes"])):  # only when worth a command, never as noise
+            lines.append(f" ({_size(free)} free pages: ledger compact)")
     checkpoint = ledger.get("checkpoint")
     if checkpoint:
         age = _ago(now - float(checkpoint["at"]))

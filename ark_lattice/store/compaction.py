@@ -53,6 +53,7 @@ __all__ = [
     "reclaimable_notice",
     "size_text",
     "space_needed",
+    "worth_compacting",
     "RECLAIM_MIN_BYTES",
     "RECLAIM_MIN_SHARE",
 ]
@@ -94,7 +95,7 @@ class Pages:
 
     @property
     def worth_compacting(self) -> bool:
-        return self.free_bytes >= RECLAIM_MIN_BYTES and self.free >= RECLAIM_MIN_SHARE * self.count
+        return worth_compacting(self.free_bytes, self.file_bytes)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ class Compaction:
             "wal_truncated": self.wal_truncated,
             "seconds": round(self.seconds, 3),
         }
+
+
+def worth_compacting(free_bytes: int, file_bytes: int) -> bool:
+    """Whether ``free_bytes`` unused in a file of ``file_bytes`` are worth a ``ledger compact``."""
+    return free_bytes >= RECLAIM_MIN_BYTES and free_bytes >= RECLAIM_MIN_SHARE * file_bytes
 
 
 def space_needed(pages: Pages) -> int:

@@ -1039,6 +1039,10 @@ class Store:
             return 0
         return await asyncio.to_thread(self.bodies.copy_to, BodyFiles(copy_root), ids)
 
+    async def pages(self) -> compaction.Pages:
+        """The ledger file's page counts, from its header: how much ``compact`` would give back."""
+        return await compaction.read_pages(self._conn)
+
     async def compact(self, **options: Any) -> compaction.Compaction:
         """Give the ledger's free pages back to the disk (``ledger compact``); ``options`` go to
         :func:`store.compaction.compact`. The writer is held the whole time: it runs outside any

@@ -80,6 +80,17 @@ def test_a_status_from_an_older_node_still_renders(recorded):
     assert "ledger 20,460 events" in text and "recent policy denials" not in text
 
 
+def test_free_pages_worth_a_compaction_are_shown_and_others_are_not(recorded):
+    status = copy.deepcopy(recorded["current"])
+    status["ledger"].update(bytes=800 * 1024 * 1024, free_bytes=560 * 1024 * 1024)  # a migrated ledger
+    text = " ".join(rendered(render(status, now=recorded["now"]), 100).split())  # however it wraps
+    assert "800.0 MiB (560.0 MiB free pages: ledger compact), last checkpoint" in text
+    status["ledger"]["free_bytes"] = 60 * 1024 * 1024  # under 64 MiB: the working room SQLite reuses
+    assert "free pages" not in rendered(render(status, now=recorded["now"]), 100)
+    status["ledger"].update(bytes=4096 * 1024 * 1024, free_bytes=1000 * 1024 * 1024)  # under a quarter
+    assert "free pages" not in rendered(render(status, now=recorded["now"]), 100)
+
+
 def test_not_running(recorded):
     text = rendered(render_not_running("/srv/ark", recorded["now"], recorded["now"] - 75), 100)
     assert text == "the node in /srv/ark is not running (for 1m15s); still watching\n"

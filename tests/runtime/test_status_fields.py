@@ -21,7 +21,8 @@ def test_status_keeps_its_fields_and_counts(homes, start_node):
     assert status is not None and set(status) == FIELDS
     assert (status["packets"], status["quarantined"], status["pending"]) == (4, 0, 0)
     assert status["events"] == status["ledger"]["events"] >= 5  # init, 3 packets, the alert
-    assert set(status["ledger"]) == {"events", "bytes", "checkpoint"}
+    assert set(status["ledger"]) == {"events", "bytes", "free_bytes", "checkpoint"}
+    assert 0 <= status["ledger"]["free_bytes"] < status["ledger"]["bytes"]
     [alert] = status["alerts"]
     assert alert["message"] == "status test"
     assert status["denials"] == [] and status["connections"] == []
