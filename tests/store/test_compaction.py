@@ -226,3 +226,47 @@ def test_kill_9_in_the_middle_of_compacting_loses_nothing(home):
     assert done.returncode == 0, done.stderr
     assert pages(path).free == 0 and rows(path) == kept
     assert run_cli(home, "ledger", "verify").returncode == 0
+
+
+# Killed once the VACUUM has committed: before any checkpoint (the compacted ledger only in the WAL),
+# or after the checkpoint SQLite runs at commit but before ours empties the WAL.
+_KILLED_AFTER_COMMIT = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from ark_lattice.store import compaction
+from ark_lattice.store.store import Store
+
+committed = compaction.retry_busy
+
+async def vacuum_then_die(*args, **kwargs):
+    await committed(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+compaction.retry_busy = vacuum_then_die
+
+async def main():
+    async with await Store.open(Path(sys.argv[1])) as store:
+        await store._writer.execute(f"PRAGMA wal_autocheckpoint = {sys.argv[2]}")
+        await store.compact()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("autocheckpoint", [0, 1000], ids=["before-any-checkpoint", "before-truncate"])
+def test_kill_9_after_the_vacuum_committed_keeps_the_compacted_ledger(home, autocheckpoint):
+    asyncio.run(build(home, 2000))
+    path, wal = home / "ledger.db", home / "ledger.db-wal"
+    leave_free_pages(path)
+    kept = rows(path)
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_COMMIT, str(path), str(autocheckpoint)],
+        capture_output=True, timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert wal.stat().st_size > 0  # the WAL was not emptied: the state this test is about
+    assert rows(path) == kept and pages(path).free == 0  # committed, compacted, every row
+    assert run_cli(home, "ledger", "verify").returncode == 0
+    done = run_cli(home, "ledger", "compact", "--json")
+    assert done.returncode == 0, done.stderr
+    assert pages(path).free == 0 and path.stat().st_size == pages(path).file_bytes
