@@ -320,7 +320,8 @@ def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
         )
         return
     wal = "" if result.wal_truncated else (
-        "; another process still reads the ledger, so its write-ahead log shrinks only at its next checkpoint"
+        "; another process was reading the ledger, so the files shrink the rest of the way at its "
+        "next checkpoint"
     )
     application.console.print(
         f"compacted the ledger: {size_text(result.bytes_before)} -> {size_text(result.bytes_after)}, "

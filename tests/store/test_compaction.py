@@ -270,3 +270,28 @@ def test_kill_9_after_the_vacuum_committed_keeps_the_compacted_ledger(home, auto
     done = run_cli(home, "ledger", "compact", "--json")
     assert done.returncode == 0, done.stderr
     assert pages(path).free == 0 and path.stat().st_size == pages(path).file_bytes
+
+
+def test_a_reader_on_an_older_snapshot_delays_only_the_shrinking(home):
+    """Another process reading (``ledger log --follow``, a backup) keeps its snapshot: the VACUUM
+    still commits, and the WAL and the file shrink at a checkpoint after the reader is done."""
+    asyncio.run(build(home, 500))
+    path = home / "ledger.db"
+    leave_free_pages(path)
+    kept = rows(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    events = reader.execute("SELECT count(*) FROM events").fetchone()[0]  # the snapshot starts here
+
+    async def go() -> compaction.Compaction:
+        async with await Store.open(path) as store:
+            return await store.compact()
+
+    try:
+        result = asyncio.run(go())
+        assert not result.wal_truncated and result.after.free == 0
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == events  # unharmed
+    finally:
+        reader.close()
+    assert rows(path) == kept  # the last connection to close checkpoints the WAL into the file
+    assert pages(path).free == 0 and path.stat().st_size == pages(path).file_bytes
