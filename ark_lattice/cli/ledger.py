@@ -288,6 +288,8 @@ def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
     A migration that rebuilds a table, or deleted rows, leave pages SQLite keeps for reuse and the
     file never shrinks. No row changes: the hash chain, the signed head and the body files stay
     as they are. Needs about twice the ledger's used size free beside it, checked first."""
+    import logging
+
     from ark_lattice.cli.livenode import node_running
     from ark_lattice.cli.progress import progress_bar
     from ark_lattice.errors import UsageError
@@ -302,15 +304,24 @@ def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
             "the ledger's write lock for as long as it copies the ledger"
         )
 
-    with progress_bar("compacting the ledger", quiet=json_) as bar:
+    def not_the_hint(record: logging.LogRecord) -> bool:
+        # Opening an old ledger migrates it and suggests `ledger compact`: which runs right now.
+        return not getattr(record, "compact_hint", False)
 
-        async def go() -> Any:
-            async with await open_node(application) as node:
-                return await node.store.compact(
-                    progress=lambda done, total: bar.update(completed=done, total=total)
-                )
+    store_log = logging.getLogger("ark_lattice.store")
+    store_log.addFilter(not_the_hint)
+    try:
+        with progress_bar("compacting the ledger", quiet=json_) as bar:
 
-        result = run(go())
+            async def go() -> Any:
+                async with await open_node(application) as node:
+                    return await node.store.compact(
+                        progress=lambda done, total: bar.update(completed=done, total=total)
+                    )
+
+            result = run(go())
+    finally:
+        store_log.removeFilter(not_the_hint)
     if json_:
         application.print_json({"path": str(application.home.ledger_path), **result.to_json()})
         return

@@ -1087,7 +1087,8 @@ class Store:
             # rebuilt table leaves its old pages free, and the file never shrinks by itself.
             pages = await compaction.read_pages(self._writer)
             if notice := compaction.reclaimable_notice(pages, self.path, f"after migration {ran[-1]}"):
-                logging.getLogger("ark_lattice.store").warning("%s", notice)
+                # Marked, so `ledger compact` itself does not suggest what it is about to do.
+                logging.getLogger("ark_lattice.store").warning("%s", notice, extra={"compact_hint": True})
 
     async def _execute_write(self, sql: str) -> None:
         """BEGIN IMMEDIATE or COMMIT on the writer, retried on a lock conflict (store/access.py)."""

@@ -5,6 +5,7 @@ and the ledger's proofs stay, and the refusals are one line and their exit code.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import tarfile
@@ -120,3 +121,33 @@ def test_refused_while_the_node_runs(migrated):
     done = run_cli(migrated, "ledger", "compact")  # stopped: now it may
     assert done.returncode == 0, done.stderr
     assert free_pages(migrated) == 0
+
+
+def test_the_command_that_migrates_says_compact_would_help_and_compact_does_not(homes, monkeypatch, caplog):
+    """The hint is a warning of ``ark_lattice.store`` (stderr in a real CLI process, caplog here)."""
+    from typer.testing import CliRunner
+
+    from ark_lattice.cli.app import app
+
+    def hints() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "`ark-lattice ledger compact`" in r.getMessage()]
+
+    monkeypatch.setattr(compaction, "RECLAIM_MIN_BYTES", 64 * 1024)  # the fixture is small
+    olds = []
+    for name in ("listed", "compacted"):
+        with tarfile.open(FIXTURE) as tar:
+            tar.extractall(homes(name), filter="data")
+        olds.append(homes(name) / "home")
+    runner = CliRunner()
+    caplog.set_level(logging.WARNING, logger="ark_lattice.store")
+    listed = runner.invoke(app, ["--home", str(olds[0]), "packets", "list", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)
+    [hint] = hints()
+    assert "after migration 0004_packet_rows" in hint and str(olds[0] / "ledger.db") in hint
+    caplog.clear()
+    again = runner.invoke(app, ["--home", str(olds[0]), "packets", "list", "--json"])
+    assert again.exit_code == 0 and hints() == []  # once: only the command that migrated
+    compacted = runner.invoke(app, ["--home", str(olds[1]), "ledger", "compact"])
+    assert compacted.exit_code == 0 and hints() == []  # migrated too, but compacting is the answer
+    assert compacted.stdout.startswith("compacted the ledger: ")
+    assert free_pages(olds[1]) == 0
