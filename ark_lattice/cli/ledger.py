@@ -297,8 +297,9 @@ def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
 
     application: Application = ctx.obj
     if node_running(application):
-        # The node could not store anything for as long as the copy runs (minutes per GiB), and
-        # its writes fail after 30 s of waiting: compacting is for a stopped node.
+        # The node could store nothing while the copy runs (seconds per GiB of used pages, far
+        # longer on a slow stick) and its writes give up after 30 s of waiting for the lock; going
+        # through the node would stall it the same way. Compacting is for a stopped node.
         raise UsageError(
             f"a node is running in {application.home.root}; stop it first, since compacting holds "
             "the ledger's write lock for as long as it copies the ledger"
