@@ -312,13 +312,16 @@ def compact(ctx: typer.Context, json_: JsonOption = False) -> None:
     store_log = logging.getLogger("ark_lattice.store")
     store_log.addFilter(not_the_hint)
     try:
-        with progress_bar("compacting the ledger", quiet=json_) as bar:
+        # The bar counts MiB written (the copy, the WAL, the checkpoint: about three times the
+        # used pages), where the count is available; else it pulses.
+        with progress_bar("compacting the ledger (MiB written)", quiet=json_) as bar:
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(completed=done >> 20, total=None if total is None else max(1, total >> 20))
 
             async def go() -> Any:
                 async with await open_node(application) as node:
-                    return await node.store.compact(
-                        progress=lambda done, total: bar.update(completed=done, total=total)
-                    )
+                    return await node.store.compact(progress=progress)
 
             result = run(go())
     finally:
