@@ -11,9 +11,10 @@ SQLite builds a compacted copy in a temporary file, then writes it back over the
 transaction through the write-ahead log; the checkpoint copies it into the file and cuts the file
 to its new length. A ``kill -9`` (or a power cut: the writer is ``synchronous=FULL``) at any moment
 leaves either the old ledger or the compacted one, both whole: before the transaction commits its
-frames in the WAL are ignored, after it they are replayed. No row changes (every table here has
-an explicit key, so no rowid is renumbered), so the hash chain, the signed head and the body files
-beside the ledger (store/bodies.py, named by packet id) are untouched.
+frames in the WAL are ignored, after it they are replayed. No row changes: every table is keyed
+by its own columns (an ``INTEGER PRIMARY KEY`` keeps its value; the implicit rowids VACUUM may
+renumber are read by nothing), so the hash chain, the signed head and the body files beside the
+ledger (store/bodies.py, named by packet id) are untouched.
 
 Not ``VACUUM INTO`` a new file renamed over the ledger, although that needs half the space: any
 other connection — a node started meanwhile, a ``ledger log --follow`` — keeps the old file open
