@@ -187,7 +187,7 @@ def _rows(store: Store, sql: str) -> aclosing[AsyncGenerator[tuple[Any, ...], No
 
 def _batches(store: Store, sql: str, size: int) -> AsyncGenerator[list[tuple[Any, ...]], None]:
     """Rows of ``sql`` in lists of ``size`` (``Store.iter_batches``); the caller closes it."""
-    return cast(AsyncGenerator[list[tuple[Any, ...]], None], store.iter_batches(sql, size))
+    return store.iter_batches(sql, size)
 
 
 def _sqlite_reason(exc: sqlite3.Error) -> str:

@@ -202,7 +202,21 @@ class Packet:
 
     @classmethod
     def from_parts(cls, header_bytes: bytes, signature: bytes, body: bytes) -> Packet:
-        """Parse and fully verify a packet received from anywhere (peer, disk, backup)."""
+        """Parse and fully verify a packet received from anywhere (peer, disk, backup).
+
+        A well-formed packet takes the short way (:func:`_open_quickly`): every packet a sync
+        brings is opened here, on the verifier threads, and the Python of the long way holds the
+        GIL the loop and the writer wait for. Anything else takes the long way, which names it.
+        """
+        quick = _open_quickly(header_bytes, signature, body)
+        if quick is not None:
+            return cls(quick[0], quick[1], header_bytes, signature, body)
+        return cls._open_step_by_step(header_bytes, signature, body)
+
+    @classmethod
+    def _open_step_by_step(cls, header_bytes: bytes, signature: bytes, body: bytes) -> Packet:
+        """:meth:`from_parts` the long way: each check in turn, raising what the first failed
+        one finds. The reference the short way is tested against."""
         if not isinstance(header_bytes, bytes) or not isinstance(signature, bytes):
             raise Malformed("packet parts must be byte strings")
         if not isinstance(body, bytes) or len(body) > MAX_BODY:
@@ -232,37 +246,46 @@ _SIGNED_PREFIX = signing_input(Purpose.PACKET, b"")  # what a packet signature c
 
 def verified_header(header_bytes: bytes, signature: bytes, body: bytes) -> tuple[bytes, PacketHeader]:
     """The id and header of a packet checked exactly as :meth:`Packet.from_parts` checks it, and
-    raising what it raises: ``ledger verify``'s packet pass, which keeps no packet.
+    raising what it raises: ``ledger verify``'s packet pass, which keeps no packet."""
+    quick = _open_quickly(header_bytes, signature, body)
+    if quick is not None:
+        return quick
+    packet = Packet._open_step_by_step(header_bytes, signature, body)
+    return packet.id, packet.header
 
-    A well-formed packet takes the short way: the header decoded without the pre-decoding walk
-    of ``encoding.decode`` (pure Python, a third of the parse), checked and re-encoded as
-    ``Envelope.decode`` does, and its signature checked by one libsodium call. Skipping the walk
-    admits nothing it would refuse: a header of at most ``MAX_HEADER`` bytes has fewer items and
-    a smaller decoded size than ``UNTRUSTED_LIMITS`` allow, and one that passes the shape checks
-    nests two deep, not sixteen (cbor2 bounds its own recursion on the way). Anything else,
-    any failure on the short way included, goes to ``from_parts`` itself, which names it.
+
+def _open_quickly(header_bytes: bytes, signature: bytes, body: bytes) -> tuple[bytes, PacketHeader] | None:
+    """The id and header of a well-formed packet, checked as :meth:`Packet._open_step_by_step`
+    checks it; None for anything else, which the long way then names.
+
+    The header is decoded without the pre-decoding walk of ``encoding.decode`` (pure Python, a
+    third of the parse), checked and re-encoded as ``Envelope.decode`` does, and its signature
+    checked by one libsodium call. Skipping the walk admits nothing it would refuse: a header of
+    at most ``MAX_HEADER`` bytes has fewer items and a smaller decoded size than
+    ``UNTRUSTED_LIMITS`` allow, and one that passes the shape checks nests two deep, not sixteen
+    (cbor2 bounds its own recursion on the way).
     """
-    if (
+    if not (
         type(header_bytes) is bytes and type(signature) is bytes and type(body) is bytes
         and len(header_bytes) <= MAX_HEADER and len(signature) == 64 and len(body) <= MAX_BODY
     ):
-        try:
-            raw = cbor2.loads(header_bytes)
-            # from_fields accepts a version equal to 1 (True, 1.0) that re-encodes differently.
-            if type(raw) is list and len(raw) == 10 and type(raw[0]) is int:
-                header = PacketHeader.from_fields(raw)
-                header.check()
-                if (
-                    canonical(header.to_fields()) == header_bytes
-                    and header.body_size == len(body)
-                    and header.body_hash == hashlib.sha256(body).digest()
-                ):
-                    crypto_sign_open(signature + _SIGNED_PREFIX + header_bytes, header.author.key)
-                    return hashlib.sha256(header_bytes + signature).digest(), header
-        except Exception:  # from_parts below names what is wrong
-            pass
-    packet = Packet.from_parts(header_bytes, signature, body)
-    return packet.id, packet.header
+        return None
+    try:
+        raw = cbor2.loads(header_bytes)
+        # from_fields accepts a version equal to 1 (True, 1.0) that re-encodes differently.
+        if type(raw) is list and len(raw) == 10 and type(raw[0]) is int:
+            header = PacketHeader.from_fields(raw)
+            header.check()
+            if (
+                canonical(header.to_fields()) == header_bytes
+                and header.body_size == len(body)
+                and header.body_hash == hashlib.sha256(body).digest()
+            ):
+                crypto_sign_open(signature + _SIGNED_PREFIX + header_bytes, header.author.key)
+                return hashlib.sha256(header_bytes + signature).digest(), header
+    except Exception:  # the long way names what is wrong
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

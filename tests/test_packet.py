@@ -91,13 +91,22 @@ def _outcome(open_, *parts):
         return type(exc), str(exc)
 
 
+def _step_by_step(*parts):
+    packet = Packet._open_step_by_step(*parts)
+    return packet.id, packet.header
+
+
 def _from_parts(*parts):
     packet = Packet.from_parts(*parts)
     return packet.id, packet.header
 
 
 def _same_as_from_parts(*parts):
-    assert _outcome(verified_header, *parts) == _outcome(_from_parts, *parts)
+    """Both openings that take the short way (a received packet, a row ledger verify reads)
+    end as the long way does: the same packet, or the same error with the same message."""
+    reference = _outcome(_step_by_step, *parts)
+    assert _outcome(verified_header, *parts) == reference
+    assert _outcome(_from_parts, *parts) == reference
 
 
 @given(
@@ -106,13 +115,15 @@ def _same_as_from_parts(*parts):
     meta=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
                          st.one_of(st.integers(), st.text(max_size=8), st.booleans()), max_size=3),
 )
-def test_verify_only_opening_agrees_with_from_parts(topic, body, meta):
+def test_the_short_way_opens_what_the_long_way_opens(topic, body, meta):
     p = Packet.create(AUTHOR, topic=topic, kind="note", body=body, created_at=7, meta=meta)
     assert verified_header(p.header_bytes, p.signature, p.body) == (p.id, p.header)
+    assert Packet.from_parts(p.header_bytes, p.signature, p.body) == p
+    assert _step_by_step(p.header_bytes, p.signature, p.body) == (p.id, p.header)
 
 
 @given(st.integers(0, 10_000), st.integers(0, 255))
-def test_verify_only_opening_fails_as_from_parts_does(at, value):
+def test_the_short_way_fails_as_the_long_way_does(at, value):
     """A header changed anywhere (re-signed by its author, or not): the same outcome, the same
     message, whichever way it fails, as ledger verify names it from that message."""
     p = make(depends=(b"\x01" * 32,), meta={"a": 1})
@@ -123,7 +134,7 @@ def test_verify_only_opening_fails_as_from_parts_does(at, value):
     _same_as_from_parts(changed, AUTHOR.sign(Purpose.PACKET, changed), p.body)
 
 
-def test_verify_only_opening_refuses_what_from_parts_refuses():
+def test_the_short_way_refuses_what_the_long_way_refuses():
     import cbor2
 
     p = make()

@@ -42,9 +42,10 @@ bound's timestamp is encoded as ``0`` for infinity (``2**64 - 1``, reserved: no 
 and as ``1 + (timestamp - previous timestamp in this message)`` otherwise; its id is the shortest
 prefix (zero-padded to 32 bytes) that separates the two items it falls between. A range
 fingerprint is the first 16 bytes of ``SHA-256((sum of ids as little-endian integers mod 2**256)
-as 32 LE bytes ‖ Varint(count))``; :class:`ItemSet` keeps prefix sums so every range fingerprint
-costs O(1). A sum is not collision resistant for chosen ids (ids differing in one byte collide
-easily), which is safe here only because packet ids are SHA-256 digests of their content.
+as 32 LE bytes ‖ Varint(count))``; :class:`ItemSet` keeps prefix sums (one every 32 items), so
+every range fingerprint costs a subtraction and a few dozen additions. A sum is not collision
+resistant for chosen ids (ids differing in one byte collide easily), which is safe here only
+because packet ids are SHA-256 digests of their content.
 
 Frame size. When ``frame_size_limit`` is set, a party stops processing an incoming message once
 its reply would come within 200 bytes of the limit, and closes the reply with one fingerprint for
@@ -112,25 +113,44 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 
 class ItemSet:
-    """An immutable, sorted snapshot of ``(timestamp, id)`` items with O(1) range fingerprints.
+    """An immutable, sorted snapshot of ``(timestamp, id)`` items with cheap range fingerprints.
 
     Duplicate items collapse into one (it is a set). Timestamps must be integers in
     ``0 .. 2**64 - 2`` (``2**64 - 1`` is the protocol's infinity) and ids exactly 32 bytes, else
     ``ValueError``. Positions (``start``/``stop``) are indexes into the sorted order.
+
+    A node builds one at every reconciliation round over everything it holds (or everything one
+    peer sent it), so its size is the node's memory at each round: :meth:`keys_of` and
+    :meth:`from_keys` let a caller turn rows into keys a batch at a time and never hold the rows.
     """
 
     __slots__ = ("_keys", "_prefix")
 
     def __init__(self, items: Iterable[tuple[int, bytes]] = ()) -> None:
-        # Each item becomes one 40-byte key, big-endian timestamp then id, whose byte order is the
-        # protocol's (timestamp, id) order: sorting and bisecting flat bytes is about twice as fast
-        # as tuples, and a bound padded to 40 bytes compares against keys the same way.
+        self._index(self.keys_of(items))
+
+    @classmethod
+    def from_keys(cls, keys: list[bytes]) -> ItemSet:
+        """The set of ``keys`` made by :meth:`keys_of`, in any order; sorts the list in place
+        and keeps it."""
+        made = cls.__new__(cls)
+        made._index(keys)
+        return made
+
+    @staticmethod
+    def keys_of(items: Iterable[tuple[int, bytes]]) -> list[bytes]:
+        """Each item as one 40-byte key, big-endian timestamp then id, whose byte order is the
+        protocol's (timestamp, id) order: sorting and bisecting flat bytes is about twice as fast
+        as tuples, and a bound padded to 40 bytes compares against keys the same way."""
         try:
-            keys = sorted([ts.to_bytes(8, "big") + ident for ts, ident in items])
+            return [ts.to_bytes(8, "big") + ident for ts, ident in items]
         except (AttributeError, OverflowError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"items must be (timestamp in 0..{INFINITY - 1}, {ID_SIZE}-byte id) pairs: {exc}"
             ) from None
+
+    def _index(self, keys: list[bytes]) -> None:
+        keys.sort()  # rows read in (created_at, id) order are sorted already: one linear pass
         # Sorting a list and then dropping adjacent duplicates is about twice as fast as sorting
         # a set, whose scattered order costs cache misses; duplicates are rare, so check first.
         if any(map(bytes.__eq__, keys, islice(keys, 1, None))):
@@ -140,10 +160,14 @@ class ItemSet:
         if any(len(key) != _KEY_SIZE for key in keys):
             raise ValueError(f"every item id must be exactly {ID_SIZE} bytes")
         self._keys: list[bytes] = keys
-        # Prefix sums of the ids as integers make any range sum one subtraction; reduced mod 2**256
-        # only when fingerprinted, which is cheaper than reducing a million times here.
+        # Sums of the ids as integers up to every _STRIDE-th key make any range sum one
+        # subtraction and at most 2 * (_STRIDE - 1) additions; reduced mod 2**256 only when
+        # fingerprinted. A sum at every key cost as much memory as the keys themselves.
         self._prefix: list[int] = list(
-            accumulate((int.from_bytes(key[8:], "little") for key in keys), initial=0)
+            accumulate(
+                (_id_sum(keys, at, at + _STRIDE) for at in range(0, len(keys) - _STRIDE + 1, _STRIDE)),
+                initial=0,
+            )
         )
 
     def __len__(self) -> int:
@@ -162,9 +186,14 @@ class ItemSet:
             stop = len(self._keys)
         if not 0 <= start <= stop <= len(self._keys):
             raise ValueError(f"bad range {start}..{stop} of {len(self._keys)} items")
-        total = (self._prefix[stop] - self._prefix[start]) % (1 << 256)
+        total = (self._sum_before(stop) - self._sum_before(start)) % (1 << 256)
         digest = hashlib.sha256(total.to_bytes(ID_SIZE, "little") + _varint(stop - start)).digest()
         return digest[:FINGERPRINT_SIZE]
+
+    def _sum_before(self, position: int) -> int:
+        """The sum of the ids of the items before ``position``, as integers."""
+        block = position // _STRIDE
+        return self._prefix[block] + _id_sum(self._keys, block * _STRIDE, position)
 
     def _lower_bound(self, bound: bytes, start: int) -> int:
         # The first position at or after ``start`` whose item is >= ``bound`` (a 40-byte key).
@@ -348,6 +377,12 @@ _MODE_FINGERPRINT = 1
 _MODE_ID_LIST = 2
 
 _KEY_SIZE = 8 + ID_SIZE
+_STRIDE = 32  # items between two of an ItemSet's prefix sums
+
+
+def _id_sum(keys: list[bytes], start: int, stop: int) -> int:
+    """The sum of the ids of ``keys[start:stop]`` as little-endian integers."""
+    return sum([int.from_bytes(key[8:], "little") for key in keys[start:stop]])
 _INFINITY_TS = INFINITY.to_bytes(8, "big")
 _ZERO_ID = bytes(ID_SIZE)
 _ZERO_BOUND = bytes(_KEY_SIZE)

@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,8 @@ __all__ = ["Store", "PeerRecord", "StoredPacket", "NewEvent", "LOCAL_SOURCE"]
 LOCAL_SOURCE = "local"
 BUSY_TIMEOUT_MS = 15_000
 SPARE_READERS = 2  # private read connections kept open for the next iter_rows
+# Keys per batch of packet_keys: a 1M-packet node's rows in tuples would take ~160 MB at once.
+KEY_BATCH = 8192
 # The largest timestamp SQLite's INTEGER holds; a hybrid clock that would pass it is damaged.
 MAX_TIMESTAMP = (1 << 63) - 1
 
@@ -802,19 +804,13 @@ class Store:
 
     # -- reconciliation sets ----------------------------------------------------------------
 
-    async def shareable_keys(self) -> list[tuple[int, bytes]]:
-        """(created_at, id) of every packet we may re-share: everything not in quarantine."""
-        async with self._conn.execute(
-            "SELECT created_at, id FROM packets WHERE quarantined = 0 ORDER BY created_at, id"
-        ) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
-
-    async def keys_from(self, node_id: str) -> list[tuple[int, bytes]]:
-        """(created_at, id) of the packets ``node_id`` itself sent us."""
-        async with self._conn.execute(
-            "SELECT created_at, id FROM packets WHERE source = ? ORDER BY created_at, id", (node_id,)
-        ) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+    def packet_keys(self, *, source: str | None = None) -> AsyncGenerator[list[tuple[int, bytes]], None]:
+        """(created_at, id) of every packet we may re-share (none in quarantine), or of the
+        packets ``source`` itself sent us, in that order and in batches of KEY_BATCH: what a
+        reconciliation round is over. Read from a snapshot of its own (:meth:`iter_batches`)."""
+        which, args = ("quarantined = 0", ()) if source is None else ("source = ?", (source,))
+        sql = f"SELECT created_at, id FROM packets WHERE {which} ORDER BY created_at, id"
+        return self.iter_batches(sql, KEY_BATCH, args)
 
     async def stored_since(self, seq: int, limit: int = 1000) -> tuple[list[StoredPacket], int]:
         """Packets stored after ledger entry ``seq`` (for live push), and the last seq seen."""
@@ -962,8 +958,10 @@ class Store:
 
     # -- raw reads for verification ---------------------------------------------------------
 
-    async def iter_rows(self, sql: str, batch: int = 2000) -> AsyncIterator[tuple]:
-        """Every row of ``sql``, streamed from one consistent snapshot.
+    async def iter_rows(
+        self, sql: str, batch: int = 2000, args: Sequence[Any] = ()
+    ) -> AsyncIterator[tuple]:
+        """Every row of ``sql`` (with parameters ``args``), streamed from one consistent snapshot.
 
         Outside a transaction the rows come from a private read connection, opened for this
         iteration and closed at its end (or by :meth:`close`), so a slow consumer pins no shared
@@ -972,26 +970,36 @@ class Store:
         read-only store (``ledger verify``) streams from its one connection: nothing else uses it.
         A caller that may stop early wraps the iteration in ``contextlib.aclosing``.
         """
+        async with contextlib.aclosing(self.iter_batches(sql, batch, args)) as batches:
+            async for rows in batches:
+                for r in rows:
+                    yield tuple(r)
+
+    async def iter_batches(
+        self, sql: str, batch: int = 128, args: Sequence[Any] = ()
+    ) -> AsyncGenerator[list[tuple], None]:
+        """The rows of :meth:`iter_rows` in lists of up to ``batch``, each fetched from SQLite as
+        it is asked for: ``ledger verify`` hands each list to a worker whole (a row at a time
+        through the event loop cost it ~1 us a packet), and a reconciliation turns each into
+        keys without holding every row at once (runtime/effects.py)."""
         if self._readonly:  # `ledger verify`: the one connection, inside its snapshot()
-            async with self._reader.execute(sql) as cur:
+            async with self._reader.execute(sql, args) as cur:
                 while rows := await cur.fetchmany(batch):
-                    for r in rows:
-                        yield tuple(r)
+                    yield list(rows)  # type: ignore[arg-type]  # tuples: no row factory is set
             return
         if self._depth.get() or self._reader is self._writer:
-            async with self._conn.execute(sql) as cur:
-                rows = list(await cur.fetchall())
-            for r in rows:
-                yield tuple(r)
+            async with self._conn.execute(sql, args) as cur:
+                whole = list(await cur.fetchall())
+            for start in range(0, len(whole), batch):
+                yield whole[start : start + batch]
             return
         snapshot = self._spare.pop() if self._spare else await self._open_reader()
         self._snapshots.add(snapshot)
         finished = False
         try:
-            cur = await snapshot.execute(sql)
+            cur = await snapshot.execute(sql, args)
             while rows := await cur.fetchmany(batch):
-                for r in rows:
-                    yield tuple(r)
+                yield list(rows)
             await cur.close()
             finished = True  # the cursor is closed, so the connection holds no snapshot now
         finally:  # else the connection goes, cursor and all (it may be closed already: no error)
@@ -1000,24 +1008,6 @@ class Store:
                 self._spare.append(snapshot)
             else:
                 await _close_quietly(snapshot)
-
-    async def iter_batches(self, sql: str, batch: int = 128) -> AsyncIterator[list[tuple]]:
-        """The rows of :meth:`iter_rows` in lists of up to ``batch``: ``ledger verify`` hands
-        each list to a worker whole, and a row at a time through the event loop cost it ~1 µs
-        a packet. A read-only store fetches each list from SQLite as it is asked for."""
-        if self._readonly:
-            async with self._reader.execute(sql) as cur:
-                while rows := await cur.fetchmany(batch):
-                    yield list(rows)  # type: ignore[arg-type]  # tuples: no row factory is set
-            return
-        out: list[tuple] = []
-        async for row in self.iter_rows(sql):
-            out.append(row)
-            if len(out) == batch:
-                yield out
-                out = []
-        if out:
-            yield out
 
     async def backup_to(self, target: Path) -> int:
         """Copy the live database with SQLite's online backup API (consistent under writes),
