@@ -103,3 +103,72 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
         await server.wait_closed()
         await b_store.close()
         await a_store.close()
+
+
+async def test_frames_of_a_few_large_packets_are_opened_and_delivered_on_the_loop(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """After a link's first big frame, one of a few large packets skips the hops to worker
+    threads (peering.FEW_PACKETS): opened and delivered by the owner on the loop, verified on the
+    pool, stored whole and in order; the first big frame, whose packet count was not known yet,
+    is opened on a worker thread like a frame of many small packets."""
+    import threading
+
+    from ark_lattice.protocol.session import Session
+    from ark_lattice.runtime.peering import FEW_PACKETS, OFFLOAD_BYTES
+
+    key = nacl.utils.random(32)
+    a_id, b_id = Identity.generate(), Identity.generate()
+    a_store = await Store.open(tmp_path / "a.db")
+    b_store = await Store.open(tmp_path / "b.db")
+    sent = [
+        Packet.create(a_id, topic="lab/big", kind="note", body=bytes([n]) * (700 * 1024),
+                      created_at=pack(T0_MS, n))
+        for n in range(12)
+    ]
+    await a_store.put_packets(sent)
+    for store, other in ((a_store, b_id), (b_store, a_id)):
+        await store.add_peer(str(other.node_id))
+        await store.set_tier(str(other.node_id), TrustTier.CORE, reason="test")
+    a = Federation(a_store, a_id, key, name="a", auto_sync=False)
+    b = Federation(b_store, b_id, key, name="b", auto_sync=False,
+                   gate=PolicyGate(Policy.default(), str(b_id.node_id)))
+    loop_thread = threading.current_thread()
+    opened_on: list[tuple[bool, int]] = []  # (on the loop, packets) per big frame b opened
+    delivered_on: list[bool] = []  # on the loop, per big frame b delivered
+    session_open, session_deliver = Session.open, Session.deliver
+
+    def open_(self: Session, data: bytes, now: float) -> Any:
+        opened = session_open(self, data, now)
+        if self.role.value == "initiator" and len(data) >= OFFLOAD_BYTES and opened is not None:
+            opened_on.append((threading.current_thread() is loop_thread, opened.size))
+        return opened
+
+    def deliver(self: Session, opened: Any, now: float) -> None:
+        if self.role.value == "initiator" and opened.size and len(opened.wires[0].body) >= OFFLOAD_BYTES:
+            delivered_on.append(threading.current_thread() is loop_thread)
+        session_deliver(self, opened, now)
+
+    monkeypatch.setattr(Session, "open", open_)
+    monkeypatch.setattr(Session, "deliver", deliver)
+    await a.start([])
+    await b.start([])
+    server = await serve(a.accept, "127.0.0.1", 0, max_size=MAX_FRAME, ping_interval=None, compression=None)
+    try:
+        await b.add_peer(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        deadline = asyncio.get_running_loop().time() + 60
+        while await b_store.packet_count() < len(sent):
+            assert asyncio.get_running_loop().time() < deadline, "the sync did not finish in time"
+            await asyncio.sleep(0.05)
+        stored = await b_store.get_packets([p.id for p in sent])
+        assert sorted((s.packet.id, s.packet.body) for s in stored) == sorted((p.id, p.body) for p in sent)
+        assert len(opened_on) >= 2 and all(0 < size <= FEW_PACKETS for _, size in opened_on)
+        assert [on_loop for on_loop, _ in opened_on] == [False] + [True] * (len(opened_on) - 1)
+        assert delivered_on and all(delivered_on)
+    finally:
+        server.close()
+        await b.stop()
+        await a.stop()
+        await server.wait_closed()
+        await b_store.close()
+        await a_store.close()
