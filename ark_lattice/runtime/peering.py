@@ -11,8 +11,7 @@ Every decision is the coordinator's (protocol/coordinator.py) or a session's
   packets on a worker thread while it waits, one of a few large packets on the loop), a small
   pool of verifier threads checks the packets of several frames at once (libsodium and hashlib
   release the GIL, so this runs on every core while the loop keeps reading and the writer keeps
-  writing), and the owner delivers the frames to the session in the
-  order they came;
+  writing), and the owner delivers the frames to the session in the order they came;
 - one writer task stores received packets in batches (one transaction for many frames);
 - one task sleeps until the coordinator's next wake-up (dials, auto-sync), and one flushes the
   audit trail a moment after decisions arrive.
