@@ -7,11 +7,11 @@ Every decision is the coordinator's (protocol/coordinator.py) or a session's
   it feeds the session what a small reader task received, ticks it at its next deadline, carries
   out the link actions other tasks queue for it, and writes what the session wants sent. No other
   task touches the session, so there are no locks. A frame is taken in three steps
-  (protocol/receipt.py): the owner opens it (decrypts and parses, in order; a big one on a worker
-  thread while it waits), a small pool of verifier threads checks the packets of several frames
-  at once (libsodium and hashlib release the GIL, so this runs on every core while the loop keeps
-  reading and the writer keeps writing), and the owner delivers the frames to the session in the
-  order they came;
+  (protocol/receipt.py): the owner opens it (decrypts and parses, in order; a big one of many
+  packets on a worker thread while it waits, one of a few large packets on the loop), a small
+  pool of verifier threads checks the packets of several frames at once (libsodium and hashlib
+  release the GIL, so this runs on every core while the loop keeps reading and the writer keeps
+  writing), and the owner delivers the frames to the session in the order they came;
 - one writer task stores received packets in batches (one transaction for many frames);
 - one task sleeps until the coordinator's next wake-up (dials, auto-sync), and one flushes the
   audit trail a moment after decisions arrive.
@@ -55,11 +55,23 @@ log = logging.getLogger("ark_lattice.peering")
 
 QUERY_TIMEOUT = 30.0
 CLOSE_CODE_BASE = 4000  # WebSocket private-use close codes carry our error codes
-OFFLOAD_BYTES = 64 * 1024  # frames this big are opened and verified on worker threads
+OFFLOAD_BYTES = 64 * 1024  # frames this big are verified on the pool, and opened on a worker thread
 READ_AHEAD = 2  # frames a link's reader may hold before its owner takes them: back-pressure
 VERIFY_AHEAD = 4  # frames of one link being verified before the oldest is delivered
 VERIFY_CHUNK = 128  # packets per verification job, so one big frame spreads over the threads
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))  # the node's verifier pool
+# A big frame of at most this many packets (large ones: a 1 MiB packet comes one to a frame) is
+# opened and delivered on the loop, not on a worker thread: each hop to a thread and back cost
+# the link's owner about 1 ms on this 2-core machine, against about 0.8 ms to open the frame
+# (mostly libsodium, which lets go of the GIL) and 0.1 ms to deliver its packet, and the owner's
+# hops were what paced a sync of 1 MiB packets: its next frame waited for them (about 11 ms
+# queued) while the writer and the verifiers had room. Issue 16, bench sync --packets 100
+# --large-packets 300, 5 pairs alternating with the old code: ingest/bound median 0.425 -> 0.459,
+# receiver CPU 4.97 -> 4.37 ms per packet (runs vary by 10-20% on this machine); the link now
+# waits for the writer instead. The loop is held that long per frame: other links wait as long.
+# A frame is taken so when the link's last big frame was such a frame (its packet count is
+# known only once it is open). Frames of hundreds of small packets keep both hops.
+FEW_PACKETS = 8
 INGEST_QUEUE = 16  # received batches waiting for the writer; a full queue stops the readers. Each
 # holds up to a frame of packets, and only a long sync fills them. A catch-up frame of small
 # packets holds up to a want's 512, one of 1 MiB packets one: so the readers also stop while a
@@ -120,6 +132,7 @@ class Link:
     # Opened frames in the order they came, each with its verification (done or running).
     verifying: deque[tuple[Opened, asyncio.Future[Any]]] = field(default_factory=deque)
     limit: int | None = None  # the receive limit the transport holds the peer to now
+    few_per_frame: bool = False  # its last big frame held at most FEW_PACKETS packets
 
     @property
     def peer_id(self) -> str | None:
@@ -491,9 +504,12 @@ class Federation(Driver):
         elif link.verifying and link.verifying[0][1].done():
             opened, job = link.verifying.popleft()
             job.result()  # a verification never raises (receipt.py); if it did, that is our bug
-            # Hundreds of policy decisions: on a worker thread too, the owner waiting, so the loop
-            # keeps serving the writer's store calls and the other links meanwhile.
-            await asyncio.to_thread(session.deliver, opened, self.clock())
+            if opened.size <= FEW_PACKETS:
+                session.deliver(opened, self.clock())
+            else:
+                # Hundreds of policy decisions: on a worker thread too, the owner waiting, so the
+                # loop keeps serving the writer's store calls and the other links meanwhile.
+                await asyncio.to_thread(session.deliver, opened, self.clock())
         elif link.messages and len(link.verifying) < VERIFY_AHEAD and (
             isinstance(link.messages[0], bytes) or not link.verifying  # an end waits its turn
         ):
@@ -508,13 +524,16 @@ class Federation(Driver):
                 reason = "text frames are not part of the protocol"
                 session.refuse(ErrorCode.MALFORMED, reason, now, fatal=True)
             else:
-                # A big frame is decrypted on a worker thread, the owner waiting: only this task
-                # touches the session, and the loop serves the other links meanwhile.
+                # A big frame of many packets is opened on a worker thread, the owner waiting: only
+                # this task touches the session, and the loop serves the other links meanwhile. One
+                # of a few large packets is opened here (FEW_PACKETS), as the link's last one was.
                 big = len(message) >= OFFLOAD_BYTES
-                if big:
+                if big and not link.few_per_frame:
                     frame = await asyncio.to_thread(session.open, message, now)
                 else:
                     frame = session.open(message, now)
+                if big and frame is not None:
+                    link.few_per_frame = frame.size <= FEW_PACKETS
                 if frame is None:
                     pass  # a handshake message, or a frame that failed (the session said so)
                 elif big or link.verifying:  # hundreds of signatures, or behind frames that have them
