@@ -378,16 +378,12 @@ _MODE_ID_LIST = 2
 
 _KEY_SIZE = 8 + ID_SIZE
 _STRIDE = 32  # items between two of an ItemSet's prefix sums
-
-
-def _id_sum(keys: list[bytes], start: int, stop: int) -> int:
-    """The sum of the ids of ``keys[start:stop]`` as little-endian integers."""
-    return sum([int.from_bytes(key[8:], "little") for key in keys[start:stop]])
 _INFINITY_TS = INFINITY.to_bytes(8, "big")
 _ZERO_ID = bytes(ID_SIZE)
 _ZERO_BOUND = bytes(_KEY_SIZE)
 #: Above every item, since no item may have the infinity timestamp.
 _INFINITY_BOUND = _INFINITY_TS + _ZERO_ID
+
 #: A u64 needs at most ceil(64 / 7) = 10 base-128 digits; capping the length keeps a hostile varint
 #: from building a huge integer.
 _MAX_VARINT_BYTES = 10
@@ -400,6 +396,11 @@ _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 #: Ids read from a message that cost as much as one range (a bisect and a fingerprint, ~2 µs);
 #: :attr:`Initiator.last_cost` counts ranges plus ids in these units.
 _IDS_PER_RANGE = 16
+
+
+def _id_sum(keys: list[bytes], start: int, stop: int) -> int:
+    """The sum of the ids of ``keys[start:stop]`` as little-endian integers."""
+    return sum([int.from_bytes(key[8:], "little") for key in keys[start:stop]])
 
 
 def _varint(n: int) -> bytes:
