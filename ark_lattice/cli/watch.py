@@ -22,7 +22,7 @@ from rich.text import Text
 from ark_lattice.cli.context import Application
 from ark_lattice.cli.stream import emit, streaming
 from ark_lattice.status import Rates, session_key, session_rates, waiting_targets
-from ark_lattice.store.compaction import worth_compacting
+from ark_lattice.store.compaction import size_text, worth_compacting
 
 __all__ = ["render", "render_not_running", "plain_line", "watch"]
 
@@ -178,10 +178,10 @@ def _header(status: Status, now: float) -> RenderableType:
     lines.append(f"\n{status.get('packets', 0):,} packets ({status.get('quarantined', 0):,} quarantined), ")
     lines.append(f"{status.get('peers', 0):,} peers; ledger {events:,} events")
     if "bytes" in ledger:
-        lines.append(f", {_size(int(ledger['bytes']))}")
+        lines.append(f", {size_text(int(ledger['bytes']))}")
         free = int(ledger.get("free_bytes", 0))
         if worth_compacting(free, int(ledger["bytes"])):  # only when worth a command, never as noise
-            lines.append(f" ({_size(free)} free pages: ledger compact)")
+            lines.append(f" ({size_text(free)} free pages: ledger compact)")
     checkpoint = ledger.get("checkpoint")
     if checkpoint:
         age = _ago(now - float(checkpoint["at"]))
@@ -237,7 +237,7 @@ class _Sessions:
             else:
                 flows = (
                     f"{int(conn.get('packets_in', 0)):,} / {int(conn.get('packets_out', 0)):,}",
-                    f"{_size(int(conn.get('bytes_in', 0)))} / {_size(int(conn.get('bytes_out', 0)))}",
+                    f"{size_text(int(conn.get('bytes_in', 0)))} / {size_text(int(conn.get('bytes_out', 0)))}",
                 )
             row = [
                 _who(conn),
@@ -267,7 +267,7 @@ def _rate_cells(rate: Rates | None) -> tuple[str, str]:
         return ("- / -", "- / -")
     return (
         f"{rate.packets_in:.1f} / {rate.packets_out:.1f}",
-        f"{_size(round(rate.bytes_in))} / {_size(round(rate.bytes_out))}",
+        f"{size_text(round(rate.bytes_in))} / {size_text(round(rate.bytes_out))}",
     )
 
 
@@ -397,17 +397,6 @@ def _duration(seconds: float) -> str:
 
 def _ago(seconds: float) -> str:
     return "just now" if seconds < 1 else f"{_duration(seconds)} ago"
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def _rfc3339(seconds: float) -> str:

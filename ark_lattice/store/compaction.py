@@ -213,7 +213,7 @@ async def compact(
 
 
 def size_text(n: int) -> str:
-    """Bytes for people, in the binary units ``federation status --watch`` shows the ledger in."""
+    """Bytes for people, in binary units: the compaction messages and ``federation status``."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
