@@ -169,4 +169,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         """,
     ),
+    (
+        "0005_events_subject_partial",
+        """
+        -- Events by subject, less the one every stored packet writes (issue 16). A packet.stored
+        -- event's subject is the packet's id, random, so each of its entries went to a random leaf
+        -- of this index and each write transaction wrote most of the index's leaves to the WAL
+        -- again: the largest share of the pages a 1 KiB-packet sync wrote, growing with the
+        -- ledger. Nothing looks up packet.stored events by subject (the packets table has the
+        -- ids); the store's lookups by subject name another kind and repeat this condition
+        -- (store.SUBJECT_INDEXED), which is how SQLite knows the index holds the rows they want.
+        PRAGMA secure_delete = FAST;  -- as in 0004: the dropped index's pages need no zeroing
+        DROP INDEX events_subject;
+        CREATE INDEX events_subject ON events (subject, seq) WHERE kind <> 'packet.stored';
+        """,
+    ),
 ]

@@ -52,6 +52,9 @@ KEY_BATCH = 8192
 MAX_TIMESTAMP = (1 << 63) - 1
 
 NewEvent = tuple[str, str, dict[str, Any]]  # kind, subject, data
+# The condition of the events_subject index (migration 0005), repeated by each query by subject:
+# SQLite uses a partial index only for a query whose WHERE holds the index's own term.
+SUBJECT_INDEXED = f"kind <> '{EventKind.PACKET_STORED}'"
 
 
 @dataclass(frozen=True)
@@ -392,6 +395,8 @@ class Store:
     ) -> list[Event]:
         """The newest events first."""
         where, args = _where(("kind", kind), ("subject", subject))
+        if subject is not None and kind != EventKind.PACKET_STORED:
+            where += f" AND {SUBJECT_INDEXED}"  # the same rows, found through events_subject
         if since_ms is not None:
             where += (" AND" if where else " WHERE") + " ts >= ?"
             args.append(since_ms)
@@ -712,7 +717,8 @@ class Store:
         tier `unknown` that nobody chose (no tier change in the ledger): the operator's to answer."""
         async with self._conn.execute(
             f"SELECT {_PEER_COLUMNS} FROM peers p WHERE tier = 'unknown' AND last_seen IS NOT NULL "
-            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subject = p.id AND e.kind = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM events e "
+            f"WHERE e.subject = p.id AND e.kind = ? AND e.{SUBJECT_INDEXED}) "
             "ORDER BY first_seen, id",
             (EventKind.PEER_TIER_CHANGED,),
         ) as cur:

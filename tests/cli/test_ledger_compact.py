@@ -143,7 +143,7 @@ def test_the_command_that_migrates_says_compact_would_help_and_compact_does_not(
     listed = runner.invoke(app, ["--home", str(olds[0]), "packets", "list", "--json"])
     assert listed.exit_code == 0 and json.loads(listed.stdout)
     [hint] = hints()
-    assert "after migration 0004_packet_rows" in hint and str(olds[0] / "ledger.db") in hint
+    assert "after migration 0005_events_subject_partial" in hint and str(olds[0] / "ledger.db") in hint
     caplog.clear()
     again = runner.invoke(app, ["--home", str(olds[0]), "packets", "list", "--json"])
     assert again.exit_code == 0 and hints() == []  # once: only the command that migrated

@@ -177,10 +177,10 @@ def test_a_migration_that_leaves_many_free_pages_says_so_once(old_home, caplog, 
     monkeypatch.setattr(compaction, "RECLAIM_MIN_BYTES", 64 * 1024)
     monkeypatch.setattr(compaction, "RECLAIM_MIN_SHARE", 0.2)
     with caplog.at_level(logging.WARNING, logger="ark_lattice.store"):
-        asyncio.run(open_and_close())  # migrates 0003 -> 0004
+        asyncio.run(open_and_close())  # migrates 0003 -> 0005
         notices = [r.getMessage() for r in caplog.records if "ledger compact" in r.getMessage()]
         assert len(notices) == 1
-        assert "after migration 0004_packet_rows" in notices[0] and str(path) in notices[0]
+        assert "after migration 0005_events_subject_partial" in notices[0] and str(path) in notices[0]
         caplog.clear()
         asyncio.run(open_and_close())  # nothing migrates: nothing said, however many free pages
         assert not [r for r in caplog.records if "ledger compact" in r.getMessage()]

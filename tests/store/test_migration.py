@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -66,7 +67,10 @@ def test_an_old_home_migrates_and_keeps_every_packet(old_home):
     listed = run_cli(old_home, "packets", "list", "--json")  # the first writer migrates
     assert listed.returncode == 0, listed.stderr
     names, table, applied = schema(ledger)
-    assert applied[-1] == "0004_packet_rows"
+    assert applied[-2:] == ["0004_packet_rows", "0005_events_subject_partial"]
+    with contextlib.closing(sqlite3.connect(ledger)) as conn:
+        [(index,)] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_subject'")
+    assert index.endswith("WHERE kind <> 'packet.stored'")  # the old full index, replaced
     assert "WITHOUT ROWID" not in table and "n           INTEGER PRIMARY KEY" in table
     assert {"packets_order", "packets_topic", "packets_source", "packets_kind", "packet_counts"} <= names
     assert not {"packets_0004"} & names

@@ -99,6 +99,45 @@ async def test_peer_tiers_are_recorded_as_events(store):
         await store.get_peer(peer.id)
 
 
+async def test_events_by_subject_are_found_through_an_index_without_the_stored_packets(tmp_path):
+    """events_subject (migration 0005) leaves packet.stored events out: their subjects are random
+    packet ids, so each write transaction rewrote most of the index. A lookup by subject finds
+    what it found before, through the index for every other kind (the plan of the very SQL the
+    store runs: a partial index serves only a query that repeats its condition)."""
+    path = tmp_path / "ledger.db"
+    store = await Store.open(path)
+    ran: list[str] = []
+    try:
+        stored = packet(1)
+        await store.put_packets([stored])
+        await store.audit_protocol_error(stored.hex_id, "bad_frame", "about the packet", False)
+        await store.audit_protocol_error("b" * 52, "bad_frame", "about a peer", False)
+        await store.add_peer("b" * 52)
+        await store._conn.set_trace_callback(ran.append)  # expanded: the values in the text
+        errors = await store.events(kind=EventKind.PROTOCOL_ERROR, subject=stored.hex_id)
+        [put] = await store.events(kind=EventKind.PACKET_STORED, subject=stored.hex_id)
+        pending = await store.pending_peers()
+        await store._conn.set_trace_callback(None)
+    finally:
+        await store.close()
+    assert [e.fields["reason"] for e in errors] == ["about the packet"]
+    assert put.subject == stored.hex_id  # not in the index, found all the same (by kind)
+    assert pending == []  # seen never: not pending, whatever the events say
+    conn = sqlite3.connect(path)
+    try:
+        [(index,)] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_subject'")
+        plans = {
+            sql: " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in ran if "subject" in sql and "events" in sql
+        }
+    finally:
+        conn.close()
+    assert index.endswith("WHERE kind <> 'packet.stored'")
+    by_error, by_stored, by_peers = plans.values()
+    assert "USING INDEX events_subject" in by_error and "USING INDEX events_subject" in by_peers
+    assert "events_subject" not in by_stored
+
+
 async def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "ledger.db"
     s = await Store.open(path)
