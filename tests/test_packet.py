@@ -147,6 +147,10 @@ def test_the_short_way_refuses_what_the_long_way_refuses():
         b"\x81" * 4000 + b"\x00",  # nested past every limit
         b"\x9f" + b"".join(cbor2.dumps(x, canonical=True) for x in raw) + b"\xff",  # not canonical
         p.header_bytes + b"\x00" * 5000,  # over MAX_HEADER
+        # Meta is the header's one map: keys out of canonical order, a float not in its
+        # shortest form (the plain encoder writes both so; only the canonical one refuses them).
+        cbor2.dumps([*raw[:9], {"bb": 1, "a": 2}]),
+        cbor2.dumps([*raw[:9], {"a": 1.5}]),
     ]
     for header in signed:
         signature = AUTHOR.sign(Purpose.PACKET, header)
