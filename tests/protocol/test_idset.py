@@ -39,6 +39,24 @@ def test_it_holds_what_a_set_holds(ops: list[tuple[bool, bytes]], merge_at: int,
         idset.MERGE_AT, idset.STRIDE = saved
 
 
+def test_bytes_across_two_records_are_not_an_id_held() -> None:
+    """A lookup searches a block of the blob's bytes: a match that starts inside one record and
+    ends in the next is no record."""
+    saved = idset.MERGE_AT
+    idset.MERGE_AT = 1  # every id in the blob at once
+    try:
+        held = IdSet()
+        first, second = b"\x01" + b"\xaa" * 31, b"\x02" + b"\xbb" * 31
+        held.add(first)
+        held.add(second)
+        assert held._count == 2
+        for cut in range(1, 32):  # the last bytes of one, then the first of the next
+            across = first[cut:] + second[:cut]
+            assert across not in held and held.add(across)
+    finally:
+        idset.MERGE_AT = saved
+
+
 def test_a_large_set_lives_in_one_blob_of_32_byte_records() -> None:
     held = IdSet()
     fresh = [os.urandom(32) for _ in range(100_000)]
