@@ -88,8 +88,10 @@ def cli(home: Path) -> Cli:
 def start_node() -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
 
-    def start(home: Path, *extra: str) -> NodeProcess:
-        node = NodeProcess(home, *extra)
+    def start(home: Path, *extra: str, **options: Any) -> NodeProcess:
+        """``options`` go to :class:`NodeProcess`: ``wait=False`` starts nodes side by side, each
+        waited for after with ``wait_started()``."""
+        node = NodeProcess(home, *extra, **options)
         started.append(node)
         return node
 
