@@ -186,7 +186,9 @@ def test_five_core_nodes_all_hold_an_alert_raised_at_one_end(
     if shape == "ring":
         pairs.append(("e", "a"))
     core_links(homes, ids, pairs)
-    nodes = {n: start_node(homes(n), *CALM) for n in names}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in names}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, pairs)
     wait_linked(nodes, ids, pairs)
 
@@ -208,7 +210,9 @@ def test_the_backstop_repairs_a_link_that_was_down(homes: Homes, start_node: Sta
     ids = init_federation(homes, "a", "b", "c")
     pairs = [("a", "b"), ("c", "b")]
     core_links(homes, ids, pairs)
-    nodes = {n: start_node(homes(n), *CALM) for n in "abc"}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in "abc"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, pairs)
     wait_linked(nodes, ids, pairs)
 
@@ -265,7 +269,9 @@ def test_a_non_core_authors_alert_goes_nowhere(homes: Homes, start_node: Start) 
     core_links(homes, ids, [("b", "c")])
     set_tier(b, ids["d"], "sandbox")
     set_tier(d, ids["b"], "core")  # D would gladly share with B
-    nodes = {n: start_node(homes(n), *CALM) for n in "bcd"}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in "bcd"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, [("c", "b"), ("d", "b")])
     wait_linked(nodes, ids, [("c", "b")])
     wait_for(lambda: ids["d"] in open_sessions(nodes["b"], "sandbox"), what="D's sandbox session")
@@ -374,7 +380,9 @@ def test_a_replayed_alert_is_stored_once_and_not_flooded_again(homes: Homes, sta
     core_links(homes, ids, pairs)
     rogue_id = Identity.generate()
     set_tier(h, str(rogue_id.node_id), "core")
-    nodes = {n: start_node(homes(n), *CALM) for n in "hgc"}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in "hgc"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, pairs)
     wait_linked(nodes, ids, pairs)
     fed_key = (h / "federation.key").read_bytes()
@@ -421,7 +429,9 @@ def test_a_quarantine_without_evidence_expires(homes: Homes, start_node: Start, 
     pairs = [("a", "b"), ("x", "b")]
     core_links(homes, ids, pairs)
     policy_with(b, tmp_path, alert_quarantine_s=3)
-    nodes = {n: start_node(homes(n), *QUIET) for n in "abx"}
+    nodes = {n: start_node(homes(n), *QUIET, wait=False) for n in "abx"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, pairs)
     wait_linked(nodes, ids, pairs)
 
@@ -454,7 +464,9 @@ def test_the_accused_is_not_shown_evidence_it_cannot_check(
     pairs = [("a", "b"), ("x", "b")]
     core_links(homes, ids, pairs)
     policy_with(b, tmp_path, alert_quarantine_s=3)
-    nodes = {n: start_node(homes(n), *CALM) for n in "abx"}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in "abx"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, pairs)
     wait_linked(nodes, ids, pairs)
     hearsay = tmp_path / "hearsay.txt"
@@ -478,7 +490,9 @@ def test_self_proving_evidence_blocks_the_accused_on_every_node(
     line = [("a", "b"), ("c", "b")]
     to_x = [("x", "a"), ("x", "b"), ("x", "c")]
     core_links(homes, ids, line + to_x)
-    nodes = {n: start_node(homes(n), *QUIET) for n in "abcx"}
+    nodes = {n: start_node(homes(n), *QUIET, wait=False) for n in "abcx"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, line + to_x)
     wait_linked(nodes, ids, line + to_x)
 
@@ -505,7 +519,9 @@ def test_proof_against_a_node_nobody_met_blocks_it_on_the_author_and_the_relay(
     ids = init_federation(homes, "a", "b", "x")  # x is never started
     a, b = homes("a"), homes("b")
     core_links(homes, ids, [("a", "b")])
-    nodes = {n: start_node(homes(n), *CALM) for n in "ab"}
+    nodes = {n: start_node(homes(n), *CALM, wait=False) for n in "ab"}
+    for node in nodes.values():
+        node.wait_started()
     dial(homes, nodes, [("a", "b")])
     wait_linked(nodes, ids, [("a", "b")])
     proof = equivocation_file(homes("x"), tmp_path / "proof.cbor")

@@ -7,7 +7,15 @@ from ark_lattice.processes import run_cli, wait_for
 
 from conftest import init_federation, set_tier
 
-WINDOW = 60.0  # seconds A is watched for (issue 9: at most 4 dials of B in 60 s)
+# Seconds A is watched for. Issue 9 bounds it at 4 dials of B in 60 s, but the long backoff
+# itself (next_attempt minutes away, 60 s or more) is asserted straight from the first dial's
+# schedule below; the window checks the runtime keeps to that schedule. A runtime that ignored it
+# and redialled on the short backoff (coordinator.DialPolicy: 1 s base, doubling, jitter
+# x[0.5, 1.5)) would dial B again within 3 s of the refusal, 4 times within about 21 s; and the
+# refused link's end makes the node re-read its dial targets at once, so a re-read that lost the
+# schedule would show within seconds too. 20 s catches either with margin; the 60 s bound itself
+# is proven on a virtual clock in tests/protocol/test_coordinator.py (dials_in_a_minute).
+WINDOW = 20.0
 
 
 def status(home):

@@ -22,9 +22,9 @@ def test_three_core_nodes_submit_one_aggregates_the_others_verify(
         for other in names:
             if other != me:
                 set_tier(homes(me), ids[other], "core")
-    node_a = start_node(homes("a"))
-    node_b = start_node(homes("b"))
-    start_node(homes("c"))
+    node_a, node_b, node_c = (start_node(homes(n), wait=False) for n in names)  # side by side
+    for node in (node_a, node_b, node_c):
+        node.wait_started()
     assert run_cli(homes("b"), "federation", "add-peer", node_a.url).returncode == 0
     assert run_cli(homes("c"), "federation", "add-peer", node_a.url).returncode == 0
     assert run_cli(homes("c"), "federation", "add-peer", node_b.url).returncode == 0

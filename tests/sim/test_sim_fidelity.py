@@ -67,7 +67,9 @@ def test_simulator_and_real_nodes_end_with_the_same_packets_and_roots(homes, sta
     assert set(simulated["c-0000"]["held"]) == {p.hex_id for p in initial["c-0000"]}
 
     # -- real processes ------------------------------------------------------------------------
-    nodes = {n: start_node(h[n]) for n in "abc"}
+    nodes = {n: start_node(h[n], wait=False) for n in "abc"}
+    for node in nodes.values():
+        node.wait_started()
     assert run_cli(h["a"], "federation", "add-peer", nodes["b"].url).returncode == 0
     assert run_cli(h["c"], "federation", "add-peer", nodes["b"].url).returncode == 0
 
