@@ -396,7 +396,7 @@ class Store:
     ) -> list[Event]:
         """The newest events first."""
         where, args = _where(("kind", kind), ("subject", subject))
-        if subject is not None and kind != EventKind.PACKET_STORED:
+        if subject is not None and kind is not None and kind != EventKind.PACKET_STORED:
             where += f" AND {SUBJECT_INDEXED}"  # the same rows, found through events_subject
         if since_ms is not None:
             where += (" AND" if where else " WHERE") + " ts >= ?"

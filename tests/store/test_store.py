@@ -118,10 +118,12 @@ async def test_events_by_subject_are_found_through_an_index_without_the_stored_p
         [put] = await store.events(kind=EventKind.PACKET_STORED, subject=stored.hex_id)
         pending = await store.pending_peers()
         await store._conn.set_trace_callback(None)
+        everything = await store.events(subject=stored.hex_id)  # of any kind: both
     finally:
         await store.close()
     assert [e.fields["reason"] for e in errors] == ["about the packet"]
     assert put.subject == stored.hex_id  # not in the index, found all the same (by kind)
+    assert [e.kind for e in everything] == [EventKind.PROTOCOL_ERROR, EventKind.PACKET_STORED]
     assert pending == []  # seen never: not pending, whatever the events say
     conn = sqlite3.connect(path)
     try:
