@@ -18,7 +18,7 @@ from ark_lattice import PROTOCOL_VERSION
 from ark_lattice.cbor_limits import DecodeLimits, check
 from ark_lattice.errors import Malformed
 
-__all__ = ["Purpose", "canonical", "canonical_plain", "decode", "signing_input", "sha256"]
+__all__ = ["Purpose", "canonical", "decode", "signing_input", "sha256"]
 
 
 class Purpose:
@@ -39,55 +39,6 @@ class Purpose:
 def canonical(obj: Any) -> bytes:
     """Deterministic CBOR encoding of ``obj`` (the same value always gives the same bytes)."""
     return cbor2.dumps(obj, canonical=True)
-
-
-def canonical_plain(obj: Any) -> bytes:
-    """:func:`canonical`'s bytes, cheaper for values made of text-keyed maps, lists, text, bytes,
-    integers, booleans and None: the ledger's events (a policy.decision event holds a thousand
-    maps; 3.0-4.0 µs a map the canonical way, 2.0-2.1 µs this way).
-
-    cbor2's canonical mode differs from its plain one only in the order of map keys (by length,
-    then bytes, of their encodings) and in shortening floats; here the maps are rebuilt in that
-    order and written by the plain encoder. Anything else (a float, a non-text key, another type)
-    takes :func:`canonical` whole."""
-    try:
-        return cbor2.dumps(_in_key_order(obj))
-    except _NotPlain:
-        return canonical(obj)
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_PLAIN = (str, bytes, int, bool, type(None))
-_KEY_ORDERS: dict[tuple[Any, ...], tuple[str, ...]] = {}  # a map's keys -> in canonical order
-_KEY_ORDERS_MAX = 1024  # shapes remembered; the events use a few dozen
-
-
-def _in_key_order(obj: Any, depth: int = 0) -> Any:
-    kind = type(obj)
-    if kind in _PLAIN:
-        return obj
-    if depth > 32:  # as deep as no event is: the canonical encoder decides
-        raise _NotPlain
-    # Plain items are taken as they are, without a call each: a decision map holds six.
-    if kind is list or kind is tuple:
-        return [item if type(item) in _PLAIN else _in_key_order(item, depth + 1) for item in obj]
-    if kind is dict:
-        keys = tuple(obj)
-        order = _KEY_ORDERS.get(keys)
-        if order is None:
-            if any(type(key) is not str for key in keys):
-                raise _NotPlain
-            order = tuple(sorted(keys, key=lambda key: (len(key.encode()), key.encode())))
-            if len(_KEY_ORDERS) < _KEY_ORDERS_MAX:
-                _KEY_ORDERS[keys] = order
-        return {
-            key: value if type(value := obj[key]) in _PLAIN else _in_key_order(value, depth + 1)
-            for key in order
-        }
-    raise _NotPlain
 
 
 #: Decoding limits of signed objects and packet bodies (headers, manifests, models, tensors): far

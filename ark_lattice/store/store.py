@@ -29,7 +29,7 @@ from typing import Any
 import aiosqlite
 import cbor2
 
-from ark_lattice.encoding import canonical_plain, sha256
+from ark_lattice.encoding import canonical, sha256
 from ark_lattice.errors import AmbiguousId, ArkLatticeError, HomeUnusable, LedgerError, NotFound, UsageError
 from ark_lattice.hlc import HybridClock
 from ark_lattice.packet import Packet
@@ -325,8 +325,7 @@ class Store:
 
     async def append_events(self, new: Sequence[NewEvent]) -> list[Event]:
         """Extend the hash chain; call inside :meth:`transaction` to join a larger change."""
-        encoded = [(kind, subject, canonical_plain(data)) for kind, subject, data in new]
-        return await self._append_encoded(encoded)
+        return await self._append_encoded([(kind, subject, canonical(data)) for kind, subject, data in new])
 
     async def _append_encoded(
         self, new: Sequence[tuple[str, str, bytes]], *, events: bool = True
