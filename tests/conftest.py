@@ -84,9 +84,26 @@ def cli(home: Path) -> Cli:
     return Cli(home)
 
 
+# The nodes a test started, so that a failing test's report carries their logs (below): the logs
+# live beside the homes, which the ``homes`` fixture removes when the test ends.
+STARTED_NODES = pytest.StashKey[list[NodeProcess]]()
+NODE_LOG_LINES = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for node in item.stash.get(STARTED_NODES, []):
+            lines = node.output().splitlines()[-NODE_LOG_LINES:]
+            report.sections.append((f"log of the node in {node.home}", "\n".join(lines)))
+    return report
+
+
 @pytest.fixture
-def start_node() -> Iterator[Callable[..., NodeProcess]]:
+def start_node(request: pytest.FixtureRequest) -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
+    request.node.stash[STARTED_NODES] = started
 
     def start(home: Path, *extra: str, **options: Any) -> NodeProcess:
         """``options`` go to :class:`NodeProcess`: ``wait=False`` starts nodes side by side, each

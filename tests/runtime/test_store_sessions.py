@@ -41,6 +41,12 @@ async def test_a_session_whose_store_write_fails_ends_alone(tmp_path: Path, capl
             return {c["peer"] for c in federation.connections() if c["state"] == State.OPEN.value}
 
         await _until(lambda: str(first.identity.node_id) in open_peers())
+        # The first session's last write, its peer's manifest, is done before the lock is taken:
+        # else that session could be the one that waits past the budget.
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await store.get_peer(str(first.identity.node_id))).manifest is None:
+            assert asyncio.get_running_loop().time() < deadline, "the first manifest was not recorded"
+            await asyncio.sleep(0.01)
         # Another process holds the write lock past the budget while a second peer arrives: the
         # node cannot record it, so that session ends (one log line) and the first goes on.
         await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")  # the loop serves meanwhile
