@@ -13,8 +13,14 @@ run, sender 2.6 -> 1.6 ms and receiver 7.4 -> 6.2 ms per packet, ingest 138 -> 1
 
 The cost is memory kept: up to :data:`TRIM_THRESHOLD` of freed heap per arena stays with the
 process instead of going back to the kernel (the peak, VmHWM, moved by about 6 MB in that run).
+Nor does glibc ever give back free pages in the middle of a heap, below a block still in use: a
+node that synced 100k 1 KiB packets held 24 MB free in its heaps (``malloc_info``) against 11 MB
+after 10k, its live blocks the same (issue 16). So :func:`give_back` (``malloc_trim(0)``), every
+:data:`GIVE_BACK_INTERVAL` seconds, hands every free page of every heap back: a sync's buffers stay
+warm between two calls, and what it freed leaves the process within seconds of its end.
+
 An operator's own settings (``GLIBC_TUNABLES``, ``MALLOC_*_`` variables) win: then nothing is
-changed. Other C libraries than glibc are left alone.
+changed and nothing given back. Other C libraries than glibc are left alone.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ import ctypes
 import os
 import sys
 
-__all__ = ["keep_large_buffers", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+__all__ = ["keep_large_buffers", "give_back", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "GIVE_BACK_INTERVAL"]
 
 #: Blocks below this come from the heap: a 2 MiB frame and its copies, with room to spare.
 MMAP_THRESHOLD = 4 << 20
 #: Free memory at the top of a heap kept for reuse: a few frames in flight (transfer.py's
 #: window is 32 MiB of packets; the reader, the verifier and the writer hold a handful each).
 TRIM_THRESHOLD = 32 << 20
+#: Seconds between two calls of :func:`give_back`: the pages it hands back that the process then
+#: needs again cost it a fault each (4 KiB), so at most one heap's worth every two seconds.
+GIVE_BACK_INTERVAL = 2.0
 
 # mallopt parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -40,16 +49,36 @@ _OPERATOR_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_T
 def keep_large_buffers() -> bool:
     """Set the thresholds (see the module doc); True if they were set, False if left alone
     (not glibc, or the operator tuned the allocator)."""
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in _OPERATOR_SETTINGS):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
-        return False
-    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: not glibc's malloc
+    libc = _glibc()
+    if libc is None:
         return False
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # Each returns 1 on success. Setting the mmap threshold also ends glibc's own adjustment of it.
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def give_back() -> bool:
+    """Hand the free pages of every heap back to the kernel (see the module doc); False if left
+    alone as :func:`keep_large_buffers` is, else whether glibc released any memory."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    trim = libc.malloc_trim
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library if it is glibc's and the operator left its malloc untuned."""
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in _OPERATOR_SETTINGS):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: not glibc's malloc
+        return None
+    return libc

@@ -119,8 +119,11 @@ class NodeRuntime:
         """Serve until SIGINT/SIGTERM (or a `stop` control command), then shut down cleanly."""
         from ark_lattice.runtime.allocator import keep_large_buffers
 
-        keep_large_buffers()  # a serving node moves megabyte frames: reuse them (allocator.py)
+        # A serving node moves megabyte frames: reuse them, and give back what a sync freed.
+        tuned = keep_large_buffers()
         await self.start()
+        if tuned:
+            self._tasks.append(asyncio.create_task(self._give_back_memory(), name="allocator"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -194,6 +197,14 @@ class NodeRuntime:
             await self.metrics_server.close()
         await self._control.close()
         log.info("stopped")
+
+    async def _give_back_memory(self) -> None:
+        """Hand the heaps' free pages back to the kernel every few seconds (runtime/allocator.py)."""
+        from ark_lattice.runtime.allocator import GIVE_BACK_INTERVAL, give_back
+
+        while True:
+            await asyncio.sleep(GIVE_BACK_INTERVAL)
+            await asyncio.to_thread(give_back)  # it holds each heap's lock a moment: not the loop's
 
     async def _anchor_periodically(self) -> None:
         """Sign a checkpoint whenever the ledger has grown, every ``anchor_interval`` seconds."""

@@ -66,3 +66,37 @@ def test_the_operators_own_allocator_settings_are_left_alone(monkeypatch) -> Non
     monkeypatch.delenv("GLIBC_TUNABLES")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert allocator.keep_large_buffers() is False
+    assert allocator.give_back() is False
+
+
+# A fresh interpreter with the node's thresholds: 48 MiB of 64 KiB buffers, all freed but the last,
+# which pins the heap's top so that glibc's own trimming at free cannot give anything back. The
+# resident anonymous memory (kB) before and after give_back(), and what it returned.
+GIVE_BACK_PROBE = textwrap.dedent(
+    """
+    from ark_lattice.runtime.allocator import give_back, keep_large_buffers
+
+    def anonymous_kb():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+    assert keep_large_buffers()
+    buffers = [bytearray(b"x" * (64 << 10)) for _ in range(768)]
+    pin = buffers.pop()
+    del buffers
+    before = anonymous_kb()
+    returned = give_back()
+    print(before, anonymous_kb(), returned)
+    """
+)
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc's malloc only")
+def test_free_pages_in_the_middle_of_the_heap_go_back_to_the_kernel() -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    before, after, returned = subprocess.run(
+        [sys.executable, "-c", GIVE_BACK_PROBE], capture_output=True, text=True, check=True, env=env,
+        cwd=Path(allocator.__file__).parents[2],
+    ).stdout.split()
+    assert returned == "True"
+    assert int(before) - int(after) > 40 * 1024, (before, after)  # most of the 48 MiB freed
