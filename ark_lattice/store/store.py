@@ -1024,6 +1024,10 @@ class Store:
         dest = sqlite3.connect(target)
         try:
             await self._conn.backup(dest)
+            # The copy is one file: in WAL mode, as the ledger is, the read-only verification that
+            # follows would leave PATH-wal and PATH-shm beside it. A store that opens it as its
+            # ledger puts it back in WAL mode.
+            dest.execute("PRAGMA journal_mode = DELETE")
             try:
                 ids = [bytes(r[0]) for r in dest.execute("SELECT id FROM packets WHERE body IS NULL")]
             except sqlite3.OperationalError:

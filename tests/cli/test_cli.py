@@ -117,6 +117,7 @@ def test_ledger_commands(cli, home, tmp_path):
     assert "ledger OK: 5 events, 3 packets" in cli("ledger", "verify").stdout
     copy = tmp_path / "backup.db"
     assert cli.json("ledger", "backup", str(copy))["events"] == 5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(copy.name)] == [copy.name]  # one file
     assert "already exists" in one_line_error(cli("ledger", "backup", str(copy), ok=False), 2)
 
     conn = sqlite3.connect(home / "ledger.db")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -285,6 +286,18 @@ def test_backup_copies_the_body_files_and_the_copy_verifies(with_large, tmp_path
 
     report = asyncio.run(check())
     assert (report.packets, report.body_files, report.orphan_bodies) == (2, 1, 0)
+    # Restored as the operator's guide says, the copy (one file) is a ledger again, in WAL mode.
+    restored = home.parent / "restored"
+    shutil.copytree(home, restored, ignore=shutil.ignore_patterns("ledger.db*"))
+    shutil.copy(target, Home(restored).ledger_path)
+    shutil.copytree(tmp_path / "copy.db-bodies", restored / "ledger.db-bodies")
+    assert run_cli(restored, "ledger", "anchor").returncode == 0  # a command that writes
+    conn = sqlite3.connect(Home(restored).ledger_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert run_cli(restored, "ledger", "verify").returncode == 0
     # The copy's bodies are its own: damaging them fails the copy, not the original.
     copied.write_bytes(b"x" + copied.read_bytes()[1:])
     with pytest.raises(Exception, match="body file"):
