@@ -199,12 +199,17 @@ class NodeRuntime:
         log.info("stopped")
 
     async def _give_back_memory(self) -> None:
-        """Hand the heaps' free pages back to the kernel every few seconds (runtime/allocator.py)."""
-        from ark_lattice.runtime.allocator import GIVE_BACK_INTERVAL, give_back
+        """Hand the heaps' free pages back to the kernel when the node goes quiet (runtime/allocator.py)."""
+        from ark_lattice.runtime.allocator import GIVE_BACK_INTERVAL, GiveBackSchedule, give_back
 
+        schedule = GiveBackSchedule()
+        cpu = time.process_time()  # every thread of the process: the verifiers and the writer too
         while True:
             await asyncio.sleep(GIVE_BACK_INTERVAL)
-            await asyncio.to_thread(give_back)  # it holds each heap's lock a moment: not the loop's
+            now = time.process_time()
+            used, cpu = now - cpu, now
+            if schedule.after(used):
+                await asyncio.to_thread(give_back)  # it holds each heap's lock a moment: not the loop
 
     async def _anchor_periodically(self) -> None:
         """Sign a checkpoint whenever the ledger has grown, every ``anchor_interval`` seconds."""

@@ -100,3 +100,15 @@ def test_free_pages_in_the_middle_of_the_heap_go_back_to_the_kernel() -> None:
     ).stdout.split()
     assert returned == "True"
     assert int(before) - int(after) > 40 * 1024, (before, after)  # most of the 48 MiB freed
+
+
+def test_memory_is_given_back_once_after_each_busy_spell() -> None:
+    schedule = allocator.GiveBackSchedule()
+    interval = allocator.GIVE_BACK_INTERVAL
+    quiet, busy = 0.0, interval  # CPU seconds over an interval: none, one core's worth
+    assert schedule.after(quiet, interval)  # the start-up's garbage
+    assert not schedule.after(quiet, interval)  # nothing happened since
+    assert not schedule.after(busy, interval)  # a sync: its buffers stay warm
+    assert not schedule.after(busy, interval)
+    assert schedule.after(allocator.QUIET_CPU_SHARE * interval / 2, interval)  # it ended
+    assert not schedule.after(quiet, interval)
