@@ -9,11 +9,18 @@ every 64th record), plus a small ``set`` of the latest ones; the set is merged i
 it holds an eighth as many (at least :data:`MERGE_AT`), moving the old records between two new
 ones as one block, so the blob is the bulk and a merge costs a lookup per new id.
 
+The blob is an anonymous memory map, not a ``bytearray``: it grows by ``mremap``, and its pages
+go back to the system when the set is dropped. A ``bytearray`` of a few megabytes lives in the C
+heap, under the allocator's mmap threshold (runtime/allocator.py), and each time it grows it may
+move and leave the space it held as a hole among the blocks allocated since; in the receiver of a
+100k-packet sync that heap kept megabytes free that it never gave back (issue 16).
+
 Pure and exact: membership compares whole ids.
 """
 
 from __future__ import annotations
 
+import mmap
 from bisect import bisect_right
 
 __all__ = ["IdSet", "ID_SIZE", "MERGE_AT", "STRIDE"]
@@ -21,6 +28,9 @@ __all__ = ["IdSet", "ID_SIZE", "MERGE_AT", "STRIDE"]
 ID_SIZE = 32
 MERGE_AT = 4096  # recent ids held as objects before the first merge into the blob
 STRIDE = 64  # records of the blob per entry of its index
+# Private, not the default shared mapping: a shared anonymous map grown by mremap faults (SIGBUS)
+# beyond its first size. (Windows has no such flags and grows it by copying.)
+_PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 
 
 class IdSet:
@@ -29,7 +39,7 @@ class IdSet:
     __slots__ = ("_blob", "_count", "_recent", "_index")
 
     def __init__(self) -> None:
-        self._blob = bytearray()
+        self._blob: mmap.mmap | None = None  # _count records, then room; made at the first merge
         self._count = 0
         self._recent: set[bytes] = set()
         # Every STRIDE-th record of the blob as an object, so a lookup bisects this short list in
@@ -51,6 +61,7 @@ class IdSet:
         if block < 0:
             return False
         blob = self._blob
+        assert blob is not None  # the index is made of its records
         start = block * STRIDE * ID_SIZE
         stop = min(start + STRIDE * ID_SIZE, self._count * ID_SIZE)
         at = blob.find(ident, start, stop)
@@ -64,6 +75,7 @@ class IdSet:
         if block < 0:
             return 0
         blob = self._blob
+        assert blob is not None
         lo, hi = min(block * STRIDE, hi), min((block + 1) * STRIDE, hi)
         while lo < hi:
             mid = (lo + hi) >> 1
@@ -90,15 +102,14 @@ class IdSet:
         # two new ones move up as one block (a memmove), so a merge costs a lookup per new id and
         # never holds a second copy of the blob.
         recent = sorted(self._recent)
-        blob = self._blob
         placed = self._count  # old records at and above this one have moved to their place
-        blob += bytes(len(recent) * ID_SIZE)
-        end = len(blob)
+        end = (self._count + len(recent)) * ID_SIZE
+        blob = self._room_for(end)
         for ident in reversed(recent):
             at = self._lower_bound(ident, placed)
             if at < placed:
                 size = (placed - at) * ID_SIZE
-                blob[end - size : end] = blob[at * ID_SIZE : placed * ID_SIZE]
+                blob.move(end - size, at * ID_SIZE, size)
                 end -= size
                 placed = at
             blob[end - ID_SIZE : end] = ident
@@ -106,4 +117,25 @@ class IdSet:
         self._count += len(recent)
         self._recent = set()
         step = STRIDE * ID_SIZE
-        self._index = [bytes(blob[i : i + ID_SIZE]) for i in range(0, len(blob), step)]
+        self._index = [blob[i : i + ID_SIZE] for i in range(0, self._count * ID_SIZE, step)]
+
+    def _room_for(self, size: int) -> mmap.mmap:
+        """The blob, with room for ``size`` bytes: it at least doubles when it grows, so the
+        records are moved (by the kernel, a page table at a time) a few times in all."""
+        blob = self._blob
+        if blob is not None and len(blob) >= size:
+            return blob
+        capacity = max(size, 2 * len(blob) if blob is not None else 0)
+        capacity = -(-capacity // mmap.PAGESIZE) * mmap.PAGESIZE
+        if blob is not None:
+            try:
+                blob.resize(capacity)  # mremap: private pages, so the new ones are plain zeroes
+                return blob
+            except (OSError, SystemError):  # no mremap (macOS): copy into a bigger map
+                pass
+        grown = mmap.mmap(-1, capacity, **_PRIVATE)
+        if blob is not None:
+            grown[: self._count * ID_SIZE] = blob[: self._count * ID_SIZE]
+            blob.close()
+        self._blob = grown
+        return grown

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -63,7 +65,25 @@ def test_a_large_set_lives_in_one_blob_of_32_byte_records() -> None:
     assert all(held.add(ident) for ident in fresh)
     assert not any(held.add(ident) for ident in fresh[::7])
     assert len(held) == 100_000
-    assert len(held._recent) < 100_000 // 8 and len(held._blob) == 32 * held._count
+    assert len(held._recent) < 100_000 // 8 and held._blob is not None and len(held._blob) >= 32 * held._count
     assert os.urandom(32) not in held and b"short" not in held and "text" not in held
     with pytest.raises(ValueError):
         held.add(b"x" * 31)
+
+
+class _NoRemap(mmap.mmap):
+    """A memory map that cannot grow in place, as where there is no ``mremap`` (macOS)."""
+
+    def resize(self, newsize: int) -> None:
+        raise SystemError("mmap: resizing not available--no mremap()")
+
+
+def test_where_the_blob_cannot_grow_in_place_it_is_copied_into_a_bigger_one(monkeypatch: Any) -> None:
+    monkeypatch.setattr(mmap, "mmap", _NoRemap)  # the module idset.py grows its blob with
+    monkeypatch.setattr(idset, "MERGE_AT", 64)  # many merges, each growing the blob
+    held = IdSet()
+    fresh = [os.urandom(32) for _ in range(5000)]
+    assert all(held.add(ident) for ident in fresh)
+    assert isinstance(held._blob, _NoRemap) and held._count > 4000
+    assert all(ident in held for ident in fresh) and not any(held.add(ident) for ident in fresh)
+    assert os.urandom(32) not in held

@@ -93,7 +93,25 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
         in_flight.append(len(link.verifying) + 1)
         return verify(self, link, opened)
 
+    # Frames of many packets are opened and delivered on one thread, whichever link they came
+    # by (peering.RECEIPT_THREADS: their packets are allocated in that thread's heap).
+    off_loop: set[str] = set()
+    session_open, session_deliver = Session.open, Session.deliver
+
+    def open_(self: Session, data: bytes, now: float) -> Any:
+        if self.role.value == "initiator" and len(data) >= OFFLOAD_BYTES:
+            off_loop.add(threading.current_thread().name)
+        return session_open(self, data, now)
+
+    def deliver(self: Session, opened: Any, now: float) -> None:
+        big = sum(len(wire.body) for wire in opened.wires) >= OFFLOAD_BYTES
+        if self.role.value == "initiator" and big and opened.size > FEW_PACKETS:
+            off_loop.add(threading.current_thread().name)
+        session_deliver(self, opened, now)
+
     monkeypatch.setattr(Federation, "_verify", counting_verify)
+    monkeypatch.setattr(Session, "open", open_)
+    monkeypatch.setattr(Session, "deliver", deliver)
     async with _synced(tmp_path, a_id, sent, config) as b_store:
         events = [e for e in reversed(await b_store.events()) if e.kind == EventKind.PACKET_STORED]
         order = [e.fields["id"] for e in events]
@@ -106,6 +124,7 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
         first_want = DEFAULT_INFLIGHT_BYTES // MAX_WIRE_PACKET
         assert sum(verified) == len(sent) - first_want
         assert max(in_flight) >= 2  # ... with frames of one link verified side by side
+        assert len(off_loop) == 1 and off_loop.pop().startswith("receipt")
         # Every inbound decision reaches the ledger while the node runs: in the writer's
         # transactions while it was busy (the audit task defers to it), then by the audit task.
         async def decided() -> list[str]:
