@@ -79,7 +79,7 @@ class _NoRemap(mmap.mmap):
 
 
 def test_where_the_blob_cannot_grow_in_place_it_is_copied_into_a_bigger_one(monkeypatch: Any) -> None:
-    monkeypatch.setattr(mmap, "mmap", _NoRemap)  # the module idset.py grows its blob with
+    monkeypatch.setattr(mmap, "mmap", _NoRemap)  # what idset.py makes its blobs with
     monkeypatch.setattr(idset, "MERGE_AT", 64)  # many merges, each growing the blob
     held = IdSet()
     fresh = [os.urandom(32) for _ in range(5000)]

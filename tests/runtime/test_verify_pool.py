@@ -93,8 +93,8 @@ async def test_big_frames_are_verified_on_the_pool_and_stored_in_order(
         in_flight.append(len(link.verifying) + 1)
         return verify(self, link, opened)
 
-    # Frames of many packets are opened and delivered on one thread, whichever link they came
-    # by (peering.RECEIPT_THREADS: their packets are allocated in that thread's heap).
+    # Frames of many packets are opened and delivered on the node's one receipt thread, not on
+    # the loop's default pool (peering.RECEIPT_THREADS: their packets live in that thread's heap).
     off_loop: set[str] = set()
     session_open, session_deliver = Session.open, Session.deliver
 
