@@ -118,10 +118,12 @@ class NodeRuntime:
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM (or a `stop` control command), then shut down cleanly."""
         from ark_lattice.runtime.allocator import keep_large_buffers
+        from ark_lattice.runtime.collector import collect_rarely
 
         # A serving node moves megabyte frames: reuse them, and give back what a sync freed.
         tuned = keep_large_buffers()
         await self.start()
+        collect_rarely()  # after start-up: what it made is frozen out of every collection
         if tuned:
             self._tasks.append(asyncio.create_task(self._give_back_memory(), name="allocator"))
         loop = asyncio.get_running_loop()
