@@ -43,8 +43,8 @@ PROBE = textwrap.dedent(
     del a, b
     alive_before = gone() is not None
     filler = [[] for _ in range(YOUNG_THRESHOLD + 1)]
-    thawed = len(gc.get_objects(generation=2)) < old // 10
-    print(before > 10, after, frozen > 0, thawed, alive_before, gone() is None)
+    out_of_sight = len(gc.get_objects(generation=2)) < old // 10
+    print(before > 10, after, frozen > 0, out_of_sight, alive_before, gone() is None)
     """
 )
 
