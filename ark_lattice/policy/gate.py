@@ -234,11 +234,13 @@ def _decided(hook: Hook | str, peer_id: str, subject: str, decision: Decision) -
 def _record(
     hook: Hook | str, peer_id: str, subject: str, allowed: bool, fired: Sequence[str], reason: str
 ) -> AuditRecord:
+    # The keys in canonical order (the shorter first): one record per packet a sync lets in or
+    # out is encoded so, and canonical() then takes cbor2's plain encoder (encoding.py).
     return {
         "hook": str(hook),
         "peer": peer_id,
-        "subject": subject,
-        "allowed": allowed,
         "rules": list(fired),
         "reason": reason,
+        "allowed": allowed,
+        "subject": subject,
     }
