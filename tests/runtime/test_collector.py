@@ -12,7 +12,7 @@ from ark_lattice.runtime import collector
 # A fresh interpreter, so the test process's own collector is left alone: it keeps 20,000 tuples
 # alive (packets in flight) and counts the collections that walk them, before and after
 # collect_rarely(); then it checks that a reference cycle is still collected, once enough new
-# objects came after it, and that start-up's objects left every generation.
+# objects came after it, and that start-up's objects left the oldest generation.
 PROBE = textwrap.dedent(
     """
     import gc, weakref
