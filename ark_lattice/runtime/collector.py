@@ -6,7 +6,7 @@ every thread of the node waits meanwhile. A syncing node keeps thousands of pack
 transfer window asks for 2,048 at once, each a packet, its header, its frame entry and a few
 tuples), and nearly none of them is in a reference cycle: reference counting frees them. So each
 collection walked the same live packets, moved them to an older generation, and walked them
-again there. The receiver of 40k 1 KiB packets spent 412 ms (7.5% of the sync) in 460
+again there. The receiver of 40k 1 KiB packets spent 412 ms (7.5% of the sync) in 463
 collections that freed 732 objects. With the young threshold at :data:`YOUNG_THRESHOLD` and
 start-up frozen, none runs during such a sync: it ends with about 9,000 more objects alive than it
 began with (issue 16).
