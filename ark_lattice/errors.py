@@ -24,6 +24,7 @@ misbehaviour (a peer sent something it must not), as h11 does::
     │   ├── LedgerCorrupt               ``ledger verify`` found a bad entry (names it)
     │   ├── LedgerMissing               the home has a node but its ledger is gone or empty (exit 5)
     │   └── NotEnoughSpace              too little free disk for ``ledger compact``; nothing written
+    ├── Unfinished                      a check stopped before an answer (its worker was killed)
     ├── NodeNotRunning                  a live-node command with no node running (exit 3)
     ├── HomeUnusable                    --home is a file, cannot be created or is read-only (exit 4)
     └── ProtocolError                   a session could not go on
@@ -203,6 +204,15 @@ class LedgerCorrupt(LedgerError):
         super().__init__(f"ledger verification failed at {entry}: {reason}")
         self.entry = entry
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[LedgerCorrupt], tuple[str, str]]:
+        # Made again from both parts when it crosses from a verifying process (signatures.py).
+        return type(self), (self.entry, self.reason)
+
+
+class Unfinished(ArkLatticeError):
+    """A check stopped before it had an answer, for a reason outside what it checks (a worker
+    process it needed was killed): nothing is known, so nothing is said to be wrong."""
 
 
 class NodeNotRunning(ArkLatticeError):

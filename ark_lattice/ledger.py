@@ -35,11 +35,12 @@ in that order names.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -49,10 +50,11 @@ import cbor2
 from ark_lattice import merkle, witness
 from ark_lattice.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ark_lattice.encoding import Purpose, sha256
-from ark_lattice.errors import LedgerCorrupt, VerificationError
+from ark_lattice.errors import LedgerCorrupt, Unfinished, VerificationError
 from ark_lattice.hlc import unpack as hlc_unpack
 from ark_lattice.identity import Identity, NodeId
 from ark_lattice.packet import verified_header
+from ark_lattice.store.bodies import BodyFiles
 from ark_lattice.store.events import GENESIS_PREV, Event, EventKind, entry_hash
 from ark_lattice.store.head import HEAD_KEY, decode_head
 from ark_lattice.store.store import Store
@@ -291,7 +293,10 @@ _WAITING = 200_000
 # Events per fetch: the log pass then keeps the loop in long runs and ends sooner, and the packet
 # results that wait for it are fewer (100k home: 3.7 s in all, 4.0 s with 512 and 64).
 _EVENT_BATCH = 4096
-_PACKET_BATCH = 128  # packet rows per fetch (a task on the pool holds at most signatures.BATCH)
+# A packet row checked against itself, as its check against the log needs it: id, created_at,
+# whether its body is in a file, source and quarantine; or the failure met at its turn.
+_Checked = tuple[bytes, int, bool, bytes, int] | Exception
+_PACKET_BATCH = 512  # packet rows per fetch (a task on the pool holds at most signatures.BATCH)
 _SNAPSHOT_TRIES = 3  # tries to open both connections on one snapshot before using one
 
 
@@ -406,7 +411,6 @@ class _Verifier:
         self.owner = owner
         self.progress = progress
         self.packet_progress: Callable[[int], None] | None = None  # packets checked, every 1000
-        self._authors: dict[bytes, bytes] = {}
         self.reading = "the ledger file"  # what a SQLite error is about
         self.replay = _Replay()
         self.against = list(against)
@@ -416,6 +420,7 @@ class _Verifier:
         self.counted = self.newest = 0  # packet rows checked, and the newest created_at of them
         # The passes run side by side: the bar counts events until it counts packets (the longer).
         self.packets_begun = False
+        self.workers: Executor | None = None  # the packet pass's (signatures.pool)
 
     async def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -425,6 +430,26 @@ class _Verifier:
         return out
 
     async def run(self) -> VerifyReport:
+        """Start the packet pass's workers, then check the ledger (:meth:`snapshots`)."""
+        from ark_lattice.signatures import pool
+
+        # Before any thread of this pass starts: processes are forked here (signatures.pool).
+        async with pool(await self.packets_held()) as self.workers:
+            return await self.snapshots()
+
+    async def packets_held(self) -> int:
+        """The packet count the store keeps (migration 0004), to choose the workers by; 0 when
+        there is none, or it cannot be read (the passes then name what is wrong)."""
+        try:
+            found = await self.rows(
+                "SELECT total FROM packet_counts WHERE one = 0 AND EXISTS "
+                "(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'packet_counts')"
+            )
+        except (sqlite3.Error, UnicodeDecodeError):
+            return 0
+        return found[0][0] if found and isinstance(found[0][0], int) else 0
+
+    async def snapshots(self) -> VerifyReport:
         """Open the snapshot every pass reads (and the second connection, on the same one)."""
         for attempt in range(_SNAPSHOT_TRIES):
             side = before = None
@@ -647,8 +672,8 @@ class _Verifier:
         """Each packet row against its signed parts and against the log, in (created_at, id) order.
 
         The rows go to the workers in batches (signatures.py); each comes back checked as far as
-        its own parts go (``check_rows``). The checks against the log follow here in order, once
-        ``log`` (the pass over the events, read side by side) has replayed it: until then the
+        its own parts go (:class:`_PacketRows`). The checks against the log follow here in order,
+        once ``log`` (the pass over the events, read side by side) has replayed it: until then the
         results wait, and its failure comes first. No ``log``: it has been replayed already.
         """
         from ark_lattice.signatures import checked_in_order
@@ -658,20 +683,27 @@ class _Verifier:
             "SELECT id, created_at, CAST(topic AS BLOB), CAST(kind AS BLOB), CAST(author AS BLOB), "
             "header, signature, body, CAST(source AS BLOB), quarantined FROM packets ORDER BY created_at, id"
         )
-        waiting: list[tuple[bytes, int, int, bytes] | Exception] = []
+        waiting: list[_Checked] = []  # what the checks against the log need of each row
         batches = _batches(self.store, sql, _PACKET_BATCH)
-        checked = checked_in_order(batches, self.check_rows, size=_body_size)
+        check = _PacketRows(self.store.bodies)
+        checked = checked_in_order(batches, check, self.workers, size=_body_size)
         async with aclosing(batches), aclosing(checked):
             while True:
                 try:
-                    _, results = await anext(checked)
+                    rows, failures = await anext(checked)
                 except StopAsyncIteration:
                     break
+                except Unfinished:
+                    raise  # a worker was killed: nothing is known of the rows it held
                 except Exception:
                     if log is not None:  # a row that cannot be read: the log's failure first,
                         await log
                     self.take(waiting)  # then the rows read before it
                     raise
+                results = [
+                    (row[0], row[1], row[7] is None, row[8], row[9]) if failure is None else failure
+                    for row, failure in zip(rows, failures, strict=True)
+                ]
                 if log is not None and not log.done() and len(waiting) < _WAITING:
                     waiting += results
                     continue
@@ -688,13 +720,15 @@ class _Verifier:
             raise LedgerCorrupt(f"event #{seq}", f"records packet {pid.hex()} that is missing")
         return self.counted, self.newest
 
-    def take(self, results: list[tuple[bytes, int, int, bytes] | Exception]) -> None:
+    def take(self, results: list[_Checked]) -> None:
         """Checked packet rows, in order, against the replayed log."""
         progress = self.packet_progress
         for result in results:
             if isinstance(result, Exception):
                 raise result
-            pid, created_at, quarantined, source = result
+            pid, created_at, in_file, source, quarantined = result
+            if in_file:
+                self.body_files.add(pid)
             self.against_log(pid, quarantined, source)
             if created_at > self.newest:
                 self.newest = created_at
@@ -717,59 +751,6 @@ class _Verifier:
             if _text(source, where, "source") != want:
                 raise LedgerCorrupt(where, f"its source differs from {want} in the log")
 
-    def check_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[bytes, int, int, bytes] | Exception]:
-        """On a worker: each packet row opened and checked against itself (id, signature, body
-        hash, the indexed columns against the signed header), or the failure it is; a good row
-        comes back as what the checks against the log need: id, created_at, quarantined, source.
-        """
-        out: list[tuple[bytes, int, int, bytes] | Exception] = []
-        for pid, created_at, topic, kind, author, header, signature, body, source, quarantined in rows:
-            try:
-                out.append((self.check_row(pid, created_at, topic, kind, author, header, signature, body),
-                            created_at, quarantined, source))
-            except Exception as exc:  # met at this row's turn, after every row before it
-                out.append(exc)
-        return out
-
-    def check_row(
-        self, pid: bytes, created_at: int, topic: bytes, kind: bytes, author: bytes,
-        header: bytes, signature: bytes, body: bytes | None,
-    ) -> bytes:
-        try:
-            packet_id, h = verified_header(header, signature, self.body(pid, body)[0])
-        except VerificationError as exc:
-            where = f"packet {bytes(pid).hex()}"
-            files = self.store.bodies
-            if files is not None and bytes(pid) in self.body_files and "body" in str(exc):
-                in_file = files.path(bytes(pid))
-                reason = f"its body file {in_file} does not match the hash in its signed header"
-                raise LedgerCorrupt(where, reason) from None
-            raise LedgerCorrupt(where, str(exc)) from None
-        if packet_id != pid:
-            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its contents hash to another id")
-        if (
-            created_at != h.created_at
-            or topic != h.topic.encode()
-            or kind != h.kind.encode()
-            or author != self.author_text(h.author)
-        ):
-            # The bytes differ: name a column that is not even text first, as always.
-            where = f"packet {bytes(pid).hex()}"
-            for value, column in ((topic, "topic"), (kind, "kind"), (author, "author")):
-                _text(value, where, column)
-            raise LedgerCorrupt(where, "its indexed columns do not match its signed header")
-        return pid
-
-    def body(self, pid: bytes, body: bytes | None) -> tuple[bytes, Any]:
-        """A packet row's body, and the path of its file when it is held in one."""
-        if body is not None:
-            return body, None
-        files = self.store.bodies
-        if files is None:
-            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its body is missing (NULL in memory)")
-        self.body_files.add(bytes(pid))
-        return files.read(bytes(pid)), files.path(bytes(pid))
-
     async def check_counts(self, packets: int) -> None:
         """The counts `status` reads (migration 0004; kept by the store) against the rows."""
         if "packet_counts" not in self.tables:
@@ -791,14 +772,6 @@ class _Verifier:
         if files is None:
             return 0
         return sum(1 for pid, _ in files.candidates() if pid is None or pid not in self.body_files)
-
-    def author_text(self, author: NodeId) -> bytes:
-        """``str(author)`` as UTF-8, once per author: the base32 of every packet's key was a
-        tenth of the pass."""
-        text = self._authors.get(author.key)
-        if text is None:
-            text = self._authors[author.key] = str(author).encode()
-        return text
 
     async def check_peers(self) -> int:
         self.reading = "the peers table"
@@ -982,6 +955,69 @@ class _Replay:
         except (KeyError, TypeError, ValueError):
             where = f"event #{seq}"
             raise LedgerCorrupt(where, f"a {kind} event that does not fit the log before it") from None
+
+
+class _PacketRows:
+    """The checks of a packet row against itself, on a worker (signatures.py: a thread, or a
+    process, which is sent this object): its id, signature and body hash, and its indexed columns
+    against its signed header. What the rows say against the log is checked by the verifier."""
+
+    def __init__(self, bodies: BodyFiles | None) -> None:
+        self.bodies = bodies  # where bodies held in files are (None: an in-memory ledger)
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> list[Exception | None]:
+        """Each row's failure, or None: a failure is met at its row's turn, after every row
+        before it, so it is handed back, not raised."""
+        out: list[Exception | None] = []
+        for pid, created_at, topic, kind, author, header, signature, body, *_ in rows:
+            try:
+                self.check(pid, created_at, topic, kind, author, header, signature, body)
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def check(
+        self, pid: bytes, created_at: int, topic: bytes, kind: bytes, author: bytes,
+        header: bytes, signature: bytes, body: bytes | None,
+    ) -> None:
+        try:
+            packet_id, h = verified_header(header, signature, self.body(pid, body))
+        except VerificationError as exc:
+            where = f"packet {bytes(pid).hex()}"
+            if self.bodies is not None and body is None and "body" in str(exc):
+                in_file = self.bodies.path(bytes(pid))
+                reason = f"its body file {in_file} does not match the hash in its signed header"
+                raise LedgerCorrupt(where, reason) from None
+            raise LedgerCorrupt(where, str(exc)) from None
+        if packet_id != pid:
+            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its contents hash to another id")
+        if (
+            created_at != h.created_at
+            or topic != h.topic.encode()
+            or kind != h.kind.encode()
+            or author != _author_text(h.author.key)
+        ):
+            # The bytes differ: name a column that is not even text first, as always.
+            where = f"packet {bytes(pid).hex()}"
+            for value, column in ((topic, "topic"), (kind, "kind"), (author, "author")):
+                _text(value, where, column)
+            raise LedgerCorrupt(where, "its indexed columns do not match its signed header")
+
+    def body(self, pid: bytes, body: bytes | None) -> bytes:
+        """A packet row's body, read from its file when the row holds none."""
+        if body is not None:
+            return body
+        if self.bodies is None:
+            raise LedgerCorrupt(f"packet {bytes(pid).hex()}", "its body is missing (NULL in memory)")
+        return self.bodies.read(bytes(pid))
+
+
+@functools.lru_cache(maxsize=4096)
+def _author_text(key: bytes) -> bytes:
+    """An author's node id as the text its column holds, once per author: the base32 of every
+    packet's key was a tenth of the pass."""
+    return str(NodeId(key)).encode()
 
 
 def _body_size(row: tuple[Any, ...]) -> int:

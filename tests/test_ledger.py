@@ -142,7 +142,7 @@ async def test_packets_checked_while_the_log_is_replayed_are_named_in_order(node
     tamper(node, "UPDATE packets SET body = x'00' WHERE id = ?", ids[5])
     monkeypatch.setattr(signatures, "BATCH", 4)
     checked: list[int] = []
-    real_rows, real_log = ledger._Verifier.check_rows, ledger._Verifier.check_log
+    real_rows, real_log = ledger._PacketRows.__call__, ledger._Verifier.check_log
 
     def check_rows(self, rows):
         out = real_rows(self, rows)
@@ -154,7 +154,7 @@ async def test_packets_checked_while_the_log_is_replayed_are_named_in_order(node
             await asyncio.sleep(0.001)
         return await real_log(self, *args)
 
-    monkeypatch.setattr(ledger._Verifier, "check_rows", check_rows)
+    monkeypatch.setattr(ledger._PacketRows, "__call__", check_rows)
     monkeypatch.setattr(ledger._Verifier, "check_log", check_log)
     err = await expect_corrupt(node, f"packet {ids[5].hex()}")
     assert "body" in err.reason

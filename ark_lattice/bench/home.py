@@ -11,8 +11,8 @@ the real CLI runs against it as a subprocess, as an operator would run it:
 - ``home.verify``: packets per second of ``ledger verify``, against the bound of bare Ed25519
   verification (``nacl.bindings.crypto_sign_open``) of the same signed bytes on every core
   (``os.cpu_count()`` threads, no project code in the loop), measured in the same run;
-  ``home.verify.cpu`` its CPU microseconds per packet (all threads), beside bare Ed25519's per
-  signature: at the goal ratio 0.8 the whole verify may spend 1.25x the signatures' CPU.
+  ``home.verify.cpu`` its CPU microseconds per packet (all threads and worker processes), beside
+  bare Ed25519's per signature: at the goal ratio 0.8 the whole verify may spend 1.25x the signatures' CPU.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def run(
         started = time.perf_counter()
         done = subprocess.run(cli_command(root, "ledger", "verify", "--json"), capture_output=True)
         wall = time.perf_counter() - started
-        cpu = _children_cpu() - cpu_before  # the verify process's user + system seconds, all threads
+        cpu = _children_cpu() - cpu_before  # verify's user + system seconds: threads and workers
         report = json.loads(done.stdout or b"{}")
         if done.returncode != 0 or not report.get("ok"):
             raise RuntimeError(f"ledger verify failed on the bench home: {done.stderr.decode().strip()}")

@@ -79,7 +79,7 @@ def verify(
     ledger). Read-only: the ledger is never created, migrated or written."""
     from ark_lattice import ledger
     from ark_lattice.cli.progress import ProgressBar, progress_bar
-    from ark_lattice.errors import ArkLatticeError, LedgerError, LedgerMissing
+    from ark_lattice.errors import ArkLatticeError, LedgerError, LedgerMissing, Unfinished
     from ark_lattice.identity import NodeId
     from ark_lattice.node import check_ledger
     from ark_lattice.store.store import Store
@@ -124,6 +124,8 @@ def verify(
                 entry, reason = failure.entry, failure.reason
             elif isinstance(failure, LedgerMissing):
                 entry, reason = "the ledger file", str(failure)
+            elif isinstance(failure, Unfinished):  # nothing found wrong, and nothing known
+                entry, reason = None, str(failure)
             else:
                 entry, reason = "the node's home", str(failure)
             application.print_json({"ok": False, "entry": entry, "reason": reason})

@@ -309,3 +309,30 @@ def test_a_write_with_a_sealed_key_asks_for_it_and_signs(home, tmp_path):
     assert verified.returncode == 0, verified.stderr
     doc = json.loads(verified.stdout)
     assert doc["ok"] and doc["peers"] == 1 and doc["signed"] == doc["events"]
+
+
+def test_a_worker_killed_while_it_checks_says_nothing_is_known(populated, monkeypatch):
+    """A verifying process killed mid-check (out of memory, say) is not a bad ledger: one line
+    that says so, exit 1, and ``"entry": null``; no traceback."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from ark_lattice import signatures
+    from ark_lattice.cli.app import app
+
+    def killed(self, rows):
+        os._exit(9)
+
+    monkeypatch.setattr(signatures, "PROCESSES_FROM", 0)  # processes for these few packets
+    monkeypatch.setattr(signatures, "_workers", lambda: 2)
+    monkeypatch.setattr(ledger._PacketRows, "__call__", killed)
+    runner = CliRunner()
+    for args in ([], ["--json"]):
+        result = runner.invoke(app, ["--home", str(populated), "ledger", "verify", *args])
+        assert result.exit_code == ExitCode.FAILED, result.output
+        assert result.stderr.strip() == (
+            "error: a process checking packet signatures stopped before it finished (killed, or "
+            "out of memory); nothing is known about the packets it held: run the check again"
+        )
+    assert json.loads(result.stdout) == {"ok": False, "entry": None, "reason": result.stderr[7:].strip()}
