@@ -130,13 +130,14 @@ async def pool(rows: int) -> AsyncIterator[Executor | None]:
 
 async def _processes(loop: asyncio.AbstractEventLoop, workers: int) -> ProcessPoolExecutor | None:
     """``workers`` processes, forked now (3.11 forks them all at the first task); None where
-    they cannot start (no ``/dev/shm`` for the pool's locks, say): threads check as well."""
+    they cannot start (no ``/dev/shm`` for the pool's locks, or no working ``sem_open`` at all):
+    threads check as well."""
     try:
         executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("fork"), initializer=_child,
             initargs=(os.getpid(),),
         )
-    except OSError:
+    except (OSError, NotImplementedError):
         return None
     try:
         await loop.run_in_executor(executor, int)

@@ -251,12 +251,19 @@ def test_worker_processes_end_with_their_parent():
     wait_for(lambda: not any(running(pid) for pid in workers), timeout=30, what="the workers to end")
 
 
-async def test_threads_check_where_processes_cannot_start(monkeypatch):
-    def no_shared_memory(*args, **kwargs):
-        raise OSError("[Errno 38] Function not implemented")  # the pool's locks need /dev/shm
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        FileNotFoundError(2, "No such file or directory"),  # no /dev/shm for the pool's locks
+        NotImplementedError("This Python has no working sem_open"),  # concurrent.futures' own check
+    ],
+)
+async def test_threads_check_where_processes_cannot_start(monkeypatch, refusal):
+    def refused(*args, **kwargs):
+        raise refusal
 
     monkeypatch.setattr(signatures, "_workers", lambda: 2)
-    monkeypatch.setattr(signatures, "ProcessPoolExecutor", no_shared_memory)
+    monkeypatch.setattr(signatures, "ProcessPoolExecutor", refused)
     async with signatures.pool(signatures.PROCESSES_FROM) as executor:
         assert type(executor) is ThreadPoolExecutor
         found = [r async for _, results in signatures.checked_in_order(batches([parts(1)]), opened, executor)
