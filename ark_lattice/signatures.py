@@ -1,10 +1,10 @@
 """Packet checks on every core: the packet pass of ``ledger verify`` (DESIGN §8).
 
-Batches of rows are checked on a pool of ``os.cpu_count()`` workers while the event loop goes on
-reading rows. Each batch is checked whole on its worker (parse, hashes, signature and whatever
-else the caller's ``check`` compares), so the event loop only reads rows and takes the results,
-in the rows' order: the caller goes through them one after another exactly as before and names
-the same first bad packet.
+Batches of rows are checked on a pool of workers, one per core up to :data:`MAX_WORKERS`, while
+the event loop goes on reading rows. Each batch is checked whole on its worker (parse, hashes,
+signature and whatever else the caller's ``check`` compares), so the event loop only reads rows
+and takes the results, in the rows' order: the caller goes through them one after another
+exactly as before and names the same first bad packet.
 
 The workers are threads for a small ledger and processes for a large one (:func:`pool`).
 Ed25519 verification (libsodium, through cffi) releases the GIL, but the Python around each
@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from ark_lattice.errors import Unfinished
 
-__all__ = ["checked_in_order", "pool", "BATCH", "BATCH_BYTES", "PROCESSES_FROM"]
+__all__ = ["checked_in_order", "pool", "BATCH", "BATCH_BYTES", "MAX_WORKERS", "PROCESSES_FROM"]
 
 BATCH = 512  # rows per task on the pool: large enough that handing it over costs little (to a
 # process, at 1M packets: the parent's threads used 34.7 s of CPU with 128 rows a task, 30.3 s
@@ -46,6 +46,11 @@ IN_FLIGHT = 2  # batches per worker queued or running while the loop reads the n
 # 4.6 and 4.7 s on them against 6.8 and 5.8 s on threads; a fork costs a few milliseconds, and 20k
 # rows take about a second on threads.
 PROCESSES_FROM = 20_000
+# The parent feeds the workers, and its own share of a packet (reading it, the log, the checks
+# against it, SQLite's integrity check: about 30 us of CPU at 1M packets) leaves room for about
+# three workers of 52-72 us a row: more would wait, each a process forked for nothing. The same
+# cap as the node's verifier threads (runtime/peering.py).
+MAX_WORKERS = 4
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 Row = TypeVar("Row")
@@ -71,7 +76,7 @@ def _tasks(rows: list[Row], size: Callable[[Row], int] | None) -> list[list[Row]
 
 
 def _workers() -> int:
-    return os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 def _forks() -> bool:

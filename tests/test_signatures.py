@@ -269,3 +269,9 @@ async def test_threads_check_where_processes_cannot_start(monkeypatch, refusal):
         found = [r async for _, results in signatures.checked_in_order(batches([parts(1)]), opened, executor)
                  for r in results]
     assert isinstance(found[0], Packet)
+
+
+def test_one_worker_a_core_up_to_the_cap(monkeypatch):
+    for cores, workers in ((64, signatures.MAX_WORKERS), (2, 2), (None, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert signatures._workers() == workers
