@@ -438,16 +438,12 @@ class _Verifier:
             return await self.snapshots()
 
     async def packets_held(self) -> int:
-        """The packet count the store keeps (migration 0004), to choose the workers by; 0 when
-        there is none, or it cannot be read (the passes then name what is wrong)."""
+        """The store's packet count, to choose the workers by; 0 when it cannot be read (the
+        passes then name what is wrong)."""
         try:
-            found = await self.rows(
-                "SELECT total FROM packet_counts WHERE one = 0 AND EXISTS "
-                "(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'packet_counts')"
-            )
-        except (sqlite3.Error, UnicodeDecodeError):
+            return await self.store.packet_count()
+        except (sqlite3.Error, UnicodeDecodeError, TypeError, ValueError):
             return 0
-        return found[0][0] if found and isinstance(found[0][0], int) else 0
 
     async def snapshots(self) -> VerifyReport:
         """Open the snapshot every pass reads (and the second connection, on the same one)."""
