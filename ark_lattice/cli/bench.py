@@ -113,8 +113,9 @@ def compare_syncthing(
     json_: JsonOption = False,
 ) -> None:
     """The same jobs through two Syncthing instances and two ark-lattice nodes on 127.0.0.1,
-    alternating, with the ratio of each pair and their median. Without `syncthing` on PATH it says
-    so in one line on stderr and exits 0 (nothing to compare is not an error)."""
+    alternating, with the ratio of each pair, their median, and the ceiling the primitives allow
+    here. Without `syncthing` on PATH it says so in one line on stderr and exits 0 (nothing to
+    compare is not an error)."""
     from ark_lattice.bench import syncthing as bench_syncthing
 
     binary = bench_syncthing.find()
@@ -286,7 +287,8 @@ def home(
     json_: JsonOption = False,
 ) -> None:
     """One node holding many packets: first row and memory of `packets list` (table and JSON),
-    `federation status` time, and `ledger verify` against bare Ed25519 verify on every core."""
+    `federation status` time, and `ledger verify` against bare Ed25519 verify on every core, with
+    the ceiling the bare primitives of its checks allow."""
     from ark_lattice.bench import home as bench_home
     from ark_lattice.cli.progress import progress_bar
 

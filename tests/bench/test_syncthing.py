@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ark_lattice.bench.syncthing import _bare_item_cpu
 from ark_lattice.processes import cli_command
 
 
@@ -31,7 +32,7 @@ def test_compare_syncthing_without_syncthing_on_path_says_so_in_one_line_and_exi
 
 
 @pytest.mark.skipif(shutil.which("syncthing") is None, reason="syncthing is not on PATH")
-def test_compare_syncthing_runs_both_jobs_through_both_and_reports_each_pair_and_the_median(
+def test_compare_syncthing_runs_both_jobs_through_both_and_reports_each_pair_the_median_and_the_ceiling(
     home: Path,
 ) -> None:
     args = ("bench", "compare-syncthing", "--small", "20", "--large", "2", "--pairs", "1", "--json")
@@ -41,8 +42,10 @@ def test_compare_syncthing_runs_both_jobs_through_both_and_reports_each_pair_and
     assert list(rows) == [
         "compare_syncthing.small.pair1",
         "compare_syncthing.small.median",
+        "compare_syncthing.small.ceiling",
         "compare_syncthing.large.pair1",
         "compare_syncthing.large.median",
+        "compare_syncthing.large.ceiling",
     ]
     for job in ("small", "large"):
         pair, median = rows[f"compare_syncthing.{job}.pair1"], rows[f"compare_syncthing.{job}.median"]
@@ -52,3 +55,14 @@ def test_compare_syncthing_runs_both_jobs_through_both_and_reports_each_pair_and
         slack = 1e-3 + 5e-4 / pair["bound"] + 5e-4 / pair["value"]
         assert pair["ratio"] == pytest.approx(pair["value"] / pair["bound"], rel=slack)
         assert median["value"] == pytest.approx(pair["ratio"], rel=1e-3)  # one pair: its ratio is the median
+        # The ceiling is measured against Syncthing's median rate (one pair: its rate), and is one:
+        # the nodes of the real run, which did all the primitives and much more, stayed under it.
+        ceiling = rows[f"compare_syncthing.{job}.ceiling"]
+        assert ceiling["unit"] == "items/s" and ceiling["bound"] == pair["bound"]
+        assert ceiling["value"] > pair["value"]
+        assert ceiling["ratio"] == pytest.approx(ceiling["value"] / ceiling["bound"], rel=slack)
+
+
+def test_the_ceiling_times_the_primitives_of_every_item_and_removes_its_file(tmp_path: Path) -> None:
+    assert _bare_item_cpu(tmp_path / "bare.bin", 3, 64 * 1024) > 0
+    assert list(tmp_path.iterdir()) == []
