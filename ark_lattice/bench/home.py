@@ -18,8 +18,9 @@ the real CLI runs against it as a subprocess, as an operator would run it:
   every packet row and event and its ``integrity_check``, SHA-256 of each body and event entry, cbor2
   decoding of each header, a Merkle leaf and interior hash per event; no project code in the loop),
   against the same bound. What separates ``home.verify`` from it is the interpreted work of the checks;
-  a ceiling ratio near 0.8 says how little of it the goal leaves (issue 16, on the 2-core VM with a
-  million packets: 0.80, from 11.6 µs a packet of those primitives beside 47.1 µs a signature).
+  a ceiling ratio near 0.8 says how little of it the goal leaves (issue 16, two runs on the 2-core VM
+  with a million packets: 0.80 and 0.81, from 11.6 and 11.1 µs a packet of those primitives beside
+  47.1 and 48.2 µs a signature).
 """
 
 from __future__ import annotations
